@@ -1,0 +1,3 @@
+"""jobrunner: a distributed cron and job-runner daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,78 @@
+"""Engines for both backends and the database clock expression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from jobrunner.store.tables import UTCDateTime
+
+
+class db_now(FunctionElement[Any]):
+    """The database's clock, optionally shifted by `seconds`, as a UTC timestamp.
+
+    PostgreSQL: `now()` (the transaction's start) plus an interval. SQLite: `strftime(... 'now')`
+    padded to the microsecond text format that `UTCDateTime` stores, so comparisons with stored
+    values are correct as text. Every lease, heartbeat and due-time comparison uses this.
+    """
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "db_now"
+
+    def __init__(self, seconds: float | sa.ColumnElement[Any] = 0.0) -> None:
+        arg = seconds if isinstance(seconds, sa.ColumnElement) else sa.literal(float(seconds))
+        super().__init__(arg)
+
+
+@compiles(db_now, "postgresql")
+def _pg_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    return f"(now() + make_interval(secs => {compiler.process(seconds, **kw)}))"
+
+
+@compiles(db_now, "sqlite")
+def _sqlite_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    modifier = f"printf('%+.6f seconds', {compiler.process(seconds, **kw)})"
+    return f"(strftime('%Y-%m-%d %H:%M:%f', 'now', {modifier}) || '000')"
+
+
+def create_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """An engine for `url` (PostgreSQL via psycopg 3, or SQLite via the stdlib driver).
+
+    SQLite is set up for several processes on one host: WAL journal, a busy timeout, and
+    `BEGIN IMMEDIATE` for every transaction so writers serialise instead of deadlocking.
+    """
+    url_obj = sa.make_url(url)
+    if url_obj.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            url_obj, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+        _setup_sqlite(engine)
+        return engine
+    if url_obj.drivername in ("postgresql", "postgres"):
+        url_obj = url_obj.set(drivername="postgresql+psycopg")
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 4)
+    kwargs.setdefault("max_overflow", 4)
+    return sa.create_engine(url_obj, **kwargs)
+
+
+def _setup_sqlite(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
