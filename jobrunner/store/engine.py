@@ -58,8 +58,9 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     if url_obj.drivername in ("postgresql", "postgres"):
         url_obj = url_obj.set(drivername="postgresql+psycopg")
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 4)
-    kwargs.setdefault("max_overflow", 4)
+    if kwargs.get("poolclass") is None:
+        kwargs.setdefault("pool_size", 4)
+        kwargs.setdefault("max_overflow", 4)
     return sa.create_engine(url_obj, **kwargs)
 
 

@@ -8,6 +8,7 @@ refuses to touch an existing schema that is behind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
@@ -18,6 +19,7 @@ from alembic.script import ScriptDirectory
 from jobrunner.errors import SchemaOutOfDate
 
 VERSION_TABLE = "jobrunner_alembic_version"
+_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _INIT_LOCK_KEY = 0x6A6F6272  # "jobr": the advisory lock taken while creating the schema
 
 
@@ -33,7 +35,7 @@ class SchemaStatus:
 
 def _alembic_config(conn: sa.Connection | None = None) -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", "jobrunner:migrations")
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
     if conn is not None:
         cfg.attributes["connection"] = conn
     return cfg

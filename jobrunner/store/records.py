@@ -1,0 +1,158 @@
+"""Frozen records the store hands out and takes in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Overlap = Literal["forbid", "allow", "replace"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """One row of `job_runs`: one attempt to run a job."""
+
+    id: int
+    job_name: str
+    trigger: str
+    scheduled_for: datetime | None
+    run_at: datetime
+    status: str
+    reason: str | None
+    attempt: int
+    max_attempts: int
+    worker_id: str | None
+    fence: int | None
+    kwargs: Mapping[str, Any]
+    enqueued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: Mapping[str, Any] | None
+    cancel_requested: bool
+    idempotency_key: str | None
+    correlation_id: str | None
+    retry_of: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slot:
+    """A scheduled slot to record: queued to run, or skipped with a reason."""
+
+    job_name: str
+    scheduled_for: datetime
+    run_at: datetime
+    max_attempts: int = 1
+    status: Literal["queued", "skipped"] = "queued"
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    """What the claimer needs to know about a job this worker can run."""
+
+    overlap: Overlap = "forbid"
+    max_concurrency: int | None = None  # only for overlap="allow"; None = unlimited
+    misfire_grace: float = 60.0  # seconds a scheduled slot may start late
+
+    @property
+    def capacity(self) -> int | None:
+        return (self.max_concurrency if self.overlap == "allow" else 1) or None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """A lease this worker holds in `job_locks`."""
+
+    job_name: str
+    slot: int
+    run_id: int
+    fence: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimedRun:
+    run: Run
+    lease: Lease
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """The outcome of one claim: runs started here, slots skipped, runs replaced."""
+
+    started: list[ClaimedRun] = field(default_factory=list)
+    skipped: list[tuple[Run, str]] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)
+    waiting: int = 0  # candidates left queued because their job is at capacity
+    now: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """The final state of a run, written only if `lease` is still held (fencing)."""
+
+    lease: Lease
+    status: Literal["succeeded", "failed", "timed_out", "cancelled"]
+    error: Mapping[str, Any] | None = None
+    reason: str | None = None
+    retry_in: float | None = None  # seconds; None = no retry
+
+
+@dataclass(frozen=True, kw_only=True)
+class Renewal:
+    held: frozenset[int]  # run ids whose lease this worker still holds
+    cancel_requested: frozenset[int]
+    registered: bool  # False when the worker row was gone (re-register)
+    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerInfo:
+    worker_id: str
+    hostname: str
+    pid: int
+    version: str
+    config_hash: str
+    jobs: Mapping[str, str]  # job name -> definition hash
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogEntry:
+    name: str
+    cron: str | None
+    timezone: str
+    config_hash: str
+    definition: Mapping[str, Any]
+    paused: bool = False
+    published_by: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockRow:
+    job_name: str
+    slot: int
+    run_id: int | None
+    worker_id: str | None
+    fence: int
+    acquired_at: datetime | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerRow:
+    worker_id: str
+    hostname: str
+    pid: int
+    version: str
+    config_hash: str
+    jobs: Mapping[str, str]
+    state: str
+    started_at: datetime
+    last_seen: datetime

@@ -1,0 +1,803 @@
+"""Every statement jobrunner runs, behind one class.
+
+The worker, the CLI and the clients call these methods and never build SQL. Each method runs
+in its own transaction and says what it guarantees. "now" is always the database's clock
+(`db_now`), never the host's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound
+from jobrunner.store.engine import create_engine, db_now
+from jobrunner.store.records import (
+    CatalogEntry,
+    Claim,
+    ClaimedRun,
+    Lease,
+    LockRow,
+    Outcome,
+    Policy,
+    Renewal,
+    Run,
+    Slot,
+    WorkerInfo,
+    WorkerRow,
+)
+from jobrunner.store.tables import (
+    FINAL_STATUSES,
+    RUN_STATUSES,
+    job_locks,
+    job_runs,
+    jobrunner_jobs,
+    jobrunner_workers,
+)
+
+NOTIFY_CHANNEL = "jobrunner"
+
+
+class Store:
+    """Data access for one database (PostgreSQL or SQLite)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    @classmethod
+    def from_url(cls, url: str, **engine_kwargs: Any) -> Store:
+        return cls(create_engine(url, **engine_kwargs))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- clock ---------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The database's clock (UTC)."""
+        with self.engine.connect() as conn:
+            value: datetime = conn.execute(sa.select(db_now())).scalar_one()
+            return value
+
+    # -- workers and catalog --------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> datetime:
+        """Insert or refresh this worker's row (started_at and last_seen = now); returns now."""
+        with self.engine.begin() as conn:
+            now: datetime = conn.execute(sa.select(db_now())).scalar_one()
+            values = {
+                "hostname": info.hostname,
+                "pid": info.pid,
+                "version": info.version,
+                "config_hash": info.config_hash,
+                "jobs": dict(info.jobs),
+                "state": "running",
+                "last_seen": now,
+            }
+            stmt = self._insert(jobrunner_workers).values(
+                worker_id=info.worker_id, started_at=now, **values
+            )
+            conn.execute(stmt.on_conflict_do_update(index_elements=["worker_id"], set_=values))
+            return now
+
+    def set_worker_state(self, worker_id: str, state: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobrunner_workers.update()
+                .where(jobrunner_workers.c.worker_id == worker_id)
+                .values(state=state)
+            )
+
+    def deregister_worker(self, worker_id: str) -> None:
+        """Release every lease the worker holds and delete its row, in one transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(_release(job_locks.c.worker_id == worker_id))
+            conn.execute(
+                jobrunner_workers.delete().where(jobrunner_workers.c.worker_id == worker_id)
+            )
+
+    def list_workers(self) -> list[WorkerRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobrunner_workers).order_by(jobrunner_workers.c.started_at)
+            )
+            return [WorkerRow(**r._mapping) for r in rows]
+
+    def publish_catalog(self, entries: Sequence[CatalogEntry], worker_id: str) -> None:
+        """Upsert each job's definition (the newest publisher wins); `paused` is kept as is."""
+        if not entries:
+            return
+        with self.engine.begin() as conn:
+            now = conn.execute(sa.select(db_now())).scalar_one()
+            rows = [
+                {
+                    "name": e.name,
+                    "cron": e.cron,
+                    "timezone": e.timezone,
+                    "config_hash": e.config_hash,
+                    "definition": dict(e.definition),
+                    "published_by": worker_id,
+                    "updated_at": now,
+                }
+                for e in entries
+            ]
+            stmt = self._insert(jobrunner_jobs).values(rows)
+            update = {
+                c: stmt.excluded[c]
+                for c in (
+                    "cron",
+                    "timezone",
+                    "config_hash",
+                    "definition",
+                    "published_by",
+                    "updated_at",
+                )
+            }
+            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=update))
+
+    def list_jobs(self) -> list[CatalogEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobrunner_jobs).order_by(jobrunner_jobs.c.name))
+            return [CatalogEntry(**r._mapping) for r in rows]
+
+    def get_job(self, name: str) -> CatalogEntry:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(jobrunner_jobs).where(jobrunner_jobs.c.name == name)
+            ).one_or_none()
+        if row is None:
+            raise JobNotFound(f"no job named {name!r} in the catalog")
+        return CatalogEntry(**row._mapping)
+
+    def set_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume a job for every replica (they read the flag when they claim)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobrunner_jobs.update().where(jobrunner_jobs.c.name == name).values(paused=paused)
+            )
+        if result.rowcount == 0:
+            raise JobNotFound(f"no job named {name!r} in the catalog")
+
+    # -- slots and queued runs ------------------------------------------------------------
+
+    def slot_cursors(self, job_names: Iterable[str]) -> dict[str, datetime]:
+        """The newest recorded slot of each named job that has one."""
+        names = list(job_names)
+        if not names:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(job_runs.c.job_name, sa.func.max(job_runs.c.scheduled_for))
+                .where(job_runs.c.job_name.in_(names), job_runs.c.scheduled_for.is_not(None))
+                .group_by(job_runs.c.job_name)
+            )
+            return dict(rows.tuples().all())
+
+    def insert_slots(self, slots: Sequence[Slot]) -> int:
+        """Record scheduled slots in one statement; returns how many were new.
+
+        Idempotent: the unique key (job_name, scheduled_for, attempt) makes a slot that any
+        replica already recorded a no-op (`ON CONFLICT DO NOTHING`), so every replica may try.
+        """
+        if not slots:
+            return 0
+        with self.engine.begin() as conn:
+            now = db_now()
+            rows: list[dict[str, Any]] = [
+                {
+                    "job_name": s.job_name,
+                    "trigger": "schedule",
+                    "scheduled_for": s.scheduled_for,
+                    "run_at": s.run_at,
+                    "status": s.status,
+                    "reason": s.reason,
+                    "attempt": 1,
+                    "max_attempts": s.max_attempts,
+                    "kwargs": {},
+                    "enqueued_at": now,
+                    "finished_at": now if s.status == "skipped" else None,
+                }
+                for s in slots
+            ]
+            stmt = (
+                self._insert(job_runs)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
+            )
+            inserted = conn.execute(stmt.returning(job_runs.c.id)).all()
+            if any(s.status == "queued" for s in slots):
+                self._notify(conn, "slots")
+            return len(inserted)
+
+    def enqueue(
+        self,
+        job_name: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Run:
+        """Queue a one-off run of a catalogued job; returns the run.
+
+        Refuses a job missing from the catalog (JobNotFound) and kwargs that are not a JSON
+        object (InvalidArguments). With an idempotency key, a repeat returns the first run.
+        Nothing the caller sends is imported or evaluated. Wakes listening workers (NOTIFY).
+        """
+        kwargs = _json_object(kwargs)
+        with self.engine.begin() as conn:
+            job = conn.execute(
+                sa.select(jobrunner_jobs.c.definition).where(jobrunner_jobs.c.name == job_name)
+            ).one_or_none()
+            if job is None:
+                raise JobNotFound(f"no job named {job_name!r} in the catalog")
+            retries = int(job.definition.get("retries", 0))
+            stmt = self._insert(job_runs).values(
+                job_name=job_name,
+                trigger="manual",
+                run_at=run_at if run_at is not None else db_now(),
+                status="queued",
+                attempt=1,
+                max_attempts=retries + 1,
+                kwargs=kwargs,
+                enqueued_at=db_now(),
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+            )
+            if idempotency_key is not None:
+                stmt = stmt.on_conflict_do_nothing(index_elements=["job_name", "idempotency_key"])
+            row = conn.execute(stmt.returning(*job_runs.c)).one_or_none()
+            if row is None:
+                row = conn.execute(
+                    sa.select(job_runs).where(
+                        job_runs.c.job_name == job_name,
+                        job_runs.c.idempotency_key == idempotency_key,
+                    )
+                ).one()
+            else:
+                self._notify(conn, job_name)
+            return Run(**row._mapping)
+
+    def _notify(self, conn: sa.Connection, payload: str) -> None:
+        if self.dialect == "postgresql":
+            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload)))
+
+    # -- claiming -------------------------------------------------------------------------
+
+    def claim(
+        self, *, worker_id: str, limit: int, policies: Mapping[str, Policy], lease_ttl: float
+    ) -> Claim:
+        """Start up to `limit` due queued runs of the given jobs on this worker.
+
+        One transaction: due runs (`run_at <= now`) are locked with `FOR UPDATE SKIP LOCKED`
+        on PostgreSQL (SQLite serialises writers), oldest first. Each gets a lease in
+        `job_locks` (fence incremented) if its job has a free lease slot; the insert of a lease
+        only succeeds on a free row, so two workers can never hold the same one. Scheduled
+        slots that cannot start are recorded `skipped` with the reason (`paused`, `misfired`,
+        `overlap`) or, with overlap `replace`, take the lease from the running run, which is
+        recorded `cancelled` (reason `replaced`). Manual runs and retries of a job at capacity
+        stay queued. Runs of jobs not in `policies` are never touched.
+        """
+        if limit <= 0 or not policies:
+            return Claim()
+        with self.engine.begin() as conn:
+            now: datetime = conn.execute(sa.select(db_now())).scalar_one()
+            held = _held_locks(conn)
+            saturated = [
+                name
+                for name, pol in policies.items()
+                if pol.capacity is not None and len(held.get(name, ())) >= pol.capacity
+            ]
+            candidates = _candidates(conn, now, limit, list(policies), saturated)
+            return self._decide(conn, now, worker_id, candidates, policies, held, lease_ttl)
+
+    def _decide(
+        self,
+        conn: sa.Connection,
+        now: datetime,
+        worker_id: str,
+        candidates: list[tuple[Run, bool]],
+        policies: Mapping[str, Policy],
+        held: dict[str, dict[int, LockRow]],
+        lease_ttl: float,
+    ) -> Claim:
+        wanted: list[tuple[Run, int]] = []
+        skipped: list[tuple[Run, str]] = []
+        replace: list[tuple[Run, LockRow]] = []
+        taken: dict[str, set[int]] = defaultdict(set)
+        waiting = 0
+        for run, paused in candidates:
+            pol = policies[run.job_name]
+            scheduled = run.trigger == "schedule"
+            if scheduled and paused:
+                skipped.append((run, "paused"))
+                continue
+            if (
+                scheduled
+                and run.scheduled_for is not None
+                and (now - run.run_at > timedelta(seconds=pol.misfire_grace))
+            ):
+                skipped.append((run, "misfired"))
+                continue
+            busy = set(held.get(run.job_name, {})) | taken[run.job_name]
+            slot = _free_slot(busy, pol.capacity)
+            if slot is not None:
+                taken[run.job_name].add(slot)
+                wanted.append((run, slot))
+            elif scheduled and pol.overlap == "replace" and 0 in held.get(run.job_name, {}):
+                if 0 not in taken[run.job_name]:
+                    taken[run.job_name].add(0)
+                    replace.append((run, held[run.job_name][0]))
+                else:
+                    waiting += 1
+            elif scheduled:
+                skipped.append((run, "overlap"))
+            else:
+                waiting += 1
+        acquired = self._acquire(conn, worker_id, wanted, lease_ttl)
+        moved = _replace(conn, worker_id, replace, lease_ttl)
+        waiting += len(wanted) - len(acquired) + len(replace) - len(moved)
+        leases = acquired + moved
+        started = _start(conn, now, worker_id, wanted, replace, leases)
+        _finish_skipped(conn, skipped)
+        return Claim(
+            started=started,
+            skipped=skipped,
+            replaced=[old.run_id for _, old in replace if old.run_id is not None],
+            waiting=max(waiting, 0),
+            now=now,
+        )
+
+    def _acquire(
+        self, conn: sa.Connection, worker_id: str, wanted: list[tuple[Run, int]], lease_ttl: float
+    ) -> list[Lease]:
+        """Take free lease rows (insert, or update a released row) in one statement."""
+        if not wanted:
+            return []
+        rows = [
+            {
+                "job_name": run.job_name,
+                "slot": slot,
+                "run_id": run.id,
+                "worker_id": worker_id,
+                "fence": 1,
+                "acquired_at": db_now(),
+                "expires_at": db_now(lease_ttl),
+            }
+            for run, slot in wanted
+        ]
+        stmt = self._insert(job_locks).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["job_name", "slot"],
+            set_={
+                "run_id": stmt.excluded.run_id,
+                "worker_id": stmt.excluded.worker_id,
+                "fence": job_locks.c.fence + 1,
+                "acquired_at": stmt.excluded.acquired_at,
+                "expires_at": stmt.excluded.expires_at,
+            },
+            where=job_locks.c.worker_id.is_(None),
+        )
+        result = conn.execute(
+            stmt.returning(
+                job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence
+            )
+        )
+        return [Lease(**r._mapping) for r in result]
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def renew(self, worker_id: str, lease_ttl: float) -> Renewal:
+        """Extend every lease of this worker to now + lease_ttl and mark it seen.
+
+        Returns the run ids whose leases it still holds (a run missing from `held` was taken
+        over: cancel it, its outcome will be refused) and those an operator asked to cancel.
+        """
+        with self.engine.begin() as conn:
+            now: datetime = conn.execute(sa.select(db_now())).scalar_one()
+            held = conn.execute(
+                job_locks.update()
+                .where(job_locks.c.worker_id == worker_id)
+                .values(expires_at=db_now(lease_ttl))
+                .returning(job_locks.c.run_id)
+            ).scalars()
+            held_ids = frozenset(i for i in held if i is not None)
+            seen = conn.execute(
+                jobrunner_workers.update()
+                .where(jobrunner_workers.c.worker_id == worker_id)
+                .values(last_seen=db_now())
+            ).rowcount
+            cancel: frozenset[int] = frozenset()
+            if held_ids:
+                cancel = frozenset(
+                    conn.execute(
+                        sa.select(job_runs.c.id).where(
+                            job_runs.c.id.in_(held_ids), job_runs.c.cancel_requested
+                        )
+                    ).scalars()
+                )
+            return Renewal(held=held_ids, cancel_requested=cancel, registered=seen == 1, now=now)
+
+    def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+        """Write final outcomes and release their leases, in one transaction.
+
+        Fenced: an outcome is written only if this worker still holds that lease with that
+        fence token; the returned set holds the run ids whose outcome was written (the others
+        were taken over and are refused). Retries (`retry_in`) are queued as attempt + 1.
+        """
+        if not outcomes:
+            return set()
+        with self.engine.begin() as conn:
+            keys = [(o.lease.job_name, o.lease.slot, o.lease.fence) for o in outcomes]
+            held = sa.tuple_(job_locks.c.job_name, job_locks.c.slot, job_locks.c.fence).in_(keys)
+            released = {
+                (r.job_name, r.slot)
+                for r in conn.execute(
+                    _release((job_locks.c.worker_id == worker_id) & held).returning(
+                        job_locks.c.job_name, job_locks.c.slot
+                    )
+                )
+            }
+            mine = [o for o in outcomes if (o.lease.job_name, o.lease.slot) in released]
+            if not mine:
+                return set()
+            conn.execute(
+                job_runs.update()
+                .where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.status == "running")
+                .values(
+                    status=sa.bindparam("st"),
+                    error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
+                    reason=sa.bindparam("why"),
+                    finished_at=db_now(),
+                ),
+                [
+                    {"rid": o.lease.run_id, "st": o.status, "err": o.error, "why": o.reason}
+                    for o in mine
+                ],
+            )
+            retries = {o.lease.run_id: o.retry_in for o in mine if o.retry_in is not None}
+            _queue_retries(conn, self._insert, retries)
+            return {o.lease.run_id for o in mine}
+
+    def release_all(self, worker_id: str) -> int:
+        """Release every lease of this worker at once (peers may take the jobs immediately)."""
+        with self.engine.begin() as conn:
+            return conn.execute(_release(job_locks.c.worker_id == worker_id)).rowcount
+
+    def reap(self, *, lease_ttl: float, retry_in: float = 0.0) -> list[Run]:
+        """Take over every expired lease and every orphaned running run.
+
+        A lease whose holder stopped renewing (`expires_at < now`) is released; its run is
+        recorded `lost` and, if attempts remain, queued again as attempt + 1. A run still
+        `running` with no lease held for it and started more than `lease_ttl` ago is recorded
+        `lost` too, so no run stays running forever. Rows are locked with SKIP LOCKED so
+        replicas reaping together never double-handle one. Returns the runs recorded lost.
+        """
+        with self.engine.begin() as conn:
+            expired = conn.execute(
+                sa.select(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id)
+                .where(job_locks.c.worker_id.is_not(None), job_locks.c.expires_at < db_now())
+                .with_for_update(skip_locked=True)
+            ).all()
+            if expired:
+                conn.execute(
+                    _release(
+                        sa.tuple_(job_locks.c.job_name, job_locks.c.slot).in_(
+                            [(e.job_name, e.slot) for e in expired]
+                        )
+                    )
+                )
+            lease_held = sa.exists().where(
+                job_locks.c.run_id == job_runs.c.id, job_locks.c.worker_id.is_not(None)
+            )
+            lost = conn.execute(
+                job_runs.update()
+                .where(
+                    job_runs.c.status == "running",
+                    job_runs.c.id.in_([e.run_id for e in expired if e.run_id is not None])
+                    | (~lease_held & (job_runs.c.started_at < db_now(-lease_ttl))),
+                )
+                .values(status="lost", reason="lease expired", finished_at=db_now())
+                .returning(*job_runs.c)
+            ).all()
+            runs = [Run(**r._mapping) for r in lost]
+            _queue_retries(
+                conn, self._insert, {r.id: retry_in for r in runs if r.attempt < r.max_attempts}
+            )
+            return runs
+
+    def list_locks(self) -> list[LockRow]:
+        """Leases currently held (released rows are kept only to carry the fence forward)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(job_locks)
+                .where(job_locks.c.worker_id.is_not(None))
+                .order_by(job_locks.c.job_name, job_locks.c.slot)
+            )
+            return [LockRow(**r._mapping) for r in rows]
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def get_run(self, run_id: int) -> Run:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(job_runs).where(job_runs.c.id == run_id)).one_or_none()
+        if row is None:
+            raise RunNotFound(f"no run with id {run_id}")
+        return Run(**row._mapping)
+
+    def list_runs(
+        self,
+        *,
+        job: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        correlation_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Runs newest first, filtered."""
+        if status is not None and status not in RUN_STATUSES:
+            raise ValueError(f"unknown status {status!r}: allowed {', '.join(RUN_STATUSES)}")
+        query = sa.select(job_runs).order_by(job_runs.c.id.desc()).limit(limit)
+        if job is not None:
+            query = query.where(job_runs.c.job_name == job)
+        if status is not None:
+            query = query.where(job_runs.c.status == status)
+        if since is not None:
+            query = query.where(job_runs.c.enqueued_at >= since)
+        if correlation_id is not None:
+            query = query.where(job_runs.c.correlation_id == correlation_id)
+        with self.engine.connect() as conn:
+            return [Run(**r._mapping) for r in conn.execute(query)]
+
+    def slot_runs(self, job: str, since: datetime, until: datetime) -> list[Run]:
+        """Every run of `job` whose slot lies in [since, until], oldest slot first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(job_runs)
+                .where(
+                    job_runs.c.job_name == job,
+                    job_runs.c.scheduled_for >= since,
+                    job_runs.c.scheduled_for <= until,
+                )
+                .order_by(job_runs.c.scheduled_for, job_runs.c.attempt)
+            )
+            return [Run(**r._mapping) for r in rows]
+
+    def cancel_run(self, run_id: int) -> Run:
+        """Cancel a run: a queued run is recorded `cancelled` at once; a running run is
+        flagged and its worker cancels it at its next heartbeat. Finished runs are unchanged."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                job_runs.update()
+                .where(job_runs.c.id == run_id, job_runs.c.status == "queued")
+                .values(status="cancelled", reason="cancelled by request", finished_at=db_now())
+            )
+            conn.execute(
+                job_runs.update()
+                .where(job_runs.c.id == run_id, job_runs.c.status == "running")
+                .values(cancel_requested=True)
+            )
+        return self.get_run(run_id)
+
+    def last_outcomes(self) -> dict[str, Run]:
+        """The newest finished run of each job."""
+        newest = (
+            sa.select(sa.func.max(job_runs.c.id))
+            .where(job_runs.c.status.in_(FINAL_STATUSES))
+            .group_by(job_runs.c.job_name)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(job_runs).where(job_runs.c.id.in_(newest)))
+            return {r.job_name: Run(**r._mapping) for r in rows}
+
+    def queue_depth(self) -> int:
+        """Queued runs that are due now."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        job_runs.c.status == "queued", job_runs.c.run_at <= db_now()
+                    )
+                ).scalar_one()
+            )
+
+    def prune(self, *, older_than: timedelta | None, keep_last: int = 0) -> int:
+        """Delete finished runs older than `older_than`, keeping the newest `keep_last` per job."""
+        if older_than is None:
+            return 0
+        cond = job_runs.c.status.in_(FINAL_STATUSES) & (
+            job_runs.c.finished_at < db_now(-older_than.total_seconds())
+        )
+        if keep_last > 0:
+            newer = sa.alias(job_runs, "newer")
+            rank = (
+                sa.select(sa.func.count())
+                .where(newer.c.job_name == job_runs.c.job_name, newer.c.id > job_runs.c.id)
+                .scalar_subquery()
+            )
+            cond = cond & (rank >= keep_last)
+        with self.engine.begin() as conn:
+            return conn.execute(job_runs.delete().where(cond)).rowcount
+
+
+# -- statement helpers (module private) ---------------------------------------------------
+
+
+def _release(where: sa.ColumnElement[bool]) -> sa.Update:
+    """Release leases: the row stays so the fence keeps growing on the next acquire."""
+    return (
+        job_locks.update()
+        .where(where)
+        .values(run_id=None, worker_id=None, acquired_at=None, expires_at=None)
+    )
+
+
+def _held_locks(conn: sa.Connection) -> dict[str, dict[int, LockRow]]:
+    held: dict[str, dict[int, LockRow]] = defaultdict(dict)
+    for r in conn.execute(sa.select(job_locks).where(job_locks.c.worker_id.is_not(None))):
+        held[r.job_name][r.slot] = LockRow(**r._mapping)
+    return held
+
+
+def _candidates(
+    conn: sa.Connection, now: datetime, limit: int, jobs: list[str], saturated: list[str]
+) -> list[tuple[Run, bool]]:
+    paused = (
+        sa.select(jobrunner_jobs.c.paused)
+        .where(jobrunner_jobs.c.name == job_runs.c.job_name)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(job_runs, sa.func.coalesce(paused, sa.false()).label("_paused"))
+        .where(
+            job_runs.c.status == "queued",
+            job_runs.c.run_at <= now,
+            job_runs.c.job_name.in_(jobs),
+        )
+        .order_by(job_runs.c.run_at, job_runs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=job_runs)
+    )
+    if saturated:
+        query = query.where(
+            (job_runs.c.trigger == "schedule") | job_runs.c.job_name.not_in(saturated)
+        )
+    out = []
+    for row in conn.execute(query):
+        m = dict(row._mapping)
+        paused_flag = bool(m.pop("_paused"))
+        out.append((Run(**m), paused_flag))
+    return out
+
+
+def _free_slot(busy: set[int], capacity: int | None) -> int | None:
+    slot = 0
+    while slot in busy:
+        slot += 1
+    return slot if capacity is None or slot < capacity else None
+
+
+def _replace(
+    conn: sa.Connection, worker_id: str, replace: list[tuple[Run, LockRow]], lease_ttl: float
+) -> list[Lease]:
+    """Move a held lease to a new run (overlap `replace`); the old run is recorded cancelled."""
+    leases = []
+    for run, old in replace:
+        fence = conn.execute(
+            job_locks.update()
+            .where(
+                job_locks.c.job_name == old.job_name,
+                job_locks.c.slot == old.slot,
+                job_locks.c.fence == old.fence,
+            )
+            .values(
+                run_id=run.id,
+                worker_id=worker_id,
+                fence=job_locks.c.fence + 1,
+                acquired_at=db_now(),
+                expires_at=db_now(lease_ttl),
+            )
+            .returning(job_locks.c.fence)
+        ).scalar_one_or_none()
+        if fence is None:
+            continue
+        leases.append(Lease(job_name=run.job_name, slot=old.slot, run_id=run.id, fence=fence))
+        conn.execute(
+            job_runs.update()
+            .where(job_runs.c.id == old.run_id, job_runs.c.status == "running")
+            .values(status="cancelled", reason="replaced", finished_at=db_now())
+        )
+    return leases
+
+
+def _start(
+    conn: sa.Connection,
+    now: datetime,
+    worker_id: str,
+    wanted: list[tuple[Run, int]],
+    replace: list[tuple[Run, LockRow]],
+    leases: list[Lease],
+) -> list[ClaimedRun]:
+    by_run = {lease.run_id: lease for lease in leases}
+    runs = [run for run, _ in wanted] + [run for run, _ in replace]
+    started = [ClaimedRun(run=r, lease=by_run[r.id]) for r in runs if r.id in by_run]
+    if started:
+        conn.execute(
+            job_runs.update()
+            .where(job_runs.c.id == sa.bindparam("rid"))
+            .values(status="running", worker_id=worker_id, fence=sa.bindparam("f"), started_at=now),
+            [{"rid": c.run.id, "f": c.lease.fence} for c in started],
+        )
+    return [
+        ClaimedRun(
+            run=_replace_fields(
+                c.run, status="running", worker_id=worker_id, fence=c.lease.fence, started_at=now
+            ),
+            lease=c.lease,
+        )
+        for c in started
+    ]
+
+
+def _replace_fields(run: Run, **changes: Any) -> Run:
+    return Run(**{**run.__dict__, **changes})
+
+
+def _finish_skipped(conn: sa.Connection, skipped: list[tuple[Run, str]]) -> None:
+    if skipped:
+        conn.execute(
+            job_runs.update()
+            .where(job_runs.c.id == sa.bindparam("rid"))
+            .values(status="skipped", reason=sa.bindparam("why"), finished_at=db_now()),
+            [{"rid": run.id, "why": why} for run, why in skipped],
+        )
+
+
+def _queue_retries(conn: sa.Connection, insert: Any, delays: Mapping[int, float]) -> None:
+    """Queue attempt + 1 of each run in `delays` (run id -> seconds from now)."""
+    if not delays:
+        return
+    originals = conn.execute(sa.select(job_runs).where(job_runs.c.id.in_(list(delays)))).all()
+    rows = [
+        {
+            "job_name": r.job_name,
+            "trigger": "retry",
+            "scheduled_for": r.scheduled_for,
+            "run_at": db_now(delays[r.id]),
+            "status": "queued",
+            "attempt": r.attempt + 1,
+            "max_attempts": r.max_attempts,
+            "kwargs": r.kwargs,
+            "enqueued_at": db_now(),
+            "correlation_id": r.correlation_id,
+            "retry_of": r.id,
+        }
+        for r in originals
+        if r.attempt < r.max_attempts
+    ]
+    if rows:
+        conn.execute(
+            insert(job_runs)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
+        )
+
+
+def _json_object(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise InvalidArguments("kwargs must be a JSON object (a mapping with string keys)")
+    try:
+        decoded: dict[str, Any] = json.loads(json.dumps(dict(kwargs), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArguments(f"kwargs are not JSON-serialisable: {exc}") from None
+    return decoded

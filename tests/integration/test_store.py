@@ -1,0 +1,285 @@
+"""Store conformance suite: every test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound, SchemaOutOfDate
+from jobrunner.store import migrate
+from jobrunner.store.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
+from jobrunner.store.store import Store
+from jobrunner.store.tables import job_locks, job_runs, metadata
+
+FORBID = Policy(overlap="forbid", misfire_grace=3600)
+
+
+def publish(store: Store, *names: str, retries: int = 0) -> None:
+    store.publish_catalog(
+        [
+            CatalogEntry(
+                name=n,
+                cron="* * * * *",
+                timezone="UTC",
+                config_hash="h",
+                definition={"retries": retries},
+            )
+            for n in names
+        ],
+        worker_id="w",
+    )
+
+
+def slot(job: str, at: datetime, **kw: object) -> Slot:
+    return Slot(job_name=job, scheduled_for=at, run_at=at, **kw)  # type: ignore[arg-type]
+
+
+def past(seconds: float = 5) -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+def test_migrated_schema_equals_metadata(store: Store) -> None:
+    with store.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
+        diff = compare_metadata(ctx, metadata)
+    assert diff == []
+    assert migrate.status(store.engine).up_to_date
+
+
+def test_schema_behind_is_refused_and_names_db_upgrade(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = 'old'"))
+    with pytest.raises(SchemaOutOfDate, match="jobrunner db upgrade"):
+        migrate.init_if_empty(store.engine)
+
+
+def test_init_if_empty_races_safely(empty_pg_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def init() -> None:
+        s = Store.from_url(empty_pg_url)
+        try:
+            migrate.init_if_empty(s.engine)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=init) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s = Store.from_url(empty_pg_url)
+    assert migrate.status(s.engine).up_to_date
+    s.close()
+
+
+def test_timestamps_are_aware_utc(store: Store) -> None:
+    publish(store, "a")
+    run = store.enqueue("a", {"x": 1})
+    assert run.enqueued_at.tzinfo is not None and run.enqueued_at.utcoffset() == timedelta(0)
+    assert abs((store.now() - datetime.now(UTC)).total_seconds()) < 5
+    assert store.get_run(run.id).run_at.tzinfo is not None
+
+
+def test_insert_slots_is_idempotent_under_concurrency(store: Store) -> None:
+    at = [past(60 - i) for i in range(20)]
+    counts: list[int] = []
+
+    def insert() -> None:
+        counts.append(store.insert_slots([slot("a", t) for t in at]))
+
+    threads = [threading.Thread(target=insert) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(counts) == 20
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(job_runs)).scalar() == 20
+
+
+def test_concurrent_claimers_never_get_the_same_run(store: Store) -> None:
+    publish(store, "q")
+    for i in range(200):
+        store.enqueue("q", {"i": i})
+    policies = {"q": Policy(overlap="allow")}
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(n: int) -> None:
+        while True:
+            claim = store.claim(worker_id=f"w{n}", limit=7, policies=policies, lease_ttl=30)
+            if not claim.started:
+                return
+            with lock:
+                claimed.extend(c.run.id for c in claim.started)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 200
+    assert len(set(claimed)) == 200
+
+
+def test_forbid_skips_a_slot_while_the_previous_holds_the_lease(store: Store) -> None:
+    store.insert_slots([slot("a", past(20)), slot("a", past(10))])
+    first = store.claim(worker_id="w1", limit=1, policies={"a": FORBID}, lease_ttl=30)
+    assert len(first.started) == 1
+    second = store.claim(worker_id="w2", limit=5, policies={"a": FORBID}, lease_ttl=30)
+    assert second.started == []
+    assert [(r.id, why) for r, why in second.skipped] == [(first.started[0].run.id + 1, "overlap")]
+
+
+def test_allow_respects_max_concurrency(store: Store) -> None:
+    store.insert_slots([slot("a", past(30 - i)) for i in range(5)])
+    pol = {"a": Policy(overlap="allow", max_concurrency=2, misfire_grace=3600)}
+    claim = store.claim(worker_id="w", limit=10, policies=pol, lease_ttl=30)
+    assert len(claim.started) == 2
+    assert {c.lease.slot for c in claim.started} == {0, 1}
+    assert len(claim.skipped) == 3
+
+
+def test_replace_takes_the_lease_and_cancels_the_old_run(store: Store) -> None:
+    pol = {"a": Policy(overlap="replace", misfire_grace=3600)}
+    store.insert_slots([slot("a", past(20))])
+    old = store.claim(worker_id="w1", limit=1, policies=pol, lease_ttl=30).started[0]
+    store.insert_slots([slot("a", past(10))])
+    new = store.claim(worker_id="w2", limit=1, policies=pol, lease_ttl=30)
+    assert len(new.started) == 1 and new.replaced == [old.run.id]
+    assert new.started[0].lease.fence > old.lease.fence
+    assert store.get_run(old.run.id).status == "cancelled"
+    assert store.finish("w1", [Outcome(lease=old.lease, status="succeeded")]) == set()
+
+
+def test_manual_runs_wait_for_capacity_instead_of_skipping(store: Store) -> None:
+    publish(store, "a")
+    r1, r2 = store.enqueue("a"), store.enqueue("a")
+    c1 = store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30)
+    assert [c.run.id for c in c1.started] == [r1.id]
+    assert store.get_run(r2.id).status == "queued"
+    store.finish("w", [Outcome(lease=c1.started[0].lease, status="succeeded")])
+    c2 = store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30)
+    assert [c.run.id for c in c2.started] == [r2.id]
+
+
+def test_misfired_and_paused_slots_are_skipped_with_reason(store: Store) -> None:
+    publish(store, "late", "off")
+    store.set_paused("off", True)
+    store.insert_slots([slot("late", past(600)), slot("off", past(1))])
+    pol = {"late": Policy(misfire_grace=60), "off": FORBID}
+    claim = store.claim(worker_id="w", limit=5, policies=pol, lease_ttl=30)
+    assert claim.started == []
+    assert sorted(why for _, why in claim.skipped) == ["misfired", "paused"]
+
+
+def test_expired_lease_is_taken_over_with_higher_fence_and_stale_write_refused(
+    store: Store,
+) -> None:
+    publish(store, "a", retries=2)
+    store.enqueue("a")
+    stale = store.claim(worker_id="dead", limit=1, policies={"a": FORBID}, lease_ttl=0.2)
+    lease = stale.started[0].lease
+    assert store.reap(lease_ttl=30) == []  # not expired yet
+    with store.engine.begin() as conn:  # the holder stopped renewing long ago
+        conn.execute(job_locks.update().values(expires_at=past(60)))
+    lost = store.reap(lease_ttl=30)
+    assert [r.id for r in lost] == [lease.run_id]
+    assert store.get_run(lease.run_id).status == "lost"
+    retry = store.claim(worker_id="peer", limit=1, policies={"a": FORBID}, lease_ttl=30)
+    assert retry.started[0].run.attempt == 2
+    assert retry.started[0].lease.fence > lease.fence
+    assert store.finish("dead", [Outcome(lease=lease, status="succeeded")]) == set()
+    assert store.get_run(lease.run_id).status == "lost"
+    assert store.renew("dead", 30).held == frozenset()
+
+
+def test_reapers_racing_record_one_loss_and_one_retry(store: Store) -> None:
+    publish(store, "a", retries=1)
+    store.enqueue("a")
+    store.claim(worker_id="dead", limit=1, policies={"a": FORBID}, lease_ttl=30)
+    with store.engine.begin() as conn:
+        conn.execute(job_locks.update().values(expires_at=past(60)))
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(len(store.reap(lease_ttl=30))))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(results) == 1
+    assert [r.attempt for r in store.list_runs(job="a")] == [2, 1]
+
+
+def test_outcome_with_retry_queues_next_attempt_after_backoff(store: Store) -> None:
+    publish(store, "a", retries=1)
+    store.enqueue("a", {"k": "v"})
+    c = store.claim(worker_id="w", limit=1, policies={"a": FORBID}, lease_ttl=30).started[0]
+    err = {"type": "ValueError", "message": "boom", "traceback": "..."}
+    written = store.finish("w", [Outcome(lease=c.lease, status="failed", error=err, retry_in=3600)])
+    assert written == {c.run.id}
+    failed = store.get_run(c.run.id)
+    assert failed.status == "failed" and failed.error == err and failed.finished_at is not None
+    retry = store.list_runs(job="a", status="queued")[0]
+    assert retry.attempt == 2 and retry.kwargs == {"k": "v"} and retry.retry_of == c.run.id
+    assert retry.run_at > datetime.now(UTC) + timedelta(minutes=50)
+
+
+def test_renew_extends_leases_and_reports_cancel_requests(store: Store) -> None:
+    publish(store, "a")
+    info = WorkerInfo(worker_id="w", hostname="h", pid=1, version="0", config_hash="c", jobs={})
+    store.register_worker(info)
+    store.enqueue("a")
+    c = store.claim(worker_id="w", limit=1, policies={"a": FORBID}, lease_ttl=1).started[0]
+    renewal = store.renew("w", 60)
+    assert renewal.held == {c.run.id} and renewal.registered
+    assert store.list_locks()[0].expires_at > datetime.now(UTC) + timedelta(seconds=50)
+    store.cancel_run(c.run.id)
+    assert store.renew("w", 60).cancel_requested == {c.run.id}
+    store.deregister_worker("w")
+    assert store.list_locks() == [] and store.list_workers() == []
+
+
+def test_enqueue_validates_and_is_idempotent(store: Store) -> None:
+    publish(store, "a")
+    with pytest.raises(JobNotFound):
+        store.enqueue("nope")
+    with pytest.raises(InvalidArguments):
+        store.enqueue("a", {"x": object()})
+    with pytest.raises(InvalidArguments):
+        store.enqueue("a", ["not", "a", "mapping"])  # type: ignore[arg-type]
+    first = store.enqueue("a", {"n": 1}, idempotency_key="k1")
+    again = store.enqueue("a", {"n": 2}, idempotency_key="k1")
+    assert again.id == first.id and again.kwargs == {"n": 1}
+    assert store.enqueue("a", idempotency_key="k2").id != first.id
+    with pytest.raises(RunNotFound):
+        store.get_run(999999)
+
+
+def test_cancel_queued_run_is_immediate(store: Store) -> None:
+    publish(store, "a")
+    run = store.enqueue("a")
+    assert store.cancel_run(run.id).status == "cancelled"
+    assert store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30).started == []
+
+
+def test_prune_keeps_recent_and_keep_last(store: Store) -> None:
+    store.insert_slots(
+        [slot("a", past(3600 * 24 * 40 + i), status="skipped", reason="x") for i in range(5)]
+    )
+    with store.engine.begin() as conn:
+        conn.execute(job_runs.update().values(finished_at=past(3600 * 24 * 40)))
+    assert store.prune(older_than=timedelta(days=30), keep_last=2) == 3
+    assert len(store.list_runs(job="a")) == 2
+    assert store.prune(older_than=timedelta(days=30)) == 2
