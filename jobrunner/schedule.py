@@ -5,8 +5,9 @@ fire time it returns is a timezone-aware UTC ``datetime``, strictly increasing, 
 duplicates.
 
 Syntax: 5 fields ``minute hour day month weekday`` with an optional 6th field for seconds that
-comes last (croniter's convention: ``"*/10 * * * * *"`` is every 10 seconds), or one of the
-aliases in ``ALIASES``. ``@reboot``, a 7th (year) field and croniter's random or hashed fields
+comes last (croniter's convention: ``"* * * * * */10"`` is every 10 seconds, while
+``"*/10 * * * * *"`` is every second of every tenth minute), or one of the aliases in
+``ALIASES``. ``@reboot``, a 7th (year) field and croniter's random or hashed fields
 (``R``, ``H``) are rejected: a slot must be the same on every replica.
 
 How fire times are found: croniter walks *naive* wall-clock times (plain calendar arithmetic,
@@ -89,7 +90,12 @@ def _normalize(expr: str) -> str:
         name, allowed = _FIELDS[index]
         probe = ["*"] * len(fields)
         probe[index] = value
-        if _RANDOM_FIELD.match(value) or _croniter_error(" ".join(probe)):
+        if _RANDOM_FIELD.match(value):
+            raise ValueError(
+                f"cron expression {expr!r}: {name} field {value!r} is random or hashed, which"
+                f" replicas would not agree on; {_EXPECTED}"
+            )
+        if _croniter_error(" ".join(probe)):
             raise ValueError(
                 f"cron expression {expr!r}: {name} field {value!r} is invalid"
                 f" (allowed {allowed}, with *, a-b, a,b and /step); {_EXPECTED}"

@@ -1,0 +1,125 @@
+"""Which slots to record, and when to wake next: pure functions of an explicit `now`.
+
+Each cron job has a *cursor*: the newest instant up to which its slots are recorded. A tick
+records every slot in (cursor, now] and moves the cursor to now. Slots are computed on the host
+(the worker refuses to start if its clock is far from the database's).
+
+Catch-up (guarantee 2). A slot first seen more than `OVERDUE` after its time came due while no
+worker was scheduling (all replicas down, or the database unreachable). What becomes of such
+*missed* slots is the job's `catch_up`:
+- `skip`: recorded `skipped` (reason `misfired`); scheduling resumes from now.
+- `latest`: the newest missed slot runs once (if within `misfire_grace`, and only when no
+  on-time slot runs in the same tick); the others are recorded skipped.
+- `all`: every missed slot within `misfire_grace` runs, at most `max_catch_up` (the newest);
+  the others are recorded skipped.
+So every expected slot gets a row. At most `LEDGER_LIMIT` + `max_catch_up` rows are written per
+job and tick; older slots of a very long outage are counted in a warning instead.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from jobrunner.config import JobConfig
+from jobrunner.store.records import Slot
+
+OVERDUE = timedelta(seconds=5)
+LEDGER_LIMIT = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    slots: list[Slot]
+    unrecorded: int = 0  # missed slots too old to get a row
+
+
+def plan_slots(
+    job: JobConfig, cursor: datetime, now: datetime, rand: Callable[[], float] = random.random
+) -> Plan:
+    """The slots of `job` in (cursor, now], each queued or skipped per the catch-up policy."""
+    schedule = job.schedule
+    if schedule is None or now <= cursor:
+        return Plan(slots=[])
+    cap = LEDGER_LIMIT + job.max_catch_up
+    times = schedule.between(cursor, now, limit=cap)
+    unrecorded = 0
+    if len(times) == cap:
+        unrecorded = schedule.count_between(cursor, now, cap=10**9) - cap
+    on_time = {t for t in times if now - t <= OVERDUE}
+    missed = [t for t in times if now - t > OVERDUE]
+    to_run = on_time | _missed_to_run(job, missed, now, bool(on_time))
+    max_attempts = job.retries + 1
+    slots = []
+    for t in times:
+        if t in to_run:
+            run_at = t + timedelta(seconds=rand() * job.jitter.total_seconds())
+            slots.append(
+                Slot(job_name=job.name, scheduled_for=t, run_at=run_at, max_attempts=max_attempts)
+            )
+        else:
+            slots.append(
+                Slot(
+                    job_name=job.name,
+                    scheduled_for=t,
+                    run_at=t,
+                    max_attempts=max_attempts,
+                    status="skipped",
+                    reason="misfired",
+                )
+            )
+    return Plan(slots=slots, unrecorded=max(unrecorded, 0))
+
+
+def _missed_to_run(
+    job: JobConfig, missed: list[datetime], now: datetime, on_time: bool
+) -> set[datetime]:
+    within = [t for t in missed if now - t <= job.misfire_grace]
+    if job.catch_up == "skip" or not within:
+        return set()
+    if job.catch_up == "latest":
+        return set() if on_time else {within[-1]}
+    return set(within[-job.max_catch_up :])
+
+
+class Timetable:
+    """The next fire time of every cron job in a heap, and each job's cursor."""
+
+    def __init__(self, jobs: Iterable[JobConfig], cursors: dict[str, datetime], now: datetime):
+        self.jobs = {j.name: j for j in jobs if j.schedule is not None}
+        self.cursors = {name: cursors.get(name, now) for name in self.jobs}
+        self._heap: list[tuple[datetime, str]] = []
+        for name in self.jobs:
+            self._push(name)
+
+    def _push(self, name: str) -> None:
+        schedule = self.jobs[name].schedule
+        assert schedule is not None
+        heapq.heappush(self._heap, (schedule.next_after(self.cursors[name]), name))
+
+    def next_due(self) -> datetime | None:
+        return self._heap[0][0] if self._heap else None
+
+    def due(self, now: datetime) -> list[str]:
+        """Names of jobs with a slot due at or before `now` (they stay pending until `advance`)."""
+        names = []
+        while self._heap and self._heap[0][0] <= now:
+            names.append(heapq.heappop(self._heap)[1])
+        return names
+
+    def plan(self, names: list[str], now: datetime) -> list[Plan]:
+        return [plan_slots(self.jobs[n], self.cursors[n], now) for n in names]
+
+    def advance(self, names: list[str], now: datetime) -> None:
+        """The slots of `names` up to `now` are recorded: move their cursors and re-arm."""
+        for name in names:
+            self.cursors[name] = max(self.cursors[name], now)
+            self._push(name)
+
+    def retry_later(self, names: list[str]) -> None:
+        """Recording failed: keep the cursors so the next tick covers the same slots."""
+        for name in names:
+            self._push(name)

@@ -1,0 +1,526 @@
+"""The worker daemon: `jobrunner run`.
+
+Small services, each one `async def ..._once()` plus a thin loop, supervised by one TaskGroup
+(if a service dies, the worker stops loudly):
+
+- scheduler: sleeps until the next fire time (a heap), records due slots in one statement;
+- claimer: claims due queued runs up to free capacity and starts them;
+- heartbeat: renews all leases and `last_seen` in one transaction, cancels runs whose lease is
+  gone or whose cancel was requested, and reaps leases of dead peers;
+- recorder: writes outcomes of runs that finished close together in one transaction;
+- pruner: deletes old run history per `[history]`.
+
+The worker never builds SQL: it calls the store (blocking, in a small thread pool of its own).
+A database outage is logged once per backoff step; services back off and resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+import structlog
+
+from jobrunner import __version__
+from jobrunner.config import Config, JobConfig
+from jobrunner.errors import ClockSkew
+from jobrunner.executor import Executor, JobContext, Result
+from jobrunner.logging import get_logger
+from jobrunner.scheduler import Timetable
+from jobrunner.store import migrate
+from jobrunner.store.records import CatalogEntry, ClaimedRun, Outcome, Policy, WorkerInfo
+from jobrunner.store.store import Store
+
+T = TypeVar("T")
+log = get_logger("jobrunner.worker")
+DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def retry_delay(job: JobConfig, attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """`retry_backoff` x 2^(attempt-1), capped at `retry_backoff_max`, with +-25% jitter."""
+    base = job.retry_backoff.total_seconds() * 2.0 ** (attempt - 1)
+    capped = min(base, job.retry_backoff_max.total_seconds())
+    return capped * (0.75 + rand() / 2)
+
+
+@dataclass(kw_only=True)
+class Active:
+    """A run executing in this worker."""
+
+    claimed: ClaimedRun
+    job: JobConfig
+    ctx: JobContext
+    task: asyncio.Task[None] | None = None
+    stop_reason: str | None = None  # lost | cancelled | shutdown
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff for database errors; logs once per step."""
+
+    name: str
+    step: int = 0
+    failing_since: float | None = field(default=None)
+
+    def delay(self) -> float:
+        return min(0.5 * 2.0**self.step, 15.0)
+
+    def failed(self, exc: BaseException) -> float:
+        delay = self.delay()
+        self.failing_since = self.failing_since or time.monotonic()
+        log.warning(
+            "database unavailable",
+            service=self.name,
+            error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            retry_in=delay,
+        )
+        self.step += 1
+        return delay
+
+    def ok(self) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "database reachable again",
+                service=self.name,
+                outage_seconds=round(time.monotonic() - self.failing_since, 1),
+            )
+        self.step, self.failing_since = 0, None
+
+
+class Worker:
+    def __init__(self, config: Config, store: Store, *, worker_id: str | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.id = worker_id or new_worker_id()
+        self.jobs = {j.name: j for j in config.jobs}
+        self.policies = {
+            j.name: Policy(
+                overlap=j.overlap,
+                max_concurrency=j.max_concurrency,
+                misfire_grace=j.misfire_grace.total_seconds(),
+            )
+            for j in config.jobs
+        }
+        self.executor = Executor(config.worker.threads)
+        self.active: dict[int, Active] = {}
+        self.pending: list[Outcome] = []
+        self.stopping = asyncio.Event()
+        self.wake_claimer = asyncio.Event()
+        self.wake_recorder = asyncio.Event()
+        self.last_heartbeat = time.monotonic()
+        self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="jobrunner-db")
+        self._timetable: Timetable | None = None
+        self._signals = 0
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_pool, lambda: fn(*args, **kwargs))
+
+    @property
+    def lease_ttl(self) -> float:
+        return self.config.worker.lease_ttl.total_seconds()
+
+    @property
+    def capacity(self) -> int:
+        return self.config.worker.concurrency - len(self.active)
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check schema and clock, register, publish the catalog, load slot cursors."""
+        await self.db(migrate.init_if_empty, self.store.engine)
+        db_now = await self.db(self.store.now)
+        offset = (datetime.now(UTC) - db_now).total_seconds()
+        log.info("clock offset to database", offset_seconds=round(offset, 3))
+        if abs(offset) > self.config.worker.max_clock_skew.total_seconds():
+            raise ClockSkew(
+                f"host clock is {offset:+.1f}s off the database clock, more than "
+                f"worker.max_clock_skew ({self.config.worker.max_clock_skew.total_seconds():g}s): "
+                "fix NTP on this host"
+            )
+        await self.db(self.store.register_worker, self._info())
+        await self.db(self.store.publish_catalog, self._catalog(), self.id)
+        cursors = await self.db(self.store.slot_cursors, list(self.jobs))
+        self._timetable = Timetable(self.config.jobs, cursors, datetime.now(UTC))
+        await self.db(self.store.reap, lease_ttl=self.lease_ttl)
+        log.info(
+            "worker started",
+            version=__version__,
+            jobs=len(self.jobs),
+            concurrency=self.config.worker.concurrency,
+            database=self.config.database.url,
+        )
+
+    def _info(self) -> WorkerInfo:
+        return WorkerInfo(
+            worker_id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            config_hash=self.config.config_hash,
+            jobs={j.name: j.definition_hash for j in self.config.jobs},
+        )
+
+    def _catalog(self) -> list[CatalogEntry]:
+        return [
+            CatalogEntry(
+                name=j.name,
+                cron=j.cron,
+                timezone=j.timezone.key,
+                config_hash=j.definition_hash,
+                definition=j.definition(),
+            )
+            for j in self.config.jobs
+        ]
+
+    async def run(self) -> int:
+        """Run until signalled; returns the exit code."""
+        structlog.contextvars.bind_contextvars(worker_id=self.id)
+        self._install_signals()
+        await self.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._scheduler())
+                tg.create_task(self._claimer())
+                tg.create_task(self._heartbeat())
+                tg.create_task(self._recorder())
+                tg.create_task(self._pruner())
+                await self.stopping.wait()
+                await self._drain()
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            await self._finish()
+        return 0
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting at once", signal=sig.name)
+            sys.stderr.flush()
+            os._exit(128 + sig.value)
+        log.info("signal received: draining", signal=sig.name, running=len(self.active))
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self.wake_claimer.set()
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within `shutdown_grace`, then cancel the rest."""
+        await self._try_db(self.store.set_worker_state, self.id, "draining")
+        tasks = [a.task for a in self.active.values() if a.task is not None]
+        grace = self.config.worker.shutdown_grace.total_seconds()
+        if tasks:
+            _, still = await asyncio.wait(tasks, timeout=grace)
+            for active in list(self.active.values()):
+                if active.task in still:
+                    self._stop_run(active, "shutdown")
+            if still:
+                await asyncio.wait(still, timeout=5)
+        await self._flush()
+
+    async def _finish(self) -> None:
+        await self._flush()
+        await self._try_db(self.store.deregister_worker, self.id)
+        self.executor.shutdown()
+        self._db_pool.shutdown(wait=False)
+        log.info("worker stopped")
+
+    async def _try_db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self.db(fn, *args)
+        except DB_ERRORS as exc:
+            log.warning("database call failed during shutdown", call=fn.__name__, error=str(exc))
+            return None
+
+    # -- scheduler ------------------------------------------------------------------------
+
+    async def _scheduler(self) -> None:
+        backoff = Backoff("scheduler")
+        while not self.stopping.is_set():
+            delay = await self._guard(backoff, self.schedule_once)
+            await _sleep_or(self.stopping, delay)
+
+    async def schedule_once(self) -> float:
+        """Record every slot due now; returns seconds until the next fire time."""
+        table = self._timetable
+        assert table is not None
+        now = datetime.now(UTC)
+        names = table.due(now)
+        if names:
+            plans = table.plan(names, now)
+            try:
+                await self.db(self.store.insert_slots, [s for p in plans for s in p.slots])
+            except BaseException:
+                table.retry_later(names)
+                raise
+            table.advance(names, now)
+            for name, plan in zip(names, plans, strict=True):
+                if plan.unrecorded:
+                    log.warning("missed slots too old to record", job=name, count=plan.unrecorded)
+            self.wake_claimer.set()
+        nxt = table.next_due()
+        return 3600.0 if nxt is None else max((nxt - datetime.now(UTC)).total_seconds(), 0.0)
+
+    # -- claimer --------------------------------------------------------------------------
+
+    async def _claimer(self) -> None:
+        backoff = Backoff("claimer")
+        poll = self.config.worker.poll_interval.total_seconds()
+        while not self.stopping.is_set():
+            more = await self._guard(backoff, self.claim_once)
+            if more is True:
+                continue
+            self.wake_claimer.clear()
+            delay = poll if more is False else more
+            await _sleep_or(self.wake_claimer, delay)
+
+    async def claim_once(self) -> bool:
+        """Claim due runs up to free capacity and start them; True if there may be more."""
+        free = self.capacity
+        if free <= 0 or self.stopping.is_set():
+            return False
+        claim = await self.db(
+            self.store.claim,
+            worker_id=self.id,
+            limit=free,
+            policies=self.policies,
+            lease_ttl=self.lease_ttl,
+        )
+        for run, reason in claim.skipped:
+            log.info(
+                "slot skipped",
+                job=run.job_name,
+                scheduled_for=_iso(run.scheduled_for),
+                reason=reason,
+                run_id=run.id,
+            )
+        for claimed in claim.started:
+            self._launch(claimed, claim.now)
+        got = len(claim.started) + len(claim.skipped)
+        return got >= free and self.capacity > 0
+
+    def _launch(self, claimed: ClaimedRun, claimed_at: datetime | None) -> None:
+        run = claimed.run
+        job = self.jobs[run.job_name]
+        context = {
+            "job": run.job_name,
+            "run_id": run.id,
+            "attempt": run.attempt,
+            "scheduled_for": _iso(run.scheduled_for),
+        }
+        if run.correlation_id:
+            context["correlation_id"] = run.correlation_id
+        ctx = JobContext(
+            run_id=run.id,
+            job_name=run.job_name,
+            scheduled_for=run.scheduled_for,
+            attempt=run.attempt,
+            worker_id=self.id,
+            fence=claimed.lease.fence,
+            correlation_id=run.correlation_id,
+            log=log.bind(**context),
+        )
+        active = Active(claimed=claimed, job=job, ctx=ctx)
+        self.active[run.id] = active
+        active.task = asyncio.create_task(self._execute(active, context), name=f"run-{run.id}")
+
+    async def _execute(self, active: Active, context: dict[str, Any]) -> None:
+        structlog.contextvars.bind_contextvars(**context)
+        run, job = active.claimed.run, active.job
+        kwargs = {**job.kwargs, **run.kwargs}
+        if job.accepts_ctx:
+            kwargs["ctx"] = active.ctx
+        started = time.monotonic()
+        lag = (datetime.now(UTC) - run.run_at).total_seconds()
+        log.info("run started", lag_seconds=round(lag, 4), fence=active.claimed.lease.fence)
+        limit = job.timeout.total_seconds() if job.timeout else None
+        assert job.fn is not None
+        try:
+            result = await self.executor.call(
+                job.fn, is_async=job.is_async, kwargs=kwargs, ctx=active.ctx, time_limit=limit
+            )
+        except asyncio.CancelledError:
+            result = None
+        self._record(active, result, time.monotonic() - started, lag)
+
+    def _record(self, active: Active, result: Result | None, duration: float, lag: float) -> None:
+        run, job = active.claimed.run, active.job
+        reason = active.stop_reason
+        if reason == "lost":
+            log.warning("run abandoned: lease lost", duration_seconds=round(duration, 4))
+            self.active.pop(run.id, None)
+            self.wake_claimer.set()
+            return
+        if result is None:
+            status, error = "cancelled", None
+        else:
+            status, error = result.status, result.error
+        retry_in = None
+        retryable = status in ("failed", "timed_out") or reason == "shutdown"
+        if retryable and run.attempt < run.max_attempts:
+            retry_in = 0.0 if reason == "shutdown" else retry_delay(job, run.attempt)
+        log_fn = log.info if status == "succeeded" else log.warning
+        log_fn(
+            "run finished",
+            outcome=status,
+            duration_seconds=round(duration, 4),
+            lag_seconds=round(lag, 4),
+            retry_in=None if retry_in is None else round(retry_in, 3),
+            error=None if error is None else f"{error['type']}: {error['message']}",
+        )
+        self.pending.append(
+            Outcome(
+                lease=active.claimed.lease,
+                status=status,  # type: ignore[arg-type]
+                error=error,
+                reason=reason if status == "cancelled" else None,
+                retry_in=retry_in,
+            )
+        )
+        self.wake_recorder.set()
+
+    def _stop_run(self, active: Active, reason: str) -> None:
+        if active.stop_reason is None:
+            active.stop_reason = reason
+            active.ctx.cancelled.set()
+            if active.task is not None:
+                active.task.cancel()
+
+    # -- recorder -------------------------------------------------------------------------
+
+    async def _recorder(self) -> None:
+        backoff = Backoff("recorder")
+        while True:
+            await self.wake_recorder.wait()
+            self.wake_recorder.clear()
+            while self.pending:
+                delay = await self._guard(backoff, self._flush)
+                if self.pending:
+                    await asyncio.sleep(delay or 0.1)
+
+    async def _flush(self) -> float:
+        """Write pending outcomes in one transaction; frees their capacity."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return 0.0
+        try:
+            written = await self.db(self.store.finish, self.id, batch)
+        except BaseException:
+            self.pending = batch + self.pending
+            raise
+        for outcome in batch:
+            if outcome.lease.run_id not in written:
+                log.warning("outcome refused: lease was taken over", run_id=outcome.lease.run_id)
+            self.active.pop(outcome.lease.run_id, None)
+        self.wake_claimer.set()
+        return 0.0
+
+    # -- heartbeat ------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        backoff = Backoff("heartbeat")
+        interval = self.config.worker.heartbeat.total_seconds()
+        while True:
+            delay = await self._guard(backoff, self.heartbeat_once)
+            await asyncio.sleep(interval if delay == 0 else min(delay, interval))
+
+    async def heartbeat_once(self) -> float:
+        """Renew every lease; cancel runs whose lease is gone or whose cancel was asked."""
+        renewal = await self.db(self.store.renew, self.id, self.lease_ttl)
+        self.last_heartbeat = time.monotonic()
+        if not renewal.registered:
+            await self.db(self.store.register_worker, self._info())
+        for run_id, active in list(self.active.items()):
+            if active.task is None or active.task.done() or active.stop_reason:
+                continue
+            if run_id not in renewal.held:
+                log.warning("lease lost: cancelling run", run_id=run_id, job=active.job.name)
+                self._stop_run(active, "lost")
+            elif run_id in renewal.cancel_requested:
+                log.info("cancel requested: cancelling run", run_id=run_id, job=active.job.name)
+                self._stop_run(active, "cancelled")
+        lost = await self.db(self.store.reap, lease_ttl=self.lease_ttl)
+        for run in lost:
+            log.warning(
+                "took over a lost run",
+                run_id=run.id,
+                job=run.job_name,
+                holder=run.worker_id,
+                retried=run.attempt < run.max_attempts,
+            )
+        if lost:
+            self.wake_claimer.set()
+        return 0.0
+
+    # -- pruner ---------------------------------------------------------------------------
+
+    async def _pruner(self) -> None:
+        history = self.config.history
+        backoff = Backoff("pruner")
+        await asyncio.sleep(random.uniform(0, 60))
+        while True:
+
+            async def once() -> float:
+                deleted = await self.db(
+                    self.store.prune, older_than=history.retention, keep_last=history.keep_last
+                )
+                if deleted:
+                    log.info("pruned run history", deleted=deleted)
+                return 0.0
+
+            delay = await self._guard(backoff, once)
+            await asyncio.sleep(delay or history.prune_interval.total_seconds())
+
+    # -- supervision ----------------------------------------------------------------------
+
+    async def _guard(self, backoff: Backoff, once: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one pass; on a database error, log it and return the backoff delay."""
+        try:
+            result = await once()
+        except DB_ERRORS as exc:
+            return backoff.failed(exc)
+        backoff.ok()
+        return result
+
+
+class _Stop(Exception):
+    pass
+
+
+async def _sleep_or(event: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

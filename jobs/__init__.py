@@ -1,0 +1,1 @@
+"""Example jobs used by config.example.toml."""

@@ -1,0 +1,1 @@
+"""Importable job functions for the configuration tests."""
