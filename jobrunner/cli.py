@@ -179,4 +179,7 @@ def db_status(
 
 
 def main() -> None:
+    import jobrunner.cli_manage
+    import jobrunner.cli_ops  # noqa: F401 - they register their commands on `app`
+
     app()

@@ -774,6 +774,8 @@ def _build_job(
 def _build_jobs(
     raw: object, worker: WorkerConfig, issues: _Issues, import_funcs: bool
 ) -> tuple[JobConfig, ...]:
+    if raw is _UNRESOLVED:
+        return ()
     if not isinstance(raw, list):
         issues.add("jobs", f"expected an array of tables ([[jobs]]), got {_describe(raw)}")
         return ()

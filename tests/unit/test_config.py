@@ -197,11 +197,17 @@ def test_format_duration(td: timedelta, text: str) -> None:
     ("url", "masked"),
     [
         ("postgresql+psycopg://u:secret@h/db", "postgresql+psycopg://u:***@h/db"),
-        ("postgresql://u:secret@h:5432/db?sslmode=require", "postgresql://u:***@h:5432/db?sslmode=require"),
+        (
+            "postgresql://u:secret@h:5432/db?sslmode=require",
+            "postgresql://u:***@h:5432/db?sslmode=require",
+        ),
         ("postgresql://u:p@ss/w@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgresql://h:5432/db", "postgresql://h:5432/db"),
-        ("postgresql://h/db?user=u&password=secret&x=1", "postgresql://h/db?user=u&password=***&x=1"),
+        (
+            "postgresql://h/db?user=u&password=secret&x=1",
+            "postgresql://h/db?user=u&password=***&x=1",
+        ),
         ("host=h password=secret dbname=db", "host=h password=*** dbname=db"),
         ("sqlite:///jobrunner.db", "sqlite:///jobrunner.db"),
     ],
@@ -337,6 +343,13 @@ def test_unset_variable_names_key_and_variable(write: WriteFn) -> None:
     assert "${REGION:-default}" in found["jobs[0].kwargs.region"]
 
 
+def test_unset_variables_are_reported_once_per_value(write: WriteFn) -> None:
+    path = write('[database]\nurl = "postgres://${USER_X}:${PASS_X}@h/db"\n')
+    key, message = one_issue(path)
+    assert key == "database.url"
+    assert "environment variable not set: USER_X, PASS_X" in message
+
+
 @pytest.mark.parametrize("text", ["${", "${1BAD}", "${A:-${B}}", "${A B}"])
 def test_malformed_interpolation(write: WriteFn, text: str) -> None:
     key, message = one_issue(write(job_toml(SYNC, f'kwargs = {{ a = "{text}" }}')))
@@ -364,7 +377,7 @@ def test_directory_is_not_a_file(tmp_path: Path) -> None:
 
 
 def test_invalid_toml_keeps_line_and_column(write: WriteFn) -> None:
-    key, message = one_issue(write('[worker]\nconcurrency = 4\nthreads = = 2\n'))
+    key, message = one_issue(write("[worker]\nconcurrency = 4\nthreads = = 2\n"))
     assert key == ""
     assert message.startswith("invalid TOML")
     assert "line 3, column" in message
@@ -459,11 +472,23 @@ def test_unknown_key_in_job_names_the_job(write: WriteFn) -> None:
 @pytest.mark.parametrize(
     ("text", "key", "expected"),
     [
-        ("[worker]\nconcurrency = 'x'\n", "worker.concurrency", "expected an integer, got string 'x'"),
-        ("[worker]\nconcurrency = true\n", "worker.concurrency", "expected an integer, got boolean true"),
+        (
+            "[worker]\nconcurrency = 'x'\n",
+            "worker.concurrency",
+            "expected an integer, got string 'x'",
+        ),
+        (
+            "[worker]\nconcurrency = true\n",
+            "worker.concurrency",
+            "expected an integer, got boolean true",
+        ),
         ("[worker]\nthreads = 1.5\n", "worker.threads", "expected an integer, got float 1.5"),
         ("[worker]\ntimezone = 5\n", "worker.timezone", "expected a string, got integer 5"),
-        ("[worker]\nimport_paths = '.'\n", "worker.import_paths", "expected an array of directory paths"),
+        (
+            "[worker]\nimport_paths = '.'\n",
+            "worker.import_paths",
+            "expected an array of directory paths",
+        ),
         ("[worker]\nlease_ttl = [1]\n", "worker.lease_ttl", "expected a duration, got array"),
         ("worker = 5\n", "worker", "expected a table, got integer 5"),
         ("[jobs]\nname = 'x'\n", "jobs", "expected an array of tables ([[jobs]]), got table"),
@@ -590,8 +615,7 @@ def test_import_paths_are_relative_to_the_config_file(
     (conf / "lib" / f"{module_name}.py").write_text("def run(ctx):\n    return 1\n")
     (tmp_path / "elsewhere").mkdir()
     (conf / "jobrunner.toml").write_text(
-        '[worker]\nimport_paths = ["lib", "."]\n'
-        + job_toml(f'func = "{module_name}:run"')
+        '[worker]\nimport_paths = ["lib", "."]\n' + job_toml(f'func = "{module_name}:run"')
     )
     monkeypatch.chdir(tmp_path / "elsewhere")
     config = load(Path("../conf/jobrunner.toml"))
@@ -634,7 +658,12 @@ def test_syntax_error_in_module(write: WriteFn, tmp_path: Path, module_name: str
 
 def test_job_defaults(write: WriteFn) -> None:
     job = load(write(job_toml(SYNC))).jobs[0]
-    assert (job.name, job.func, job.cron, job.schedule) == ("j", "fixtures_jobs.mod:sync_job", None, None)
+    assert (job.name, job.func, job.cron, job.schedule) == (
+        "j",
+        "fixtures_jobs.mod:sync_job",
+        None,
+        None,
+    )
     assert job.timezone == ZoneInfo("UTC")
     assert job.timeout is None
     assert (job.retries, job.overlap, job.max_concurrency) == (0, "forbid", None)
@@ -658,7 +687,9 @@ def test_job_time_zone_defaults_to_worker_zone(write: WriteFn) -> None:
 
 
 def test_schedule_property(write: WriteFn) -> None:
-    job = load(write(job_toml(SYNC, 'cron = "*/10 * * * * *"', 'timezone = "Europe/Berlin"'))).jobs[0]
+    job = load(write(job_toml(SYNC, 'cron = "*/10 * * * * *"', 'timezone = "Europe/Berlin"'))).jobs[
+        0
+    ]
     assert job.schedule == Schedule("*/10 * * * * *", ZoneInfo("Europe/Berlin"))
 
 
@@ -670,9 +701,7 @@ def test_bad_cron(write: WriteFn, cron: str) -> None:
     assert "expected 5 fields" in message
 
 
-@pytest.mark.parametrize(
-    "name", ["ok", "a.b:c-d_e", "9lives", "x" * 200]
-)
+@pytest.mark.parametrize("name", ["ok", "a.b:c-d_e", "9lives", "x" * 200])
 def test_good_job_names(write: WriteFn, name: str) -> None:
     assert load(write(job_toml(SYNC, name=name))).jobs[0].name == name
 
@@ -699,7 +728,8 @@ def test_duplicate_names_name_both_indices(write: WriteFn) -> None:
 
 
 @pytest.mark.parametrize(
-    "func", ["fixtures_jobs.mod.sync_job", "fixtures_jobs.mod:", ":sync_job", "a:b:c", "1mod:f", "m:f()"]
+    "func",
+    ["fixtures_jobs.mod.sync_job", "fixtures_jobs.mod:", ":sync_job", "a:b:c", "1mod:f", "m:f()"],
 )
 def test_func_must_be_module_colon_attr(write: WriteFn, func: str) -> None:
     key, message = one_issue(write(job_toml(f'func = "{func}"')))
@@ -746,11 +776,13 @@ def test_not_callable(write: WriteFn) -> None:
         ("Tasks.nested_async", True, False),
     ],
 )
-def test_callable_introspection(write: WriteFn, attr: str, is_async: bool, accepts_ctx: bool) -> None:
+def test_callable_introspection(
+    write: WriteFn, attr: str, is_async: bool, accepts_ctx: bool
+) -> None:
     from fixtures_jobs import mod
 
     job = load(write(job_toml(f'func = "fixtures_jobs.mod:{attr}"'))).jobs[0]
-    expected = mod
+    expected: object = mod
     for part in attr.split("."):
         expected = getattr(expected, part)
     assert job.fn is expected
@@ -762,7 +794,10 @@ def test_fn_is_not_part_of_equality_or_repr(write: WriteFn) -> None:
     imported, plain = load(path).jobs[0], load(path, import_funcs=False).jobs[0]
     assert imported.fn is not None and plain.fn is None
     assert "fn=" not in repr(imported)
-    assert dataclasses.replace(imported, is_async=plain.is_async, accepts_ctx=plain.accepts_ctx) == plain
+    assert (
+        dataclasses.replace(imported, is_async=plain.is_async, accepts_ctx=plain.accepts_ctx)
+        == plain
+    )
 
 
 def test_import_funcs_false_does_not_import(write: WriteFn) -> None:
@@ -780,7 +815,9 @@ def test_max_concurrency_needs_overlap_allow(write: WriteFn) -> None:
 
 
 def test_retry_backoff_max_not_below_backoff(write: WriteFn) -> None:
-    key, message = one_issue(write(job_toml(SYNC, "retry_backoff = '1m'", "retry_backoff_max = '30s'")))
+    key, message = one_issue(
+        write(job_toml(SYNC, "retry_backoff = '1m'", "retry_backoff_max = '30s'"))
+    )
     assert key == "jobs[0].retry_backoff_max"
     assert "must be at least retry_backoff (1m), got 30s" in message
 
@@ -799,7 +836,8 @@ def test_kwargs_are_read_only(write: WriteFn) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", ["{ when = 1979-05-27T07:32:00Z }", "{ day = 1979-05-27 }", "{ x = nan }", "{ x = [inf] }"]
+    "kwargs",
+    ["{ when = 1979-05-27T07:32:00Z }", "{ day = 1979-05-27 }", "{ x = nan }", "{ x = [inf] }"],
 )
 def test_kwargs_must_be_json(write: WriteFn, kwargs: str) -> None:
     key, message = one_issue(write(job_toml(SYNC, f"kwargs = {kwargs}")))
@@ -812,7 +850,7 @@ def test_frozen_keyword_only_models(write: WriteFn) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.jobs[0].retries = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
-        JobConfig("j", "m:f")  # type: ignore[misc]
+        JobConfig("j", "m:f")  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------- http, logging, history
@@ -952,7 +990,9 @@ def test_job_lookup(write: WriteFn) -> None:
         ("", {}, Path("jobrunner.toml")),
     ],
 )
-def test_resolve_config_path(option: str | Path | None, environ: dict[str, str], expected: Path) -> None:
+def test_resolve_config_path(
+    option: str | Path | None, environ: dict[str, str], expected: Path
+) -> None:
     assert resolve_config_path(option, environ) == expected
 
 

@@ -1,0 +1,5 @@
+"""Management commands: jobs, runs, locks, workers, prune, plan, why (registered on `app`)."""
+
+from __future__ import annotations
+
+from jobrunner.cli import app  # noqa: F401 - commands register themselves on the shared app

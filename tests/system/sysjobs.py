@@ -1,0 +1,81 @@
+"""Job functions for system tests. Each start is appended to $JR_STARTS (one line, O_APPEND)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any
+
+logger = logging.getLogger("sysjobs")
+
+
+def _record(ctx: Any, event: str = "start") -> None:
+    path = os.environ.get("JR_STARTS")
+    if not path:
+        return
+    line = json.dumps(
+        {
+            "event": event,
+            "job": ctx.job_name,
+            "run_id": ctx.run_id,
+            "slot": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
+            "attempt": ctx.attempt,
+            "worker": ctx.worker_id,
+            "fence": ctx.fence,
+            "t": time.time(),
+        }
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+async def noop_async(ctx: Any) -> None:
+    _record(ctx)
+    _record(ctx, "finish")
+
+
+def noop_sync(ctx: Any) -> None:
+    _record(ctx)
+    logger.info("sync job says hello")
+    _record(ctx, "finish")
+
+
+async def sleep_async(ctx: Any, seconds: float = 1.0) -> None:
+    _record(ctx)
+    await asyncio.sleep(seconds)
+    _record(ctx, "finish")
+
+
+def sleep_sync(ctx: Any, seconds: float = 1.0) -> None:
+    _record(ctx)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.cancelled.is_set():
+        time.sleep(0.02)
+    _record(ctx, "finish")
+
+
+def fail(ctx: Any, message: str = "boom") -> None:
+    _record(ctx)
+    raise RuntimeError(message)
+
+
+def fail_until(ctx: Any, attempt: int = 2) -> None:
+    """Fails until the given attempt, then succeeds."""
+    _record(ctx)
+    if ctx.attempt < attempt:
+        raise ValueError(f"attempt {ctx.attempt} fails")
+    _record(ctx, "finish")
+
+
+def starts(path: str) -> list[dict[str, Any]]:
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
