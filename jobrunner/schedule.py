@@ -88,13 +88,13 @@ def _normalize(expr: str) -> str:
         raise ValueError(f"cron expression {expr!r} {what}: {_EXPECTED}")
     for index, value in enumerate(fields):
         name, allowed = _FIELDS[index]
-        probe = ["*"] * len(fields)
-        probe[index] = value
         if _RANDOM_FIELD.match(value):
             raise ValueError(
                 f"cron expression {expr!r}: {name} field {value!r} is random or hashed, which"
                 f" replicas would not agree on; {_EXPECTED}"
             )
+        probe = ["*"] * len(fields)
+        probe[index] = value
         if _croniter_error(" ".join(probe)):
             raise ValueError(
                 f"cron expression {expr!r}: {name} field {value!r} is invalid"
@@ -143,7 +143,10 @@ def _gap_end(tz: ZoneInfo, before: int, after: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A cron spec in a zone. Construction validates `cron` (ValueError, as `validate_cron`)."""
+    """A cron spec in a zone: immutable, safe to share; every method takes aware datetimes.
+
+    Construction validates `cron` (ValueError, as `validate_cron`) and parses it once.
+    """
 
     cron: str
     tz: ZoneInfo
@@ -223,8 +226,8 @@ class Schedule:
         """
         sign = 1 if forward else -1
         pending: list[int] = []
-        for instant in self._walls(wall, forward):
-            keys = [sign * seconds for seconds in self._resolve(instant)]
+        for matched in self._walls(wall, forward):
+            keys = [sign * seconds for seconds in self._resolve(matched)]
             for key in keys:
                 heapq.heappush(pending, key)
             while keys and pending and pending[0] <= min(keys):

@@ -100,7 +100,9 @@ class WorkerProcess:
     def wait_started(self, timeout: float = 20) -> None:
         wait_for(lambda: bool(self.find("worker started")) or self.proc.poll() is not None, timeout)
         if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited {self.proc.returncode}: {self.log_path.read_text()}")
+            raise AssertionError(
+                f"worker exited {self.proc.returncode}: {self.log_path.read_text()}"
+            )
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
