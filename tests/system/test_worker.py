@@ -6,6 +6,7 @@ import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_three_replicas_start_each_slot_exactly_once(
             assert slots and max(slots.values()) == 1, "a slot has two rows"
             assert {r.status for r in rows} <= {"succeeded", "skipped"}
             times = sorted(r.scheduled_for for r in rows)
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            gaps = [b - a for a, b in pairwise(times)]
             assert all(g == timedelta(seconds=1) for g in gaps), f"missing slots: {times}"
         started = Counter(
             (s["job"], s["slot"], s["attempt"])
