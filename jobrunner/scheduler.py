@@ -34,7 +34,7 @@ LEDGER_LIMIT = 1000
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     slots: list[Slot]
-    unrecorded: int = 0  # missed slots too old to get a row
+    unrecorded: int = 0  # missed slots too old to get a row (counted up to a bound)
 
 
 def plan_slots(
@@ -47,8 +47,8 @@ def plan_slots(
     cap = LEDGER_LIMIT + job.max_catch_up
     times = schedule.between(cursor, now, limit=cap)
     unrecorded = 0
-    if len(times) == cap:
-        unrecorded = schedule.count_between(cursor, now, cap=10**9) - cap
+    if len(times) == cap:  # counted up to a bound: a year of per-second slots must stay cheap
+        unrecorded = schedule.count_between(cursor, now, cap=10 * cap) - cap
     on_time = {t for t in times if now - t <= OVERDUE}
     missed = [t for t in times if now - t > OVERDUE]
     to_run = on_time | _missed_to_run(job, missed, now, bool(on_time))

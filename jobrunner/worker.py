@@ -38,8 +38,9 @@ from jobrunner.config import Config, JobConfig
 from jobrunner.errors import ClockSkew
 from jobrunner.executor import Executor, JobContext, Result
 from jobrunner.logging import get_logger
-from jobrunner.scheduler import Timetable
+from jobrunner.scheduler import Plan, Timetable
 from jobrunner.store import migrate
+from jobrunner.store.listen import Listener
 from jobrunner.store.records import CatalogEntry, ClaimedRun, Outcome, Policy, WorkerInfo
 from jobrunner.store.store import Store
 
@@ -127,6 +128,9 @@ class Worker:
         self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="jobrunner-db")
         self._timetable: Timetable | None = None
         self._signals = 0
+        self._listener: Listener | None = None
+        self._catalog_hashes: dict[str, str] = {}
+        self._warned: set[str] = set()
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -162,6 +166,15 @@ class Worker:
         cursors = await self.db(self.store.slot_cursors, list(self.jobs))
         self._timetable = Timetable(self.config.jobs, cursors, datetime.now(UTC))
         await self.db(self.store.reap, lease_ttl=self.lease_ttl)
+        await self._refresh_catalog()
+        if self.store.dialect == "postgresql":
+            loop = asyncio.get_running_loop()
+
+            def wake(_payload: str) -> None:
+                loop.call_soon_threadsafe(self.wake_claimer.set)
+
+            self._listener = Listener(self.config.database.listen_url, wake)
+            self._listener.start()
         log.info(
             "worker started",
             version=__version__,
@@ -246,6 +259,8 @@ class Worker:
         await self._flush()
 
     async def _finish(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
         await self._flush()
         await self._try_db(self.store.deregister_worker, self.id)
         self.executor.shutdown()
@@ -274,7 +289,10 @@ class Worker:
         now = datetime.now(UTC)
         names = table.due(now)
         if names:
-            plans = table.plan(names, now)
+            plans = [
+                p if self._owns_schedule(n) else Plan(slots=[])
+                for n, p in zip(names, table.plan(names, now), strict=True)
+            ]
             try:
                 await self.db(self.store.insert_slots, [s for p in plans for s in p.slots])
             except BaseException:
@@ -288,24 +306,54 @@ class Worker:
         nxt = table.next_due()
         return 3600.0 if nxt is None else max((nxt - datetime.now(UTC)).total_seconds(), 0.0)
 
+    def _owns_schedule(self, name: str) -> bool:
+        """Rolling deploys: a job's slots are recorded only by workers whose definition of it
+        matches the catalog's, which holds the most recently started worker's definition."""
+        mine = self.jobs[name].definition_hash
+        theirs = self._catalog_hashes.get(name, mine)
+        if theirs == mine:
+            self._warned.discard(name)
+            return True
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning(
+                "job definition differs from the catalog: a newer worker schedules it",
+                job=name,
+                mine=mine,
+                catalog=theirs,
+            )
+        return False
+
+    async def _refresh_catalog(self) -> None:
+        state = await self.db(self.store.catalog_state)
+        self._catalog_hashes = {name: h for name, (h, _paused) in state.items()}
+
     # -- claimer --------------------------------------------------------------------------
 
     async def _claimer(self) -> None:
         backoff = Backoff("claimer")
-        poll = self.config.worker.poll_interval.total_seconds()
         while not self.stopping.is_set():
-            more = await self._guard(backoff, self.claim_once)
-            if more is True:
-                continue
             self.wake_claimer.clear()
-            delay = poll if more is False else more
-            await _sleep_or(self.wake_claimer, delay)
+            delay = await self._guard(backoff, self.claim_once)
+            if delay > 0:
+                await _sleep_or(self.wake_claimer, delay)
 
-    async def claim_once(self) -> bool:
-        """Claim due runs up to free capacity and start them; True if there may be more."""
+    def _poll_interval(self) -> float:
+        poll = self.config.worker.poll_interval.total_seconds()
+        # With LISTEN/NOTIFY wake-ups the poll is only a fallback: keep idle load low.
+        return max(poll, 10.0) if self._listener is not None else poll
+
+    async def claim_once(self) -> float:
+        """Claim due runs up to free capacity and start them.
+
+        Returns 0 when there may be more to claim at once, else seconds to sleep: until the
+        earliest future queued run, at most the poll interval (enqueues and finished runs wake
+        the claimer earlier).
+        """
+        poll = self._poll_interval()
         free = self.capacity
         if free <= 0 or self.stopping.is_set():
-            return False
+            return poll
         claim = await self.db(
             self.store.claim,
             worker_id=self.id,
@@ -324,7 +372,11 @@ class Worker:
         for claimed in claim.started:
             self._launch(claimed, claim.now)
         got = len(claim.started) + len(claim.skipped)
-        return got >= free and self.capacity > 0
+        if got >= free and self.capacity > 0:
+            return 0.0
+        if claim.next_due is not None and claim.now is not None:
+            return min(max((claim.next_due - claim.now).total_seconds(), 0.001), poll)
+        return poll
 
     def _launch(self, claimed: ClaimedRun, claimed_at: datetime | None) -> None:
         run = claimed.run
@@ -477,7 +529,23 @@ class Worker:
             )
         if lost:
             self.wake_claimer.set()
+        await self._refresh_catalog()
+        retired = await self.db(self.store.retire_jobs, live_within=self.lease_ttl)
+        if retired:
+            log.info("retired jobs no live worker defines", jobs=retired)
+        if self.store.dialect == "sqlite":
+            await self._warn_remote_peers()
         return 0.0
+
+    async def _warn_remote_peers(self) -> None:
+        hosts = {w.hostname for w in await self.db(self.store.list_workers)}
+        others = hosts - {socket.gethostname()}
+        if others and "sqlite-peers" not in self._warned:
+            self._warned.add("sqlite-peers")
+            log.warning(
+                "SQLite is for one host only: workers on other hosts share this file",
+                hosts=sorted(others),
+            )
 
     # -- pruner ---------------------------------------------------------------------------
 

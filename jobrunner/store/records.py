@@ -91,6 +91,7 @@ class Claim:
     replaced: list[int] = field(default_factory=list)
     waiting: int = 0  # candidates left queued because their job is at capacity
     now: datetime | None = None
+    next_due: datetime | None = None  # earliest future run_at among queued runs (if looked up)
 
 
 @dataclass(frozen=True, kw_only=True)

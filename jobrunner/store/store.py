@@ -7,6 +7,7 @@ in its own transaction and says what it guarantees. "now" is always the database
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -142,6 +143,47 @@ class Store:
                 )
             }
             conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=update))
+
+    def catalog_state(self) -> dict[str, tuple[str, bool]]:
+        """Each catalogued job's definition hash and paused flag."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    jobrunner_jobs.c.name, jobrunner_jobs.c.config_hash, jobrunner_jobs.c.paused
+                )
+            )
+            return {r.name: (r.config_hash, bool(r.paused)) for r in rows}
+
+    def retire_jobs(self, live_within: float) -> list[str]:
+        """Remove catalog entries that no live worker defines any more.
+
+        A worker is live if it was seen within `live_within` seconds. Queued runs of a retired
+        job are recorded `cancelled` (reason `job removed`), so none waits forever. Returns the
+        retired job names.
+        """
+        with self.engine.begin() as conn:
+            live = conn.execute(
+                sa.select(jobrunner_workers.c.jobs).where(
+                    jobrunner_workers.c.last_seen >= db_now(-live_within)
+                )
+            ).scalars()
+            defined = {name for jobs in live for name in jobs}
+            if not defined:
+                return []  # no live worker: nothing can be decided
+            gone = list(
+                conn.execute(
+                    jobrunner_jobs.delete()
+                    .where(jobrunner_jobs.c.name.not_in(defined))
+                    .returning(jobrunner_jobs.c.name)
+                ).scalars()
+            )
+            if gone:
+                conn.execute(
+                    job_runs.update()
+                    .where(job_runs.c.job_name.in_(gone), job_runs.c.status == "queued")
+                    .values(status="cancelled", reason="job removed", finished_at=db_now())
+                )
+            return gone
 
     def list_jobs(self) -> list[CatalogEntry]:
         with self.engine.connect() as conn:
@@ -297,7 +339,10 @@ class Store:
                 if pol.capacity is not None and len(held.get(name, ())) >= pol.capacity
             ]
             candidates = _candidates(conn, now, limit, list(policies), saturated)
-            return self._decide(conn, now, worker_id, candidates, policies, held, lease_ttl)
+            claim = self._decide(conn, now, worker_id, candidates, policies, held, lease_ttl)
+            if len(candidates) < limit:
+                claim = dataclasses.replace(claim, next_due=_next_due(conn, now, list(policies)))
+            return claim
 
     def _decide(
         self,
@@ -676,6 +721,16 @@ def _candidates(
         paused_flag = bool(m.pop("_paused"))
         out.append((Run(**m), paused_flag))
     return out
+
+
+def _next_due(conn: sa.Connection, now: datetime, jobs: list[str]) -> datetime | None:
+    """The earliest future `run_at` of a queued run of these jobs (to sleep until it)."""
+    value: datetime | None = conn.execute(
+        sa.select(sa.func.min(job_runs.c.run_at)).where(
+            job_runs.c.status == "queued", job_runs.c.run_at > now, job_runs.c.job_name.in_(jobs)
+        )
+    ).scalar_one()
+    return value
 
 
 def _free_slot(busy: set[int], capacity: int | None) -> int | None:
