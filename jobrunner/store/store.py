@@ -383,10 +383,10 @@ class Store:
                     replace.append((run, held[run.job_name][0]))
                 else:
                     waiting += 1
-            elif scheduled:
-                skipped.append((run, "overlap"))
+            elif scheduled and _free_slot(set(held.get(run.job_name, {})), pol.capacity) is None:
+                skipped.append((run, "overlap"))  # a run from before still holds the lease
             else:
-                waiting += 1
+                waiting += 1  # taken by an earlier slot of this batch: runs after it
         acquired = self._acquire(conn, worker_id, wanted, lease_ttl)
         moved = _replace(conn, worker_id, replace, lease_ttl)
         waiting += len(wanted) - len(acquired) + len(replace) - len(moved)
