@@ -1,0 +1,93 @@
+"""Guarantee 7: a PostgreSQL outage during a run. The worker does not exit, logs the outage
+once per backoff step, keeps its job running, reconnects and resumes scheduling.
+
+Stops the real local PostgreSQL cluster with pg_ctlcluster and always starts it again. Only
+runs where that cluster is the test database (CI on this machine)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from datetime import timedelta
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from jobrunner.store.store import Store
+from tests.support import Workers, wait_for, write_config
+
+pytestmark = pytest.mark.system
+
+
+def _cluster() -> list[str] | None:
+    etc = Path("/etc/postgresql")
+    if not shutil.which("pg_ctlcluster") or not etc.is_dir():
+        return None
+    versions = sorted(p.name for p in etc.iterdir())
+    return (
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"] if versions else None
+    )
+
+
+def _pg(action: str) -> None:
+    cluster = _cluster()
+    assert cluster is not None
+    args = [*cluster, action] + (["-m", "fast"] if action == "stop" else [])
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
+
+
+def test_database_outage_does_not_stop_the_worker(
+    tmp_path: Path, pg_url: str, workers: Workers
+) -> None:
+    if _cluster() is None or sa.make_url(pg_url).host not in ("127.0.0.1", "localhost"):
+        pytest.skip("needs the local PostgreSQL cluster (pg_ctlcluster) as the test database")
+    config = write_config(
+        tmp_path / "jr.toml",
+        pg_url,
+        [
+            {
+                "name": "tick",
+                "func": "sysjobs:noop_async",
+                "cron": "* * * * * *",
+                "catch_up": "all",
+                "misfire_grace": "1m",
+            },
+            {"name": "long", "func": "sysjobs:sleep_async", "kwargs": {"seconds": 14}},
+        ],
+    )
+    proc = workers.start(config)
+    store = Store.from_url(pg_url)
+    try:
+        run = store.enqueue("long")
+        assert wait_for(lambda: store.get_run(run.id).status == "running", 10)
+        store.engine.dispose()
+        _pg("stop")
+        try:
+            time.sleep(10)
+            assert proc.proc.poll() is None, "the worker exited during the outage"
+        finally:
+            _pg("start")
+        assert wait_for(lambda: bool(proc.find("database reachable again")), 30)
+        warnings = proc.find("database unavailable")
+        assert warnings, "the outage must be logged"
+        per_service = {}
+        for w in warnings:
+            per_service.setdefault(w["service"], []).append(w["retry_in"])
+        for delays in per_service.values():  # once per backoff step: growing delays
+            assert delays == sorted(delays)
+        assert wait_for(lambda: store.get_run(run.id).status in ("succeeded", "lost"), 30)
+        final = store.get_run(run.id)
+        assert final.status == "succeeded", f"the running job was lost: {final}"
+        time.sleep(3)
+        ticks = [r for r in store.list_runs(job="tick", limit=1000) if r.attempt == 1]
+        times = sorted(r.scheduled_for for r in ticks if r.scheduled_for)
+        assert {b - a for a, b in pairwise(times)} == {timedelta(seconds=1)}
+        assert proc.proc.poll() is None
+    finally:
+        store.close()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
