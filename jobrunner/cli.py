@@ -183,3 +183,7 @@ def main() -> None:
     import jobrunner.cli_ops  # noqa: F401 - they register their commands on `app`
 
     app()
+
+
+if __name__ == "__main__":
+    main()

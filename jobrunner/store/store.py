@@ -407,19 +407,15 @@ class Store:
         """Take free lease rows (insert, or update a released row) in one statement."""
         if not wanted:
             return []
-        rows = [
-            {
-                "job_name": run.job_name,
-                "slot": slot,
-                "run_id": run.id,
-                "worker_id": worker_id,
-                "fence": 1,
-                "acquired_at": db_now(),
-                "expires_at": db_now(lease_ttl),
-            }
-            for run, slot in wanted
-        ]
-        stmt = self._insert(job_locks).values(rows)
+        stmt = self._insert(job_locks).values(
+            job_name=sa.bindparam("j"),
+            slot=sa.bindparam("s"),
+            run_id=sa.bindparam("r"),
+            worker_id=sa.bindparam("w"),
+            fence=1,
+            acquired_at=db_now(),
+            expires_at=db_now(sa.bindparam("ttl", type_=sa.Float())),
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=["job_name", "slot"],
             set_={
@@ -431,10 +427,16 @@ class Store:
             },
             where=job_locks.c.worker_id.is_(None),
         )
+        # executemany: SQLAlchemy batches the rows into one INSERT ("insertmanyvalues") while
+        # compiling the statement once; a literal multi-row VALUES would recompile per size.
         result = conn.execute(
             stmt.returning(
                 job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence
-            )
+            ),
+            [
+                {"j": run.job_name, "s": slot, "r": run.id, "w": worker_id, "ttl": lease_ttl}
+                for run, slot in wanted
+            ],
         )
         return [Lease(**r._mapping) for r in result]
 

@@ -146,7 +146,10 @@ def test_allow_respects_max_concurrency(store: Store) -> None:
     claim = store.claim(worker_id="w", limit=10, policies=pol, lease_ttl=30)
     assert len(claim.started) == 2
     assert {c.lease.slot for c in claim.started} == {0, 1}
-    assert len(claim.skipped) == 3
+    assert claim.skipped == [] and claim.waiting == 3  # slots of one batch run in turn
+    again = store.claim(worker_id="w", limit=10, policies=pol, lease_ttl=30)
+    assert again.started == [] and len(again.skipped) == 3  # the two still hold the leases
+    assert {why for _, why in again.skipped} == {"overlap"}
 
 
 def test_replace_takes_the_lease_and_cancels_the_old_run(store: Store) -> None:
