@@ -119,7 +119,8 @@ class Worker:
             for j in config.jobs
         }
         self.executor = Executor(config.worker.threads)
-        self.active: dict[int, Active] = {}
+        self.active: dict[int, Active] = {}  # until the outcome is written
+        self.executing = 0  # runs whose call has not returned yet
         self.pending: list[Outcome] = []
         self.stopping = asyncio.Event()
         self.wake_claimer = asyncio.Event()
@@ -145,7 +146,8 @@ class Worker:
 
     @property
     def capacity(self) -> int:
-        return self.config.worker.concurrency - len(self.active)
+        """Runs this worker may start now (a run frees its place when its call returns)."""
+        return self.config.worker.concurrency - self.executing
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -401,6 +403,7 @@ class Worker:
         )
         active = Active(claimed=claimed, job=job, ctx=ctx)
         self.active[run.id] = active
+        self.executing += 1
         active.task = asyncio.create_task(self._execute(active, context), name=f"run-{run.id}")
 
     async def _execute(self, active: Active, context: dict[str, Any]) -> None:
@@ -420,6 +423,9 @@ class Worker:
             )
         except asyncio.CancelledError:
             result = None
+        finally:
+            self.executing -= 1
+            self.wake_claimer.set()
         self._record(active, result, time.monotonic() - started, lag)
 
     def _record(self, active: Active, result: Result | None, duration: float, lag: float) -> None:

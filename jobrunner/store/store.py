@@ -8,7 +8,6 @@ in its own transaction and says what it guarantees. "now" is always the database
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -17,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound
+from jobrunner.errors import JobNotFound
+from jobrunner.store import queries
 from jobrunner.store.engine import create_engine, db_now
 from jobrunner.store.records import (
     CatalogEntry,
@@ -35,14 +35,14 @@ from jobrunner.store.records import (
 )
 from jobrunner.store.tables import (
     FINAL_STATUSES,
-    RUN_STATUSES,
+    UTCDateTime,
     job_locks,
     job_runs,
     jobrunner_jobs,
     jobrunner_workers,
 )
 
-NOTIFY_CHANNEL = "jobrunner"
+NOTIFY_CHANNEL = queries.NOTIFY_CHANNEL
 
 
 class Store:
@@ -186,18 +186,14 @@ class Store:
             return gone
 
     def list_jobs(self) -> list[CatalogEntry]:
+        """The catalog, by name."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(jobrunner_jobs).order_by(jobrunner_jobs.c.name))
-            return [CatalogEntry(**r._mapping) for r in rows]
+            return queries.run_sync(conn, queries.list_jobs())
 
     def get_job(self, name: str) -> CatalogEntry:
+        """One catalog entry (JobNotFound if there is none)."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(jobrunner_jobs).where(jobrunner_jobs.c.name == name)
-            ).one_or_none()
-        if row is None:
-            raise JobNotFound(f"no job named {name!r} in the catalog")
-        return CatalogEntry(**row._mapping)
+            return queries.run_sync(conn, queries.get_job(name))
 
     def set_paused(self, name: str, paused: bool) -> None:
         """Pause or resume a job for every replica (they read the flag when they claim)."""
@@ -232,29 +228,36 @@ class Store:
         if not slots:
             return 0
         with self.engine.begin() as conn:
-            now = db_now()
-            rows: list[dict[str, Any]] = [
+            status = sa.bindparam("st", type_=sa.String())
+            stmt = (
+                self._insert(job_runs)
+                .values(
+                    job_name=sa.bindparam("j", type_=sa.String()),
+                    trigger="schedule",
+                    scheduled_for=sa.bindparam("sf", type_=UTCDateTime()),
+                    run_at=sa.bindparam("ra", type_=UTCDateTime()),
+                    status=status,
+                    reason=sa.bindparam("why", type_=sa.String()),
+                    attempt=1,
+                    max_attempts=sa.bindparam("ma", type_=sa.Integer()),
+                    kwargs=sa.literal({}, type_=sa.JSON()),
+                    enqueued_at=db_now(),
+                    finished_at=sa.case((status == "skipped", db_now()), else_=sa.null()),
+                )
+                .on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
+            )
+            rows = [
                 {
-                    "job_name": s.job_name,
-                    "trigger": "schedule",
-                    "scheduled_for": s.scheduled_for,
-                    "run_at": s.run_at,
-                    "status": s.status,
-                    "reason": s.reason,
-                    "attempt": 1,
-                    "max_attempts": s.max_attempts,
-                    "kwargs": {},
-                    "enqueued_at": now,
-                    "finished_at": now if s.status == "skipped" else None,
+                    "j": s.job_name,
+                    "sf": s.scheduled_for,
+                    "ra": s.run_at,
+                    "st": s.status,
+                    "why": s.reason,
+                    "ma": s.max_attempts,
                 }
                 for s in slots
             ]
-            stmt = (
-                self._insert(job_runs)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
-            )
-            inserted = conn.execute(stmt.returning(job_runs.c.id)).all()
+            inserted = conn.execute(stmt.returning(job_runs.c.id), rows).all()
             if any(s.status == "queued" for s in slots):
                 self._notify(conn, "slots")
             return len(inserted)
@@ -274,43 +277,21 @@ class Store:
         object (InvalidArguments). With an idempotency key, a repeat returns the first run.
         Nothing the caller sends is imported or evaluated. Wakes listening workers (NOTIFY).
         """
-        kwargs = _json_object(kwargs)
+        op = queries.enqueue(
+            self.dialect,
+            job_name,
+            kwargs,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+        )
         with self.engine.begin() as conn:
-            job = conn.execute(
-                sa.select(jobrunner_jobs.c.definition).where(jobrunner_jobs.c.name == job_name)
-            ).one_or_none()
-            if job is None:
-                raise JobNotFound(f"no job named {job_name!r} in the catalog")
-            retries = int(job.definition.get("retries", 0))
-            stmt = self._insert(job_runs).values(
-                job_name=job_name,
-                trigger="manual",
-                run_at=run_at if run_at is not None else db_now(),
-                status="queued",
-                attempt=1,
-                max_attempts=retries + 1,
-                kwargs=kwargs,
-                enqueued_at=db_now(),
-                idempotency_key=idempotency_key,
-                correlation_id=correlation_id,
-            )
-            if idempotency_key is not None:
-                stmt = stmt.on_conflict_do_nothing(index_elements=["job_name", "idempotency_key"])
-            row = conn.execute(stmt.returning(*job_runs.c)).one_or_none()
-            if row is None:
-                row = conn.execute(
-                    sa.select(job_runs).where(
-                        job_runs.c.job_name == job_name,
-                        job_runs.c.idempotency_key == idempotency_key,
-                    )
-                ).one()
-            else:
-                self._notify(conn, job_name)
-            return Run(**row._mapping)
+            return queries.run_sync(conn, op)
 
     def _notify(self, conn: sa.Connection, payload: str) -> None:
-        if self.dialect == "postgresql":
-            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload)))
+        stmt = queries.notify(self.dialect, payload)
+        if stmt is not None:
+            conn.execute(stmt)
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -331,17 +312,19 @@ class Store:
         if limit <= 0 or not policies:
             return Claim()
         with self.engine.begin() as conn:
-            now: datetime = conn.execute(sa.select(db_now())).scalar_one()
             held = _held_locks(conn)
             saturated = [
                 name
                 for name, pol in policies.items()
                 if pol.capacity is not None and len(held.get(name, ())) >= pol.capacity
             ]
-            candidates = _candidates(conn, now, limit, list(policies), saturated)
-            claim = self._decide(conn, now, worker_id, candidates, policies, held, lease_ttl)
+            candidates, now = _candidates(conn, limit, list(policies), saturated)
+            claim = Claim(now=now)
+            if candidates and now is not None:
+                claim = self._decide(conn, now, worker_id, candidates, policies, held, lease_ttl)
             if len(candidates) < limit:
-                claim = dataclasses.replace(claim, next_due=_next_due(conn, now, list(policies)))
+                next_due, db_time = _next_due(conn, list(policies))
+                claim = dataclasses.replace(claim, next_due=next_due, now=claim.now or db_time)
             return claim
 
     def _decide(
@@ -357,7 +340,7 @@ class Store:
         wanted: list[tuple[Run, int]] = []
         skipped: list[tuple[Run, str]] = []
         replace: list[tuple[Run, LockRow]] = []
-        taken: dict[str, set[int]] = defaultdict(set)
+        slots: dict[str, _Slots] = {}
         waiting = 0
         for run, paused in candidates:
             pol = policies[run.job_name]
@@ -372,18 +355,18 @@ class Store:
             ):
                 skipped.append((run, "misfired"))
                 continue
-            busy = set(held.get(run.job_name, {})) | taken[run.job_name]
-            slot = _free_slot(busy, pol.capacity)
+            lanes = slots.get(run.job_name)
+            if lanes is None:
+                lanes = slots[run.job_name] = _Slots(held.get(run.job_name, {}), pol.capacity)
+            slot = lanes.take()
             if slot is not None:
-                taken[run.job_name].add(slot)
                 wanted.append((run, slot))
-            elif scheduled and pol.overlap == "replace" and 0 in held.get(run.job_name, {}):
-                if 0 not in taken[run.job_name]:
-                    taken[run.job_name].add(0)
-                    replace.append((run, held[run.job_name][0]))
+            elif scheduled and pol.overlap == "replace" and 0 in lanes.held:
+                if lanes.take_for_replace():
+                    replace.append((run, lanes.held[0]))
                 else:
                     waiting += 1
-            elif scheduled and _free_slot(set(held.get(run.job_name, {})), pol.capacity) is None:
+            elif scheduled and not lanes.had_room:
                 skipped.append((run, "overlap"))  # a run from before still holds the lease
             else:
                 waiting += 1  # taken by an earlier slot of this batch: runs after it
@@ -483,33 +466,42 @@ class Store:
         if not outcomes:
             return set()
         with self.engine.begin() as conn:
-            keys = [(o.lease.job_name, o.lease.slot, o.lease.fence) for o in outcomes]
-            held = sa.tuple_(job_locks.c.job_name, job_locks.c.slot, job_locks.c.fence).in_(keys)
+            # A lease row still names this worker and this run only if nobody took it over:
+            # the reaper clears worker_id, a takeover or `replace` changes it and the run_id.
+            ids = [o.lease.run_id for o in outcomes]
+            held = (job_locks.c.worker_id == worker_id) & _any(conn, job_locks.c.run_id, ids)
             released = {
                 (r.job_name, r.slot)
                 for r in conn.execute(
-                    _release((job_locks.c.worker_id == worker_id) & held).returning(
-                        job_locks.c.job_name, job_locks.c.slot
-                    )
+                    _release(held).returning(job_locks.c.job_name, job_locks.c.slot)
                 )
             }
             mine = [o for o in outcomes if (o.lease.job_name, o.lease.slot) in released]
             if not mine:
                 return set()
-            conn.execute(
-                job_runs.update()
-                .where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.status == "running")
-                .values(
-                    status=sa.bindparam("st"),
-                    error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
-                    reason=sa.bindparam("why"),
-                    finished_at=db_now(),
-                ),
-                [
-                    {"rid": o.lease.run_id, "st": o.status, "err": o.error, "why": o.reason}
-                    for o in mine
-                ],
-            )
+            plain = [o.lease.run_id for o in mine if o.status == "succeeded" and not o.reason]
+            if plain:  # the common case in one statement
+                conn.execute(
+                    job_runs.update()
+                    .where(_any(conn, job_runs.c.id, plain), job_runs.c.status == "running")
+                    .values(status="succeeded", finished_at=db_now())
+                )
+            others = [o for o in mine if o.lease.run_id not in set(plain)]
+            if others:
+                conn.execute(
+                    job_runs.update()
+                    .where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.status == "running")
+                    .values(
+                        status=sa.bindparam("st"),
+                        error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
+                        reason=sa.bindparam("why"),
+                        finished_at=db_now(),
+                    ),
+                    [
+                        {"rid": o.lease.run_id, "st": o.status, "err": o.error, "why": o.reason}
+                        for o in others
+                    ],
+                )
             retries = {o.lease.run_id: o.retry_in for o in mine if o.retry_in is not None}
             _queue_retries(conn, self._insert, retries)
             return {o.lease.run_id for o in mine}
@@ -574,11 +566,9 @@ class Store:
     # -- runs -----------------------------------------------------------------------------
 
     def get_run(self, run_id: int) -> Run:
+        """One run (RunNotFound if there is none)."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(job_runs).where(job_runs.c.id == run_id)).one_or_none()
-        if row is None:
-            raise RunNotFound(f"no run with id {run_id}")
-        return Run(**row._mapping)
+            return queries.run_sync(conn, queries.get_run(run_id))
 
     def list_runs(
         self,
@@ -589,20 +579,12 @@ class Store:
         correlation_id: str | None = None,
         limit: int = 50,
     ) -> list[Run]:
-        """Runs newest first, filtered."""
-        if status is not None and status not in RUN_STATUSES:
-            raise ValueError(f"unknown status {status!r}: allowed {', '.join(RUN_STATUSES)}")
-        query = sa.select(job_runs).order_by(job_runs.c.id.desc()).limit(limit)
-        if job is not None:
-            query = query.where(job_runs.c.job_name == job)
-        if status is not None:
-            query = query.where(job_runs.c.status == status)
-        if since is not None:
-            query = query.where(job_runs.c.enqueued_at >= since)
-        if correlation_id is not None:
-            query = query.where(job_runs.c.correlation_id == correlation_id)
+        """Runs newest first, filtered; an unknown status is BadInput (a ValueError)."""
+        op = queries.list_runs(
+            job=job, status=status, since=since, correlation_id=correlation_id, limit=limit
+        )
         with self.engine.connect() as conn:
-            return [Run(**r._mapping) for r in conn.execute(query)]
+            return queries.run_sync(conn, op)
 
     def slot_runs(self, job: str, since: datetime, until: datetime) -> list[Run]:
         """Every run of `job` whose slot lies in [since, until], oldest slot first."""
@@ -622,17 +604,7 @@ class Store:
         """Cancel a run: a queued run is recorded `cancelled` at once; a running run is
         flagged and its worker cancels it at its next heartbeat. Finished runs are unchanged."""
         with self.engine.begin() as conn:
-            conn.execute(
-                job_runs.update()
-                .where(job_runs.c.id == run_id, job_runs.c.status == "queued")
-                .values(status="cancelled", reason="cancelled by request", finished_at=db_now())
-            )
-            conn.execute(
-                job_runs.update()
-                .where(job_runs.c.id == run_id, job_runs.c.status == "running")
-                .values(cancel_requested=True)
-            )
-        return self.get_run(run_id)
+            return queries.run_sync(conn, queries.cancel_run(run_id))
 
     def last_outcomes(self) -> dict[str, Run]:
         """The newest finished run of each job."""
@@ -674,6 +646,61 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(job_runs.delete().where(cond)).rowcount
 
+    # -- management queries ---------------------------------------------------------------
+
+    def run_attempts(self, run_id: int) -> list[Run]:
+        """Every attempt of the run, oldest first (RunNotFound if there is no such run).
+
+        A scheduled run's attempts share its slot (job_name, scheduled_for); a manual run and
+        its retries are linked by `retry_of`, followed both ways. One read-only transaction.
+        """
+        with self.engine.connect() as conn:
+            run = queries.run_sync(conn, queries.get_run(run_id))
+            if run.scheduled_for is not None:
+                rows = conn.execute(
+                    sa.select(job_runs)
+                    .where(
+                        job_runs.c.job_name == run.job_name,
+                        job_runs.c.scheduled_for == run.scheduled_for,
+                    )
+                    .order_by(job_runs.c.attempt, job_runs.c.id)
+                )
+                return [Run(**r._mapping) for r in rows]
+            chain = {run.id: run}
+            first = run
+            while first.retry_of is not None and first.retry_of not in chain:
+                row = conn.execute(
+                    sa.select(job_runs).where(job_runs.c.id == first.retry_of)
+                ).one_or_none()
+                if row is None:  # pruned
+                    break
+                first = chain.setdefault(row.id, Run(**row._mapping))
+            frontier = list(chain)
+            while frontier:
+                rows = conn.execute(sa.select(job_runs).where(job_runs.c.retry_of.in_(frontier)))
+                found = [Run(**r._mapping) for r in rows if r.id not in chain]
+                chain.update((r.id, r) for r in found)
+                frontier = [r.id for r in found]
+            return sorted(chain.values(), key=lambda r: (r.attempt, r.id))
+
+    def slot_bounds(self, job: str) -> tuple[datetime | None, datetime | None]:
+        """The oldest and the newest recorded slot of `job` (None, None if it has none)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(
+                    sa.func.min(job_runs.c.scheduled_for), sa.func.max(job_runs.c.scheduled_for)
+                ).where(job_runs.c.job_name == job, job_runs.c.scheduled_for.is_not(None))
+            ).one()
+            return row[0], row[1]
+
+    def has_runs(self, job: str) -> bool:
+        """Whether any run of `job` is recorded (a job retired from the catalog may have some)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(job_runs.c.id).where(job_runs.c.job_name == job).limit(1)
+            ).first()
+            return found is not None
+
 
 # -- statement helpers (module private) ---------------------------------------------------
 
@@ -687,26 +714,48 @@ def _release(where: sa.ColumnElement[bool]) -> sa.Update:
     )
 
 
+def _any(conn: sa.Connection, column: Any, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter whatever the count,
+    so the statement text (and psycopg's prepared form) stays the same."""
+    if conn.dialect.name == "postgresql":
+        array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return column == sa.any_(array)  # type: ignore[no-any-return]
+    return column.in_(values)  # type: ignore[no-any-return]
+
+
 def _held_locks(conn: sa.Connection) -> dict[str, dict[int, LockRow]]:
     held: dict[str, dict[int, LockRow]] = defaultdict(dict)
-    for r in conn.execute(sa.select(job_locks).where(job_locks.c.worker_id.is_not(None))):
-        held[r.job_name][r.slot] = LockRow(**r._mapping)
+    cols = [job_locks.c[k] for k in LockRow.__dataclass_fields__]
+    for r in conn.execute(sa.select(*cols).where(job_locks.c.worker_id.is_not(None))):
+        job_name, slot, run_id, worker_id, fence, acquired_at, expires_at = r
+        held[job_name][slot] = LockRow(
+            job_name=job_name,
+            slot=slot,
+            run_id=run_id,
+            worker_id=worker_id,
+            fence=fence,
+            acquired_at=acquired_at,
+            expires_at=expires_at,
+        )
     return held
 
 
 def _candidates(
-    conn: sa.Connection, now: datetime, limit: int, jobs: list[str], saturated: list[str]
-) -> list[tuple[Run, bool]]:
+    conn: sa.Connection, limit: int, jobs: list[str], saturated: list[str]
+) -> tuple[list[tuple[Run, bool]], datetime | None]:
+    """Due queued runs (locked, SKIP LOCKED), each with its job's paused flag, and db now."""
     paused = (
         sa.select(jobrunner_jobs.c.paused)
         .where(jobrunner_jobs.c.name == job_runs.c.job_name)
         .scalar_subquery()
     )
     query = (
-        sa.select(job_runs, sa.func.coalesce(paused, sa.false()).label("_paused"))
+        sa.select(
+            job_runs, sa.func.coalesce(paused, sa.false()).label("_paused"), db_now().label("_now")
+        )
         .where(
             job_runs.c.status == "queued",
-            job_runs.c.run_at <= now,
+            job_runs.c.run_at <= db_now(),
             job_runs.c.job_name.in_(jobs),
         )
         .order_by(job_runs.c.run_at, job_runs.c.id)
@@ -718,21 +767,53 @@ def _candidates(
             (job_runs.c.trigger == "schedule") | job_runs.c.job_name.not_in(saturated)
         )
     out = []
+    now = None
     for row in conn.execute(query):
         m = dict(row._mapping)
         paused_flag = bool(m.pop("_paused"))
+        now = m.pop("_now")
         out.append((Run(**m), paused_flag))
-    return out
+    return out, now
 
 
-def _next_due(conn: sa.Connection, now: datetime, jobs: list[str]) -> datetime | None:
-    """The earliest future `run_at` of a queued run of these jobs (to sleep until it)."""
-    value: datetime | None = conn.execute(
-        sa.select(sa.func.min(job_runs.c.run_at)).where(
-            job_runs.c.status == "queued", job_runs.c.run_at > now, job_runs.c.job_name.in_(jobs)
+def _next_due(conn: sa.Connection, jobs: list[str]) -> tuple[datetime | None, datetime]:
+    """The earliest future `run_at` of a queued run of these jobs (to sleep until it), and
+    the database's now."""
+    row = conn.execute(
+        sa.select(sa.func.min(job_runs.c.run_at), db_now()).where(
+            job_runs.c.status == "queued",
+            job_runs.c.run_at > db_now(),
+            job_runs.c.job_name.in_(jobs),
         )
-    ).scalar_one()
-    return value
+    ).one()
+    return row[0], row[1]
+
+
+class _Slots:
+    """Hands out free lease slots of one job during one claim (slot numbers 0, 1, ...)."""
+
+    def __init__(self, held: dict[int, LockRow], capacity: int | None) -> None:
+        self.held = held
+        self.capacity = capacity
+        self.busy = set(held)
+        self.had_room = _free_slot(self.busy, capacity) is not None
+        self._next = 0
+        self._replaced = False
+
+    def take(self) -> int | None:
+        while self._next in self.busy:
+            self._next += 1
+        if self.capacity is not None and self._next >= self.capacity:
+            return None
+        self.busy.add(self._next)
+        return self._next
+
+    def take_for_replace(self) -> bool:
+        """The first scheduled run that finds slot 0 held may replace its holder, once."""
+        if self._replaced:
+            return False
+        self._replaced = True
+        return True
 
 
 def _free_slot(busy: set[int], capacity: int | None) -> int | None:
@@ -786,12 +867,15 @@ def _start(
     by_run = {lease.run_id: lease for lease in leases}
     runs = [run for run, _ in wanted] + [run for run, _ in replace]
     started = [ClaimedRun(run=r, lease=by_run[r.id]) for r in runs if r.id in by_run]
-    if started:
+    if started:  # one statement (UPDATE ... FROM): each run takes its lease's fence
         conn.execute(
             job_runs.update()
-            .where(job_runs.c.id == sa.bindparam("rid"))
-            .values(status="running", worker_id=worker_id, fence=sa.bindparam("f"), started_at=now),
-            [{"rid": c.run.id, "f": c.lease.fence} for c in started],
+            .where(
+                _any(conn, job_runs.c.id, [c.run.id for c in started]),
+                job_locks.c.run_id == job_runs.c.id,
+                job_locks.c.worker_id == worker_id,
+            )
+            .values(status="running", worker_id=worker_id, fence=job_locks.c.fence, started_at=now)
         )
     return [
         ClaimedRun(
@@ -819,42 +903,30 @@ def _finish_skipped(conn: sa.Connection, skipped: list[tuple[Run, str]]) -> None
 
 
 def _queue_retries(conn: sa.Connection, insert: Any, delays: Mapping[int, float]) -> None:
-    """Queue attempt + 1 of each run in `delays` (run id -> seconds from now)."""
+    """Queue attempt + 1 of each run in `delays` (run id -> seconds from now) that has
+    attempts left, copying its job, slot, kwargs and correlation id (idempotent per slot)."""
     if not delays:
         return
-    originals = conn.execute(sa.select(job_runs).where(job_runs.c.id.in_(list(delays)))).all()
-    rows = [
-        {
-            "job_name": r.job_name,
-            "trigger": "retry",
-            "scheduled_for": r.scheduled_for,
-            "run_at": db_now(delays[r.id]),
-            "status": "queued",
-            "attempt": r.attempt + 1,
-            "max_attempts": r.max_attempts,
-            "kwargs": r.kwargs,
-            "enqueued_at": db_now(),
-            "correlation_id": r.correlation_id,
-            "retry_of": r.id,
-        }
-        for r in originals
-        if r.attempt < r.max_attempts
-    ]
-    if rows:
-        conn.execute(
-            insert(job_runs)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
-        )
-
-
-def _json_object(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
-        raise InvalidArguments("kwargs must be a JSON object (a mapping with string keys)")
-    try:
-        decoded: dict[str, Any] = json.loads(json.dumps(dict(kwargs), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InvalidArguments(f"kwargs are not JSON-serialisable: {exc}") from None
-    return decoded
+    source = sa.select(
+        job_runs.c.job_name,
+        sa.literal("retry"),
+        job_runs.c.scheduled_for,
+        db_now(sa.bindparam("delay", type_=sa.Float())),
+        sa.literal("queued"),
+        job_runs.c.attempt + 1,
+        job_runs.c.max_attempts,
+        job_runs.c.kwargs,
+        db_now(),
+        job_runs.c.correlation_id,
+        job_runs.c.id,
+    ).where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.attempt < job_runs.c.max_attempts)
+    columns = [
+        "job_name", "trigger", "scheduled_for", "run_at", "status", "attempt", "max_attempts",
+        "kwargs", "enqueued_at", "correlation_id", "retry_of",
+    ]  # fmt: skip
+    stmt = (
+        insert(job_runs)
+        .from_select(columns, source)
+        .on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
+    )
+    conn.execute(stmt, [{"rid": rid, "delay": delay} for rid, delay in delays.items()])

@@ -1,0 +1,42 @@
+"""Job functions the benchmarks run (jobrunner's `func = "bench.jobs:..."`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+
+async def noop() -> None:
+    """Does nothing: what a throughput benchmark measures is the runner around it."""
+
+
+def noop_sync() -> None:
+    """Does nothing, in the worker's thread pool."""
+
+
+async def record(ctx: Any) -> None:
+    """Appends one line per start to $BENCH_STARTS (O_APPEND), to count duplicate starts."""
+    path = os.environ.get("BENCH_STARTS")
+    if not path:
+        return
+    line = json.dumps(
+        {
+            "job": ctx.job_name,
+            "run_id": ctx.run_id,
+            "slot": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
+            "attempt": ctx.attempt,
+            "worker": ctx.worker_id,
+        }
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+async def sleep(seconds: float = 600.0) -> None:
+    """A long run, to kill the replica that runs it."""
+    await asyncio.sleep(seconds)

@@ -1,0 +1,239 @@
+"""Clients for web apps: enqueue runs by job name and observe them. They never run jobs.
+
+`Client` is synchronous (PostgreSQL or SQLite) and wraps the `Store`. `AsyncClient` runs the
+very same statements (`jobrunner.store.queries`) on SQLAlchemy's async engine with psycopg's
+async driver (PostgreSQL). Both refuse an unknown job name (`JobNotFound`) and arguments that
+are not a JSON object (`InvalidArguments`), and never import or evaluate anything a caller
+sends::
+
+    from jobrunner import AsyncClient
+
+    client = AsyncClient.from_url("postgresql://app@db/app")
+    run = await client.enqueue("send-report", {"user_id": 42}, idempotency_key="report-42")
+    run = await client.get_run(run.id)
+    await client.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import sqlalchemy as sa
+
+from jobrunner.errors import BadInput
+from jobrunner.store import queries
+from jobrunner.store.queries import Op
+from jobrunner.store.records import CatalogEntry, Run
+from jobrunner.store.store import Store
+
+if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet: imported only when used
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["AsyncClient", "Client"]
+
+T = TypeVar("T")
+
+MAX_LIST_LIMIT = 10_000
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise BadInput(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
+    return limit
+
+
+class Client:
+    """A synchronous client over one database (PostgreSQL or SQLite).
+
+    Build it with `Client.from_url(url)` (the client owns and disposes its engine) or
+    `Client(engine)` around an existing SQLAlchemy `Engine` (the caller keeps owning it).
+    Each call is one short transaction; the client is thread-safe like its engine.
+    """
+
+    def __init__(self, engine: sa.Engine, *, owns_engine: bool = False) -> None:
+        self._store = Store(engine)
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(cls, url: str, **engine_kwargs: Any) -> Self:
+        """A client with its own engine (`postgresql://…` or `sqlite:///path`)."""
+        return cls(Store.from_url(url, **engine_kwargs).engine, owns_engine=True)
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._store.engine
+
+    def enqueue(
+        self,
+        name: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Run:
+        """Queue a run of the catalogued job `name`; returns it (status `queued`).
+
+        `run_at` (timezone-aware) delays it. A repeated `idempotency_key` (per job) returns
+        the run the first call created. Raises JobNotFound, InvalidArguments.
+        """
+        return self._store.enqueue(
+            name,
+            kwargs,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+        )
+
+    def get_run(self, run_id: int) -> Run:
+        """The run with this id (RunNotFound if there is none)."""
+        return self._store.get_run(run_id)
+
+    def list_runs(
+        self,
+        job: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        correlation_id: str | None = None,
+    ) -> list[Run]:
+        """Runs newest first, filtered by job, status and correlation id."""
+        return self._store.list_runs(
+            job=job, status=status, limit=_check_limit(limit), correlation_id=correlation_id
+        )
+
+    def list_jobs(self) -> list[CatalogEntry]:
+        """The jobs the workers published, by name."""
+        return self._store.list_jobs()
+
+    def get_job(self, name: str) -> CatalogEntry:
+        """One catalogued job (JobNotFound if there is none)."""
+        return self._store.get_job(name)
+
+    def cancel_run(self, run_id: int) -> Run:
+        """Cancel a queued run at once, or ask the worker of a running run to cancel it at its
+        next heartbeat (`cancel_requested`). A finished run is returned unchanged."""
+        return self._store.cancel_run(run_id)
+
+    def close(self) -> None:
+        """Dispose the engine if the client created it."""
+        if self._owns_engine:
+            self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """An asyncio client (PostgreSQL through psycopg's async driver).
+
+    Build it with `AsyncClient.from_url(url)` (owns its engine) or `AsyncClient(engine)`
+    around an existing `AsyncEngine` (the caller keeps owning it). It runs the same statements
+    as the `Store`, so both clients behave alike.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(cls, url: str, **engine_kwargs: Any) -> Self:
+        """A client with its own async engine for a `postgresql://…` URL."""
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() not in ("postgresql", "postgres"):
+            raise BadInput(
+                f"AsyncClient needs a PostgreSQL URL (postgresql://…), got "
+                f"{parsed.render_as_string(hide_password=True)!r}; use Client for SQLite"
+            )
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine_kwargs.setdefault("pool_pre_ping", True)
+        return cls(create_async_engine(parsed, **engine_kwargs), owns_engine=True)
+
+    async def _read(self, op: Op[T]) -> T:
+        async with self.engine.connect() as conn:
+            return await queries.run_async(conn, op)
+
+    async def _write(self, op: Op[T]) -> T:
+        async with self.engine.begin() as conn:
+            return await queries.run_async(conn, op)
+
+    async def enqueue(
+        self,
+        name: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Run:
+        """As `Client.enqueue`."""
+        return await self._write(
+            queries.enqueue(
+                self.dialect,
+                name,
+                kwargs,
+                run_at=run_at,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+            )
+        )
+
+    async def get_run(self, run_id: int) -> Run:
+        """As `Client.get_run`."""
+        return await self._read(queries.get_run(run_id))
+
+    async def list_runs(
+        self,
+        job: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        correlation_id: str | None = None,
+    ) -> list[Run]:
+        """As `Client.list_runs`."""
+        return await self._read(
+            queries.list_runs(
+                job=job, status=status, limit=_check_limit(limit), correlation_id=correlation_id
+            )
+        )
+
+    async def list_jobs(self) -> list[CatalogEntry]:
+        """As `Client.list_jobs`."""
+        return await self._read(queries.list_jobs())
+
+    async def get_job(self, name: str) -> CatalogEntry:
+        """As `Client.get_job`."""
+        return await self._read(queries.get_job(name))
+
+    async def cancel_run(self, run_id: int) -> Run:
+        """As `Client.cancel_run`."""
+        return await self._write(queries.cancel_run(run_id))
+
+    async def close(self) -> None:
+        """Dispose the engine if the client created it."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
