@@ -414,7 +414,7 @@ class Worker:
             kwargs["ctx"] = active.ctx
         started = time.monotonic()
         lag = (datetime.now(UTC) - run.run_at).total_seconds()
-        log.info("run started", lag_seconds=round(lag, 4), fence=active.claimed.lease.fence)
+        log.debug("run started", lag_seconds=round(lag, 4), fence=active.claimed.lease.fence)
         limit = job.timeout.total_seconds() if job.timeout else None
         assert job.fn is not None
         try:

@@ -1,0 +1,271 @@
+"""An `APIRouter` for web apps to enqueue and observe runs (`pip install jobrunner[fastapi]`).
+
+The web app never runs jobs: it only enqueues runs by job name and reads them. Mount it with
+the host app's own auth::
+
+    from fastapi import Depends, FastAPI
+    from jobrunner import AsyncClient
+    from jobrunner.fastapi import create_router
+
+    client = AsyncClient.from_url(DATABASE_URL)
+    app = FastAPI()
+    app.include_router(
+        create_router(client, dependencies=[Depends(require_admin)]), prefix="/jobrunner"
+    )
+
+Routes: `GET /jobs`, `GET /jobs/{name}`, `POST /jobs/{name}/runs` (202), `GET /runs`,
+`GET /runs/{run_id}`, `POST /runs/{run_id}/cancel`. Unknown jobs and runs are 404, a bad body
+or query is 422, cancelling a run that already finished is 409.
+
+The correlation id of an enqueued run is, by default, the `correlation_id` bound in
+structlog's contextvars (a request-id middleware binds it, see `examples/fastapi_app.py`);
+pass `correlation_id=` to take it from the request another way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, get_args
+from zoneinfo import ZoneInfo
+
+import structlog
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
+from fastapi.params import Depends as DependsParam
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from jobrunner.client import AsyncClient, Client
+from jobrunner.errors import BadInput, JobNotFound, RunNotFound
+from jobrunner.schedule import Schedule
+from jobrunner.store.records import CatalogEntry, Run
+from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES, TRIGGERS
+
+__all__ = ["EnqueueRequest", "ErrorOut", "JobOut", "RunOut", "create_router"]
+
+RunStatus = Literal[
+    "queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"
+]
+Trigger = Literal["schedule", "manual", "retry"]
+assert get_args(RunStatus) == RUN_STATUSES and get_args(Trigger) == TRIGGERS
+
+
+class ErrorOut(BaseModel):
+    """An error response (FastAPI's shape)."""
+
+    detail: str
+
+
+class RunErrorOut(BaseModel):
+    """Why a run failed. `traceback` is only included when the router is built with
+    `include_traceback=True` (it may reveal internals to web clients)."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class RunOut(BaseModel):
+    """One attempt to run a job (a row of `job_runs`). Times are UTC."""
+
+    id: int
+    job_name: str
+    trigger: Trigger
+    scheduled_for: datetime | None = Field(description="The cron slot; null for manual runs.")
+    run_at: datetime = Field(description="When the run is (or was) due.")
+    status: RunStatus
+    reason: str | None = Field(description="Why it was skipped or cancelled, if it was.")
+    attempt: int
+    max_attempts: int
+    worker_id: str | None
+    kwargs: dict[str, Any]
+    enqueued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: RunErrorOut | None
+    cancel_requested: bool
+    idempotency_key: str | None
+    correlation_id: str | None
+    retry_of: int | None = Field(description="The run this one retries.")
+
+
+class JobOut(BaseModel):
+    """A job the workers published in the catalog."""
+
+    name: str
+    cron: str | None = Field(description="Null for a job that is only enqueued.")
+    timezone: str
+    paused: bool
+    next_fire: datetime | None = Field(description="The next cron slot (UTC), if scheduled.")
+    definition_hash: str
+    definition: dict[str, Any]
+    updated_at: datetime | None
+
+
+class EnqueueRequest(BaseModel):
+    """Arguments of a new run. Job code is never sent: jobs are referenced by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments (JSON), merged over the job's own."
+    )
+    run_at: AwareDatetime | None = Field(
+        default=None, description="Run at or after this time (with a UTC offset); default now."
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A repeated key (per job) returns the run the first request created.",
+    )
+
+
+def _run_out(run: Run, include_traceback: bool) -> RunOut:
+    out = RunOut.model_validate(run, from_attributes=True)
+    if out.error is not None and not include_traceback:
+        out.error.traceback = None
+    return out
+
+
+def _job_out(entry: CatalogEntry) -> JobOut:
+    next_fire = None
+    if entry.cron is not None:
+        next_fire = Schedule(entry.cron, ZoneInfo(entry.timezone)).next_after(datetime.now(UTC))
+    return JobOut(
+        name=entry.name,
+        cron=entry.cron,
+        timezone=entry.timezone,
+        paused=entry.paused,
+        next_fire=next_fire,
+        definition_hash=entry.config_hash,
+        definition=dict(entry.definition),
+        updated_at=entry.updated_at,
+    )
+
+
+def _default_correlation_id(_request: Request) -> str | None:
+    value = structlog.contextvars.get_contextvars().get("correlation_id")
+    return None if value is None else str(value)
+
+
+class _Calls:
+    """The same awaitable calls over an AsyncClient, or a Client run in the thread pool."""
+
+    def __init__(self, client: Client | AsyncClient) -> None:
+        self.client = client
+
+    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        fn = getattr(self.client, method)
+        if isinstance(self.client, AsyncClient):
+            return await fn(*args, **kwargs)
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
+
+
+def create_router(
+    client: Client | AsyncClient,
+    dependencies: Sequence[DependsParam] | None = None,
+    prefix: str = "",
+    *,
+    tags: Sequence[str] = ("jobrunner",),
+    include_traceback: bool = False,
+    correlation_id: Callable[[Request], str | None] | None = None,
+) -> APIRouter:
+    """An APIRouter to enqueue and observe runs through `client`.
+
+    `dependencies` run before every route (the host app's auth: a dependency that raises
+    `HTTPException(401)` refuses the request). An AsyncClient is preferred; a sync Client runs
+    in the thread pool. `correlation_id(request)` gives the id stored on enqueued runs.
+    """
+    if not isinstance(client, Client | AsyncClient):
+        raise TypeError(f"client must be a jobrunner Client or AsyncClient, got {client!r}")
+    call = _Calls(client)
+    get_correlation_id = correlation_id or _default_correlation_id
+    router = APIRouter(prefix=prefix, dependencies=list(dependencies or ()), tags=list(tags))
+
+    @router.get("/jobs", response_model=list[JobOut], summary="List jobs")
+    async def list_jobs() -> list[JobOut]:
+        """Every job in the catalog, by name."""
+        return [_job_out(e) for e in await call("list_jobs")]
+
+    @router.get("/jobs/{name}", response_model=JobOut, responses=NOT_FOUND, summary="Show a job")
+    async def get_job(name: Annotated[str, Path(max_length=200)]) -> JobOut:
+        """One job of the catalog."""
+        try:
+            return _job_out(await call("get_job", name))
+        except JobNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+    @router.post(
+        "/jobs/{name}/runs",
+        response_model=RunOut,
+        status_code=status.HTTP_202_ACCEPTED,
+        responses=NOT_FOUND,
+        summary="Enqueue a run",
+    )
+    async def enqueue(
+        request: Request,
+        name: Annotated[str, Path(max_length=200)],
+        body: Annotated[EnqueueRequest | None, Body()] = None,
+    ) -> RunOut:
+        """Queue a run of the job; a worker starts it. Returns the queued run (202)."""
+        body = body or EnqueueRequest()
+        try:
+            run = await call(
+                "enqueue",
+                name,
+                body.kwargs,
+                run_at=body.run_at,
+                idempotency_key=body.idempotency_key,
+                correlation_id=get_correlation_id(request),
+            )
+        except JobNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        except BadInput as exc:
+            raise HTTPException(422, str(exc)) from None
+        return _run_out(run, include_traceback)
+
+    @router.get("/runs", response_model=list[RunOut], summary="List runs")
+    async def list_runs(
+        job: Annotated[str | None, Query(max_length=200)] = None,
+        status_: Annotated[RunStatus | None, Query(alias="status")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        correlation_id: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[RunOut]:
+        """Runs newest first, filtered."""
+        runs = await call(
+            "list_runs", job=job, status=status_, limit=limit, correlation_id=correlation_id
+        )
+        return [_run_out(r, include_traceback) for r in runs]
+
+    @router.get("/runs/{run_id}", response_model=RunOut, responses=NOT_FOUND, summary="Show a run")
+    async def get_run(run_id: int) -> RunOut:
+        """One run."""
+        try:
+            return _run_out(await call("get_run", run_id), include_traceback)
+        except RunNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+    @router.post(
+        "/runs/{run_id}/cancel",
+        response_model=RunOut,
+        responses={**NOT_FOUND, 409: {"model": ErrorOut}},
+        summary="Cancel a run",
+    )
+    async def cancel_run(run_id: int) -> RunOut:
+        """Cancel a queued run at once; a running run is cancelled by its worker at its next
+        heartbeat (`cancel_requested` is true until then). 409 if the run already finished."""
+        try:
+            run: Run = await call("cancel_run", run_id)
+        except RunNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        if run.status in FINAL_STATUSES and run.status != "cancelled":
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"run {run_id} already finished: {run.status}"
+            )
+        return _run_out(run, include_traceback)
+
+    return router
