@@ -66,9 +66,7 @@ def check_http(host: str, port: int, *, timeout: float = 1.0) -> Verdict:
     return False, f"{where} answered {response.status}: {body or response.reason}"
 
 
-def check_database(
-    cfg: Config, *, hostname: str | None = None, timeout: float = 1.0
-) -> Verdict:
+def check_database(cfg: Config, *, hostname: str | None = None, timeout: float = 1.0) -> Verdict:
     """Healthy when a worker row from `hostname` (default: this host) has a `last_seen`
     within `lease_ttl` of the database's now. Gives up after `timeout` seconds."""
     host = hostname or socket.gethostname()

@@ -37,7 +37,10 @@ from jobrunner import __version__
 from jobrunner.config import Config, JobConfig
 from jobrunner.errors import ClockSkew
 from jobrunner.executor import Executor, JobContext, Result
+from jobrunner.health import database_ready, probe_loop
+from jobrunner.http import HttpServer, start_http
 from jobrunner.logging import get_logger
+from jobrunner.metrics import Metrics
 from jobrunner.scheduler import Plan, Timetable
 from jobrunner.store import migrate
 from jobrunner.store.listen import Listener
@@ -76,6 +79,7 @@ class Backoff:
     """Exponential backoff for database errors; logs once per step."""
 
     name: str
+    on_error: Callable[[], None] | None = None
     step: int = 0
     failing_since: float | None = field(default=None)
 
@@ -85,6 +89,8 @@ class Backoff:
     def failed(self, exc: BaseException) -> float:
         delay = self.delay()
         self.failing_since = self.failing_since or time.monotonic()
+        if self.on_error is not None:
+            self.on_error()
         log.warning(
             "database unavailable",
             service=self.name,
@@ -119,13 +125,15 @@ class Worker:
             for j in config.jobs
         }
         self.executor = Executor(config.worker.threads)
+        self.metrics = Metrics(self.id, __version__, config.config_hash)
+        self._http: HttpServer | None = None
         self.active: dict[int, Active] = {}  # until the outcome is written
         self.executing = 0  # runs whose call has not returned yet
         self.pending: list[Outcome] = []
         self.stopping = asyncio.Event()
         self.wake_claimer = asyncio.Event()
         self.wake_recorder = asyncio.Event()
-        self.last_heartbeat = time.monotonic()
+        self.last_heartbeat = time.monotonic()  # last heartbeat pass, successful or not
         self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="jobrunner-db")
         self._timetable: Timetable | None = None
         self._signals = 0
@@ -177,6 +185,7 @@ class Worker:
 
             self._listener = Listener(self.config.database.listen_url, wake)
             self._listener.start()
+        self._start_http()
         log.info(
             "worker started",
             version=__version__,
@@ -184,6 +193,29 @@ class Worker:
             concurrency=self.config.worker.concurrency,
             database=self.config.database.url,
         )
+
+    def _start_http(self) -> None:
+        http = self.config.http
+        if http is None:
+            return
+        loop = asyncio.get_running_loop()
+        stale_after = max(3 * self.config.worker.heartbeat.total_seconds(), 30.0)
+
+        def healthy() -> tuple[bool, str]:
+            ok, why = probe_loop(loop)
+            age = time.monotonic() - self.last_heartbeat
+            if ok and age > stale_after:
+                return False, f"heartbeat loop stalled: last pass {age:.0f}s ago"
+            return ok, why
+
+        self._http = start_http(
+            http.host,
+            http.port,
+            metrics=self.metrics,
+            healthy=healthy,
+            ready=lambda: database_ready(self.store),
+        )
+        log.info("http endpoint listening", address=f"{http.host}:{self._http.port}")
 
     def _info(self) -> WorkerInfo:
         return WorkerInfo(
@@ -263,6 +295,8 @@ class Worker:
     async def _finish(self) -> None:
         if self._listener is not None:
             self._listener.stop()
+        if self._http is not None:
+            self._http.stop()
         await self._flush()
         await self._try_db(self.store.deregister_worker, self.id)
         self.executor.shutdown()
@@ -279,7 +313,7 @@ class Worker:
     # -- scheduler ------------------------------------------------------------------------
 
     async def _scheduler(self) -> None:
-        backoff = Backoff("scheduler")
+        backoff = Backoff("scheduler", self.metrics.db_error)
         while not self.stopping.is_set():
             delay = await self._guard(backoff, self.schedule_once)
             await _sleep_or(self.stopping, delay)
@@ -333,7 +367,7 @@ class Worker:
     # -- claimer --------------------------------------------------------------------------
 
     async def _claimer(self) -> None:
-        backoff = Backoff("claimer")
+        backoff = Backoff("claimer", self.metrics.db_error)
         while not self.stopping.is_set():
             self.wake_claimer.clear()
             delay = await self._guard(backoff, self.claim_once)
@@ -364,6 +398,7 @@ class Worker:
             lease_ttl=self.lease_ttl,
         )
         for run, reason in claim.skipped:
+            self.metrics.slot_skipped(run.job_name, reason)
             log.info(
                 "slot skipped",
                 job=run.job_name,
@@ -413,7 +448,10 @@ class Worker:
         if job.accepts_ctx:
             kwargs["ctx"] = active.ctx
         started = time.monotonic()
-        lag = (datetime.now(UTC) - run.run_at).total_seconds()
+        now = datetime.now(UTC)
+        lag = (now - run.run_at).total_seconds()
+        slot = run.scheduled_for if run.trigger == "schedule" else None
+        self.metrics.run_started(job.name, None if slot is None else (now - slot).total_seconds())
         log.debug("run started", lag_seconds=round(lag, 4), fence=active.claimed.lease.fence)
         limit = job.timeout.total_seconds() if job.timeout else None
         assert job.fn is not None
@@ -444,6 +482,7 @@ class Worker:
         retryable = status in ("failed", "timed_out") or reason == "shutdown"
         if retryable and run.attempt < run.max_attempts:
             retry_in = 0.0 if reason == "shutdown" else retry_delay(job, run.attempt)
+        self.metrics.run_finished(job.name, status, duration)
         log_fn = log.info if status == "succeeded" else log.warning
         log_fn(
             "run finished",
@@ -474,7 +513,7 @@ class Worker:
     # -- recorder -------------------------------------------------------------------------
 
     async def _recorder(self) -> None:
-        backoff = Backoff("recorder")
+        backoff = Backoff("recorder", self.metrics.db_error)
         while True:
             await self.wake_recorder.wait()
             self.wake_recorder.clear()
@@ -503,7 +542,7 @@ class Worker:
     # -- heartbeat ------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        backoff = Backoff("heartbeat")
+        backoff = Backoff("heartbeat", self.metrics.db_error)
         interval = self.config.worker.heartbeat.total_seconds()
         while True:
             delay = await self._guard(backoff, self.heartbeat_once)
@@ -511,8 +550,10 @@ class Worker:
 
     async def heartbeat_once(self) -> float:
         """Renew every lease; cancel runs whose lease is gone or whose cancel was asked."""
-        renewal = await self.db(self.store.renew, self.id, self.lease_ttl)
         self.last_heartbeat = time.monotonic()
+        renewal = await self.db(self.store.renew, self.id, self.lease_ttl)
+        self.metrics.set_leases(len(renewal.held))
+        self.metrics.set_running(self.executing)
         if not renewal.registered:
             await self.db(self.store.register_worker, self._info())
         for run_id, active in list(self.active.items()):
@@ -541,6 +582,7 @@ class Worker:
             log.info("retired jobs no live worker defines", jobs=retired)
         if self.store.dialect == "sqlite":
             await self._warn_remote_peers()
+        self.metrics.set_queue_depth(await self.db(self.store.queue_depth))
         return 0.0
 
     async def _warn_remote_peers(self) -> None:
@@ -557,7 +599,7 @@ class Worker:
 
     async def _pruner(self) -> None:
         history = self.config.history
-        backoff = Backoff("pruner")
+        backoff = Backoff("pruner", self.metrics.db_error)
         await asyncio.sleep(random.uniform(0, 60))
         while True:
 

@@ -58,6 +58,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     if url_obj.drivername in ("postgresql", "postgres"):
         url_obj = url_obj.set(drivername="postgresql+psycopg")
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("connect_args", {"connect_timeout": 5})  # an outage must not hang a call
     if kwargs.get("poolclass") is None:
         kwargs.setdefault("pool_size", 4)
         kwargs.setdefault("max_overflow", 4)

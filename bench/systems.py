@@ -1,0 +1,382 @@
+"""One adapter per system under test: jobrunner, procrastinate, pgqueuer.
+
+Each one sets up its schema in a fresh database, enqueues no-op runs (one at a time through its
+public client API, and in bulk through its bulk API), starts worker processes and reads back,
+from its own tables, when each run was enqueued, started and finished. All timestamps come from
+the database (`now()` of the transaction that wrote them), so the systems are measured alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from bench.common import (
+    Proc,
+    query,
+    scalar,
+    start_jobrunner,
+    wait_for,
+    wait_jobrunner_started,
+    write_jobrunner_config,
+)
+
+PEERS = ("procrastinate", "pgqueuer")
+ALL_SYSTEMS = ("jobrunner", *PEERS)
+
+
+class System:
+    """What a scenario needs from a system under test."""
+
+    name: ClassVar[str]
+
+    def __init__(self, db_url: str, workdir: Path, *, concurrency: int | None = None) -> None:
+        self.db_url = db_url
+        self.workdir = workdir
+        self.concurrency = concurrency
+        self.procs: list[Proc] = []
+
+    # setup / teardown
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # enqueue
+    def enqueue_each(self, n: int) -> float:
+        """Enqueue n runs one by one (one transaction each); returns the seconds it took."""
+        raise NotImplementedError
+
+    def enqueue_bulk(self, n: int) -> float:
+        """Enqueue n runs with the system's bulk path; returns the seconds it took."""
+        raise NotImplementedError
+
+    # workers
+    def worker_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def worker_env(self) -> dict[str, str]:
+        return {"BENCH_PEER_DSN": self.db_url}
+
+    def start_worker(self) -> Proc:
+        n = len(self.procs)
+        proc = Proc(self.worker_argv(), self.workdir / f"{self.name}-worker{n}.log",
+                    env=self.worker_env())
+        self.procs.append(proc)
+        return proc
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Every started worker is up: one warm-up run goes through."""
+        self.enqueue_each(1)
+        if not wait_for(lambda: self.unfinished() == 0, timeout, 0.05):
+            tails = "\n".join(p.tail() for p in self.procs)
+            raise RuntimeError(f"{self.name}: warm-up run not done within {timeout}s\n{tails}")
+
+    # reading back (database timestamps, epoch seconds)
+    def unfinished(self) -> int:
+        raise NotImplementedError
+
+    def done_window(self) -> tuple[int, float | None, float | None]:
+        """(runs succeeded, first start, last finish)."""
+        raise NotImplementedError
+
+    def latencies(self) -> list[float]:
+        """Enqueue-to-start seconds of every started run, in enqueue order."""
+        raise NotImplementedError
+
+
+# -- jobrunner ----------------------------------------------------------------------------
+
+
+class Jobrunner(System):
+    name = "jobrunner"
+
+    def setup(self) -> None:
+        from jobrunner.config import load_config
+        from jobrunner.store import migrate
+        from jobrunner.store.records import CatalogEntry
+        from jobrunner.store.store import Store
+
+        worker = {} if self.concurrency is None else {"concurrency": self.concurrency}
+        self.config = write_jobrunner_config(
+            self.workdir / f"{self.name}.toml",
+            self.db_url,
+            [{"name": "noop", "func": "bench.jobs:noop"}],
+            worker=worker,
+        )
+        self.store = Store.from_url(self.db_url)
+        migrate.upgrade(self.store.engine)
+        cfg = load_config(self.config, import_funcs=False)
+        # What a worker publishes at start, so that runs can be enqueued before any worker runs.
+        entries = [
+            CatalogEntry(
+                name=j.name,
+                cron=j.cron,
+                timezone=j.timezone.key,
+                config_hash=j.definition_hash,
+                definition=j.definition(),
+            )
+            for j in cfg.jobs
+        ]
+        self.store.publish_catalog(entries, "bench")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def enqueue_each(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.store.enqueue("noop")
+        return time.perf_counter() - t0
+
+    def enqueue_bulk(self, n: int) -> float:
+        """jobrunner's store has no bulk enqueue: one multi-row INSERT of the same rows
+        `Store.enqueue` writes (batched by SQLAlchemy's insertmanyvalues) plus one NOTIFY."""
+        from jobrunner.store.engine import db_now
+        from jobrunner.store.store import NOTIFY_CHANNEL
+        from jobrunner.store.tables import job_runs
+
+        t0 = time.perf_counter()
+        rows = [
+            {
+                "job_name": "noop",
+                "trigger": "manual",
+                "status": "queued",
+                "attempt": 1,
+                "max_attempts": 1,
+                "kwargs": {},
+            }
+            for _ in range(n)
+        ]
+        stmt = job_runs.insert().values(run_at=db_now(), enqueued_at=db_now())
+        with self.store.engine.begin() as conn:
+            conn.execute(stmt, rows)
+            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "noop")))
+        return time.perf_counter() - t0
+
+    def start_worker(self) -> Proc:
+        n = len(self.procs)
+        proc = start_jobrunner(self.config, self.workdir / f"{self.name}-worker{n}.log")
+        self.procs.append(proc)
+        return proc
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_jobrunner_started(self.procs, timeout)
+        super().wait_ready(timeout)
+
+    def unfinished(self) -> int:
+        return int(
+            scalar(self.db_url, "SELECT count(*) FROM job_runs WHERE status IN ('queued','running')")
+        )
+
+    def done_window(self) -> tuple[int, float | None, float | None]:
+        row = query(
+            self.db_url,
+            """SELECT count(*) FILTER (WHERE status = 'succeeded'),
+                      extract(epoch FROM min(started_at))::float8,
+                      extract(epoch FROM max(finished_at))::float8
+               FROM job_runs""",
+        )[0]
+        return int(row[0]), row[1], row[2]
+
+    def latencies(self) -> list[float]:
+        rows = query(
+            self.db_url,
+            """SELECT extract(epoch FROM started_at - enqueued_at)::float8 FROM job_runs
+               WHERE started_at IS NOT NULL ORDER BY id""",
+        )
+        return [r[0] for r in rows]
+
+
+# -- peers --------------------------------------------------------------------------------
+
+
+class _AsyncPeer(System):
+    """A peer whose client API is async: calls run on one event loop kept for the adapter."""
+
+    def setup(self) -> None:
+        self._runner = asyncio.Runner()
+        self.install()
+        self._runner.run(self.open())
+
+    def run(self, coro: Any) -> Any:
+        return self._runner.run(coro)
+
+    def close(self) -> None:
+        self.run(self.shut())
+        self._runner.close()
+
+    def install(self) -> None:
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def shut(self) -> None:
+        raise NotImplementedError
+
+    def _cli(self, *args: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.worker_env()},
+            cwd=str(Path(__file__).resolve().parent.parent),
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+class Procrastinate(_AsyncPeer):
+    name = "procrastinate"
+    APP = "bench.peers.procrastinate_app.app"
+
+    def install(self) -> None:
+        self._cli("procrastinate", "--app", self.APP, "schema", "--apply")
+
+    async def open(self) -> None:
+        import procrastinate
+
+        from bench.peers import procrastinate_app
+
+        self._swap = procrastinate_app.app.replace_connector(
+            procrastinate.PsycopgConnector(conninfo=self.db_url)
+        )
+        self.app = self._swap.__enter__()
+        await self.app.open_async()
+        self.task = procrastinate_app.noop
+
+    async def shut(self) -> None:
+        await self.app.close_async()
+        self._swap.__exit__(None, None, None)
+
+    def enqueue_each(self, n: int) -> float:
+        async def go() -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await self.task.defer_async()
+            return time.perf_counter() - t0
+
+        return float(self.run(go()))
+
+    def enqueue_bulk(self, n: int) -> float:
+        async def go() -> float:
+            t0 = time.perf_counter()
+            await self.task.batch_defer_async(*({} for _ in range(n)))
+            return time.perf_counter() - t0
+
+        return float(self.run(go()))
+
+    def worker_argv(self) -> list[str]:
+        concurrency = self.concurrency or 10
+        return [sys.executable, "-m", "procrastinate", "--app", self.APP, "worker",
+                "--concurrency", str(concurrency)]
+
+    def unfinished(self) -> int:
+        return int(
+            scalar(
+                self.db_url,
+                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo','doing')",
+            )
+        )
+
+    def done_window(self) -> tuple[int, float | None, float | None]:
+        row = query(
+            self.db_url,
+            """SELECT count(*) FILTER (WHERE type = 'succeeded'),
+                      extract(epoch FROM min(at) FILTER (WHERE type = 'started'))::float8,
+                      extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded'))::float8
+               FROM procrastinate_events""",
+        )[0]
+        return int(row[0]), row[1], row[2]
+
+    def latencies(self) -> list[float]:
+        rows = query(
+            self.db_url,
+            """SELECT extract(epoch FROM s.at - d.at)::float8
+               FROM procrastinate_events d
+               JOIN procrastinate_events s ON s.job_id = d.job_id AND s.type = 'started'
+               WHERE d.type = 'deferred' ORDER BY d.job_id""",
+        )
+        return [r[0] for r in rows]
+
+
+class Pgqueuer(_AsyncPeer):
+    name = "pgqueuer"
+    FACTORY = "bench.peers.pgqueuer_app:create"
+    BATCH_SIZE = 10  # pgqueuer's default and the value its own benchmark uses
+
+    def install(self) -> None:
+        self._cli("pgqueuer", "--pg-dsn", self.db_url, "install")
+
+    async def open(self) -> None:
+        import asyncpg
+        from pgqueuer import AsyncpgDriver
+        from pgqueuer.queries import Queries
+
+        self.conn = await asyncpg.connect(dsn=self.db_url)
+        self.queries = Queries(AsyncpgDriver(self.conn))
+
+    async def shut(self) -> None:
+        await self.conn.close()
+
+    def enqueue_each(self, n: int) -> float:
+        async def go() -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await self.queries.enqueue("noop", None)
+            return time.perf_counter() - t0
+
+        return float(self.run(go()))
+
+    def enqueue_bulk(self, n: int) -> float:
+        async def go() -> float:
+            t0 = time.perf_counter()
+            await self.queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+            return time.perf_counter() - t0
+
+        return float(self.run(go()))
+
+    def worker_argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "pgqueuer", "run", self.FACTORY,
+                "--batch-size", str(self.BATCH_SIZE)]
+        return argv
+
+    def unfinished(self) -> int:
+        return int(scalar(self.db_url, "SELECT count(*) FROM pgqueuer"))
+
+    def done_window(self) -> tuple[int, float | None, float | None]:
+        row = query(
+            self.db_url,
+            """SELECT count(*) FILTER (WHERE status = 'successful'),
+                      extract(epoch FROM min(created) FILTER (WHERE status = 'picked'))::float8,
+                      extract(epoch FROM max(created) FILTER (WHERE status = 'successful'))::float8
+               FROM pgqueuer_log""",
+        )[0]
+        return int(row[0]), row[1], row[2]
+
+    def latencies(self) -> list[float]:
+        rows = query(
+            self.db_url,
+            """SELECT extract(epoch FROM p.created - q.created)::float8
+               FROM pgqueuer_log q
+               JOIN pgqueuer_log p ON p.job_id = q.job_id AND p.status = 'picked'
+               WHERE q.status = 'queued' ORDER BY q.job_id""",
+        )
+        return [r[0] for r in rows]
+
+
+SYSTEMS: dict[str, type[System]] = {
+    "jobrunner": Jobrunner,
+    "procrastinate": Procrastinate,
+    "pgqueuer": Pgqueuer,
+}

@@ -1,0 +1,130 @@
+"""A small web app that enqueues and observes jobrunner runs; it never runs jobs itself.
+
+    pip install 'jobrunner[fastapi]' uvicorn
+    export JOBRUNNER_DATABASE_URL=postgresql://app:secret@db/app
+    export EXAMPLE_API_TOKEN=change-me          # optional: protects the jobrunner routes
+    uvicorn --factory examples.fastapi_app:create_app
+
+- `/jobrunner/...` is jobrunner's router (list jobs, enqueue, show and cancel runs) behind the
+  app's own auth dependency (a bearer token here).
+- `POST /reports/{region}` is the app's own endpoint: it enqueues the `report` job with the
+  request's correlation id and an optional `Idempotency-Key` header.
+- A middleware gives every request a correlation id (the `X-Request-ID` header, or a new one),
+  binds it in structlog's contextvars, so the app's log lines carry it, and the router stores it
+  on the runs it enqueues; the workers bind it again in the job's log context.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Header, HTTPException, status
+
+from jobrunner import AsyncClient, JobNotFound
+from jobrunner.fastapi import RunOut, create_router
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUEST_ID_HEADER = "X-Request-ID"
+REPORT_JOB = "report"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+log = structlog.get_logger("example")
+
+
+class RequestIdMiddleware:
+    """Bind a correlation id for the whole request (pure ASGI, so it reaches every handler)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(correlation_id=request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+def create_app(database_url: str | None = None, api_token: str | None = None) -> FastAPI:
+    """The app. `database_url` defaults to $JOBRUNNER_DATABASE_URL, `api_token` to
+    $EXAMPLE_API_TOKEN (without a token the jobrunner routes are open: fine on a laptop only)."""
+    url = database_url or os.environ["JOBRUNNER_DATABASE_URL"]
+    token = api_token if api_token is not None else os.environ.get("EXAMPLE_API_TOKEN")
+    client = AsyncClient.from_url(url)
+
+    async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given, token):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "a valid bearer token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await client.close()
+
+    app = FastAPI(title="jobrunner example", lifespan=lifespan)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(
+        create_router(client, dependencies=[Depends(require_token)]), prefix="/jobrunner"
+    )
+
+    @app.post(
+        "/reports/{region}",
+        response_model=RunOut,
+        status_code=status.HTTP_202_ACCEPTED,
+        dependencies=[Depends(require_token)],
+    )
+    async def request_report(
+        region: str, idempotency_key: Annotated[str | None, Header(max_length=200)] = None
+    ) -> RunOut:
+        """Ask for a report: the `report` job builds it on a worker."""
+        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+        try:
+            run = await client.enqueue(
+                REPORT_JOB,
+                {"region": region},
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+            )
+        except JobNotFound as exc:  # no worker published the job yet
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+        log.info("report requested", run_id=run.id, region=region)
+        return RunOut.model_validate(run, from_attributes=True)
+
+    return app
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(create_app(), host="127.0.0.1", port=8000)
