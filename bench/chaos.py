@@ -155,21 +155,28 @@ def _measure(url: str, begin: datetime, end: datetime) -> dict[str, float]:
     }
     with psycopg.connect(url) as c:
         rows = c.execute(
-            "SELECT job, slot, attempt, event, extract(epoch FROM at - slot) FROM chaos_events "
-            "WHERE slot BETWEEN %s AND %s",
+            "SELECT job, slot, attempt, event FROM chaos_events WHERE slot BETWEEN %s AND %s",
             (first, last),
         ).fetchall()
     starts: dict[tuple[str, datetime, int], int] = {}
-    started, finished, lags = set(), set(), []
-    for job, slot, attempt, event, lag in rows:
+    started: set[tuple[str, datetime]] = set()
+    finished: set[tuple[str, datetime]] = set()
+    for job, slot, attempt, event in rows:
         key = (job, slot)
         if event == "start":
             starts[(job, slot, attempt)] = starts.get((job, slot, attempt), 0) + 1
             started.add(key)
-            if attempt == 1:
-                lags.append(float(lag))
         else:
             finished.add(key)
+    with psycopg.connect(url) as c:  # start lag as the worker saw it (not the job's connect)
+        lags = [
+            float(x)
+            for (x,) in c.execute(
+                "SELECT extract(epoch FROM started_at - scheduled_for) FROM job_runs "
+                "WHERE attempt = 1 AND started_at IS NOT NULL AND scheduled_for BETWEEN %s AND %s",
+                (first, last),
+            )
+        ]
     lags.sort()
     return {
         "slots_expected": len(expected),
