@@ -65,10 +65,16 @@ class Server:
         if name in self.created:
             self.created.remove(name)
 
-    def drop_all(self) -> None:
-        for name in list(self.created):
-            with contextlib.suppress(psycopg.Error):
-                self.drop(self.url_for(name))
+    def drop_all(self, attempts: int = 10) -> None:
+        """Drop every database this harness created (retrying while the server restarts)."""
+        for _ in range(attempts):
+            for name in list(self.created):
+                with contextlib.suppress(psycopg.Error):
+                    self.drop(self.url_for(name))
+            if not self.created:
+                return
+            time.sleep(3)
+        print(f"could not drop {self.created}", file=sys.stderr)
 
     @contextlib.contextmanager
     def fresh(self, label: str) -> Iterator[str]:

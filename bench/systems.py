@@ -109,7 +109,9 @@ class Jobrunner(System):
         self.config = write_jobrunner_config(
             self.workdir / f"{self.name}.toml",
             self.db_url,
-            [{"name": "noop", "func": "bench.jobs:noop"}],
+            # A queue-style job: runs of it may overlap (the default `forbid` runs one at a
+            # time per job name, which no peer does).
+            [{"name": "noop", "func": "bench.jobs:noop", "overlap": "allow"}],
             worker=worker,
         )
         self.store = Store.from_url(self.db_url)
@@ -128,13 +130,20 @@ class Jobrunner(System):
         ]
         self.store.publish_catalog(entries, "bench")
 
+        self.client = _jobrunner_client(self.db_url, self.store)
+
     def close(self) -> None:
         self.store.close()
+        close = getattr(self.client, "close", None)
+        if close is not None and self.client is not self.store:
+            close()
 
     def enqueue_each(self, n: int) -> float:
+        """Through the public client (`jobrunner.client.Client.enqueue`), one call per run."""
+        enqueue = self.client.enqueue
         t0 = time.perf_counter()
         for _ in range(n):
-            self.store.enqueue("noop")
+            enqueue("noop")
         return time.perf_counter() - t0
 
     def enqueue_bulk(self, n: int) -> float:
@@ -194,6 +203,15 @@ class Jobrunner(System):
                WHERE started_at IS NOT NULL ORDER BY id""",
         )
         return [r[0] for r in rows]
+
+
+def _jobrunner_client(url: str, store: Any) -> Any:
+    """`jobrunner.client.Client` where it exists, else the store (same `enqueue`)."""
+    try:
+        from jobrunner.client import Client
+    except ImportError:
+        return store
+    return Client.from_url(url)
 
 
 # -- peers --------------------------------------------------------------------------------
@@ -312,7 +330,6 @@ class Procrastinate(_AsyncPeer):
 
 class Pgqueuer(_AsyncPeer):
     name = "pgqueuer"
-    FACTORY = "bench.peers.pgqueuer_app:create"
     BATCH_SIZE = 10  # pgqueuer's default and the value its own benchmark uses
 
     def install(self) -> None:
@@ -347,9 +364,7 @@ class Pgqueuer(_AsyncPeer):
         return float(self.run(go()))
 
     def worker_argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "pgqueuer", "run", self.FACTORY,
-                "--batch-size", str(self.BATCH_SIZE)]
-        return argv
+        return [sys.executable, "-m", "bench.peers.pgqueuer_worker", str(self.BATCH_SIZE)]
 
     def unfinished(self) -> int:
         return int(scalar(self.db_url, "SELECT count(*) FROM pgqueuer"))

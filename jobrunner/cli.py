@@ -37,7 +37,7 @@ db_app = typer.Typer(help="Database schema: upgrade and status.", no_args_is_hel
 app.add_typer(db_app, name="db")
 
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per error, never wrapped
 
 ConfigOption = typer.Option(
     None,

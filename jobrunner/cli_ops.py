@@ -13,12 +13,12 @@ from jobrunner.cli import ConfigOption, app, load
 def health(
     config: Path | None = ConfigOption,
     timeout: float = typer.Option(
-        1.0, "--timeout", min=0.1, max=30.0, help="Seconds to wait for the worker or database."
+        1.5, "--timeout", min=0.1, max=30.0, help="Seconds to wait for the worker or database."
     ),
 ) -> None:
     """Exit 0 when the worker on this host is healthy, else 1 with the reason (for a
-    container HEALTHCHECK or a liveness probe). Asks /healthz when [http] is set, else the
-    database (a worker from this hostname seen within lease_ttl)."""
+    container HEALTHCHECK or a liveness probe). Asks the worker's /healthz when the config
+    sets http.listen, else the database (a worker from this hostname seen within lease_ttl)."""
     from jobrunner.health import check
 
     cfg = load(config, import_funcs=False)

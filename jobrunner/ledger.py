@@ -107,9 +107,10 @@ def _recorded(slot: datetime, rows: Sequence[Run]) -> SlotReport:
             reason = f"retry (attempt {last.attempt} of {last.max_attempts}) queued"
         elif last.status == "running" and last.cancel_requested:
             reason = "cancel requested"
+        state: State = "queued" if last.status == "queued" else "running"
         return SlotReport(
             slot=slot,
-            state=last.status,
+            state=state,
             outcome=last.status,
             reason=reason,
             attempts=attempts,
@@ -147,12 +148,14 @@ def why_no_row(slot: datetime, around: Surroundings) -> str:
         cause = _nobody_scheduling(around)
         if cause:
             return f"before the job's first recorded slot ({first}); now: {cause}"
-        return f"before the job's first recorded slot ({first}): the job did not exist yet"
+        return (
+            f"before the job's first recorded slot ({first}): the job did not exist yet, "
+            "or its history was pruned"
+        )
     if around.last_slot is not None and slot > around.last_slot:
         cause = _nobody_scheduling(around)
         return cause or (
-            "not recorded although a worker that schedules the job is alive: "
-            "see that worker's log"
+            "not recorded although a worker that schedules the job is alive: see that worker's log"
         )
     return (
         "no worker recorded it: the job had another cron then, or no worker was scheduling "
@@ -184,7 +187,7 @@ def summarize(reports: Sequence[SlotReport]) -> dict[str, int]:
     """Counts by state and outcome: {"ran: succeeded": 3, "skipped: overlap": 1, ...}."""
     counts: dict[str, int] = defaultdict(int)
     for r in reports:
-        key = r.state
+        key: str = r.state
         if r.state == "ran":
             key = f"ran: {r.outcome}"
         elif r.state == "skipped":

@@ -116,11 +116,11 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "pgbouncer"])
 def db_url(request: pytest.FixtureRequest) -> str:
-    """A fresh migrated database of each backend."""
-    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    url: str = request.getfixturevalue(name)
+    """A fresh migrated database of each backend (and PostgreSQL through PgBouncer)."""
+    name = {"sqlite": "sqlite_url", "postgresql": "pg_url", "pgbouncer": "pgbouncer_url"}
+    url: str = request.getfixturevalue(name[request.param])
     return url
 
 
@@ -129,3 +129,66 @@ def store(db_url: str) -> Iterator[Store]:
     s = Store.from_url(db_url)
     yield s
     s.close()
+
+
+PGBOUNCER_PORT = int(os.environ.get("JOBRUNNER_TEST_PGBOUNCER_PORT", "6439"))
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server_url: str) -> Iterator[int]:
+    """PgBouncer (Debian's package) in transaction-pooling mode in front of the test server;
+    yields its port. Databases map one to one (`* = host=... port=...`)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(binary).exists():
+        _unavailable("pgbouncer is not installed (Debian package `pgbouncer`)")
+    server = sa.make_url(pg_server_url)
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="jobrunner-pgbouncer-"))  # readable by `postgres`
+    work.chmod(0o777)
+    (work / "users.txt").write_text(f'"{server.username or "postgres"}" ""\n')
+    (work / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={server.host or '127.0.0.1'} port={server.port or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {PGBOUNCER_PORT}\n"
+        f"unix_socket_dir =\nauth_type = trust\nauth_file = {work / 'users.txt'}\n"
+        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 40\n"
+        f"logfile = {work / 'pgbouncer.log'}\npidfile = {work / 'pgbouncer.pid'}\n"
+        "ignore_startup_parameters = extra_float_digits,options\n"
+    )
+    for f in work.iterdir():
+        f.chmod(0o666)
+    args = [binary, str(work / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root
+        args[1:1] = ["-u", "postgres"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", PGBOUNCER_PORT), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        log = (work / "pgbouncer.log").read_text() if (work / "pgbouncer.log").exists() else ""
+        _unavailable(f"pgbouncer did not start: {log[-500:]}")
+    yield PGBOUNCER_PORT
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def pgbouncer_url(pg_url: str, pgbouncer: int) -> str:
+    """The test's database, reached through PgBouncer in transaction mode."""
+    url = (
+        sa.make_url(pg_url).set(port=pgbouncer).update_query_dict({"prepared_statements": "false"})
+    )
+    return url.render_as_string(hide_password=False)

@@ -57,7 +57,11 @@ def write_config(
         "import_paths": [str(SYSJOBS_DIR)],
         **(worker or {}),
     }
-    lines = ["[database]", f"url = {toml_value(db_url)}", "", "[worker]"]
+    lines = ["[database]", f"url = {toml_value(db_url)}"]
+    listen = listen_url(db_url)
+    if listen != db_url:
+        lines.append(f"listen_url = {toml_value(listen)}")
+    lines += ["", "[worker]"]
     lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
     lines += ["", "[logging]", 'format = "json"', 'level = "info"']
     for name, values in (sections or {}).items():
@@ -66,6 +70,19 @@ def write_config(
         lines += ["", "[[jobs]]", *(f"{k} = {toml_value(v)}" for k, v in job.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def listen_url(url: str) -> str:
+    """Through PgBouncer (marked by `prepared_statements=false`), LISTEN needs a direct
+    connection: the same database on the server's own port."""
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(url)
+    if parsed.query.get("prepared_statements") != "false":
+        return url
+    server = sa.make_url(os.environ.get("JOBRUNNER_TEST_DATABASE_URL", "postgresql://h:5432/x"))
+    direct = parsed.set(port=server.port or 5432).difference_update_query(["prepared_statements"])
+    return direct.render_as_string(hide_password=False)
 
 
 class WorkerProcess:

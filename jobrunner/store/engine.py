@@ -57,8 +57,16 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         return engine
     if url_obj.drivername in ("postgresql", "postgres"):
         url_obj = url_obj.set(drivername="postgresql+psycopg")
+    connect_args: dict[str, Any] = {"connect_timeout": 5}  # an outage must not hang a call
+    # `?prepared_statements=false` (jobrunner's own URL option): PgBouncer before 1.21 in
+    # transaction mode cannot keep server-side prepared statements between transactions.
+    flag = url_obj.query.get("prepared_statements")
+    if flag is not None:
+        url_obj = url_obj.difference_update_query(["prepared_statements"])
+        if str(flag).lower() in ("false", "0", "no", "off"):
+            connect_args["prepare_threshold"] = None
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("connect_args", {"connect_timeout": 5})  # an outage must not hang a call
+    kwargs.setdefault("connect_args", connect_args)
     if kwargs.get("poolclass") is None:
         kwargs.setdefault("pool_size", 4)
         kwargs.setdefault("max_overflow", 4)

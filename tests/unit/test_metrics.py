@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from jobrunner.metrics import Metrics
+from tests.support import ROOT
 
 
 def samples(metrics: Metrics) -> list[Sample]:
@@ -127,3 +129,27 @@ def test_every_documented_metric_is_exported() -> None:
         "jobrunner_db_errors_total",
     ):
         assert name in names, name
+
+
+def test_operations_guide_names_only_exported_metrics() -> None:
+    """Every `jobrunner_*` metric the guide and its alerts use exists, and every exported one
+    is documented."""
+    m = Metrics("w", "v", "h")
+    m.run_started("j", 0.1)
+    m.run_finished("j", "succeeded", 0.1)
+    m.slot_skipped("j", "overlap")
+    body, _ = m.render()
+    families = list(text_string_to_metric_families(body.decode()))
+    exported = {s.name for f in families for s in f.samples}
+    documented = {
+        f.name + ("_total" if f.type == "counter" else "")
+        for f in families
+        if not f.name.endswith("_created")
+    }
+    text = (ROOT / "docs" / "operations.md").read_text()
+    mentioned = set(re.findall(r"\bjobrunner_[a-z_]+[a-z]", text))
+    tables = {"jobrunner_jobs", "jobrunner_workers", "jobrunner_alembic_version"}
+    metrics = mentioned - tables
+    assert metrics, "the guide documents the metrics"
+    assert metrics <= exported | documented, sorted(metrics - exported - documented)
+    assert documented <= metrics, sorted(documented - metrics)

@@ -1,0 +1,111 @@
+"""throughput: enqueue N no-op runs, then drain them with 1 (and 2) worker processes.
+
+Per repeat and system, two fresh databases: one filled one run per transaction through the
+public client API (`enqueue_each`), drained by the first worker count; one filled through the
+bulk path (`enqueue_bulk`), drained by the second. runs/s from the database = runs succeeded /
+(last finish - first start); wall = runs / (worker spawn to queue empty), which includes the
+workers' start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from bench.common import rss_bytes, stop_all, wait_for
+from bench.report import Metric, Result
+from bench.scenarios import Context
+from bench.systems import SYSTEMS
+
+
+def metrics(workers: Sequence[int]) -> list[Metric]:
+    out = [
+        Metric("enqueue_each", "enqueue, one run per transaction", "runs/s", "higher", 0),
+        Metric("enqueue_bulk", "enqueue, bulk", "runs/s", "higher", 0),
+    ]
+    for k in workers:
+        out += [
+            Metric(f"db_rate_{k}", f"drain with {k} worker(s), database time", "runs/s",
+                   "higher", 0),
+            Metric(f"wall_rate_{k}", f"drain with {k} worker(s), wall clock", "runs/s",
+                   "higher", 0),
+            Metric(f"cpu_us_{k}", f"worker CPU per run, {k} worker(s)", "us", "lower", 0),
+        ]
+    return out
+
+
+def plan(workers: Sequence[int]) -> list[tuple[str, int]]:
+    """(enqueue mode, worker count) for each database of a repeat."""
+    if len(workers) == 1:
+        return [("each", workers[0]), ("bulk", workers[0])]
+    return [("each", workers[0]), *(("bulk", k) for k in workers[1:])]
+
+
+def run(ctx: Context, size: int = 20_000, workers: Sequence[int] = (1, 2)) -> Result:
+    result = Result(
+        "throughput",
+        {"runs": size, "workers": list(workers), "repeats": ctx.repeats,
+         "jobrunner concurrency": ctx.concurrency or "default (16)",
+         "procrastinate concurrency": 10, "pgqueuer batch_size": 10},
+        metrics(workers),
+    )
+    for r in range(ctx.repeats):
+        for name in ctx.systems:
+            for mode, k in plan(workers):
+                drain(ctx, result, name, mode, k, size, r)
+    return result
+
+
+def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int, r: int) -> None:
+    workdir = ctx.dir(f"throughput/{name}-r{r}-{mode}")
+    with ctx.server.fresh(f"tp_{name}") as url:
+        system = SYSTEMS[name](url, workdir, concurrency=ctx.concurrency if name == "jobrunner"
+                               else None)
+        system.setup()
+        try:
+            secs = system.enqueue_each(size) if mode == "each" else system.enqueue_bulk(size)
+            result.add(name, f"enqueue_{mode}", size / secs)
+            t0 = time.monotonic()
+            procs = [system.start_worker() for _ in range(k)]
+            def drained() -> bool:
+                if not any(p.alive() for p in procs):
+                    raise RuntimeError(f"{name}: every worker exited:\n{procs[0].tail()}")
+                return system.unfinished() == 0
+
+            done = wait_for(drained, 60 + size / 20, 0.1)
+            wall = time.monotonic() - t0
+            cpu = sum(_cpu_seconds(p.pid) or 0.0 for p in procs)
+            rss = max((rss_bytes(p.pid) or 0) for p in procs) / 2**20
+            codes = stop_all(procs)
+            n, first, last = system.done_window()
+        finally:
+            stop_all(system.procs)
+            system.close()
+    if not done or n != size:
+        result.note(f"{name} r{r} {mode}/{k}: {n} of {size} runs succeeded (drained: {done})")
+    if any(c != 0 for c in codes):
+        result.note(f"{name} r{r}: worker exit codes {codes} after SIGTERM")
+    db_rate = n / (last - first) if first is not None and last is not None and last > first else None
+    result.add(name, f"db_rate_{k}", db_rate)
+    result.add(name, f"wall_rate_{k}", n / wall if done else None)
+    result.add(name, f"cpu_us_{k}", cpu / n * 1e6 if n else None)
+    result.extra.setdefault("rss_mib", {}).setdefault(name, []).append(round(rss, 1))
+    ctx.say(
+        f"  throughput {name} r{r}: enqueue {mode} {size / secs:,.0f}/s; drain x{k} "
+        f"{_f(db_rate)}/s (db), {n / wall if done else 0:,.0f}/s (wall), "
+        f"worker CPU {cpu:.1f}s, RSS {rss:.0f} MiB"
+    )
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    except Exception:
+        return None
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f}"

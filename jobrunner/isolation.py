@@ -1,0 +1,434 @@
+"""`isolation = "process"`: sync jobs in reusable child processes that can really be stopped.
+
+Children come from the ``forkserver`` start method: a clean server process (started once, with
+this module preloaded) forks them, so the worker's running event loop, threads and database
+connections are never forked. Each child runs one call at a time and is reused between runs.
+
+One duplex pipe per child carries everything, in order: the call (the job's ``module:attr``
+string, its kwargs, the run's context fields, ``max_memory``), then the child's log records,
+then the outcome (``None`` or the error's type, message and traceback). The parent re-emits
+each record through structlog in the run's contextvars context, so the line carries run_id,
+job, attempt, scheduled_for and correlation_id like a line from a thread.
+
+At a timeout or a cancel the parent sends the child SIGTERM (in the child it raises an
+exception, so ``finally`` blocks run), then SIGKILL after ``grace`` seconds. The call returns
+at once and the pool slot is free at once: the next call starts a fresh child. A child that
+dies on its own (``os._exit``, a signal) yields a ``ProcessDied`` error and is replaced.
+
+``max_memory`` is RLIMIT_AS (the address space of the whole child, the interpreter included),
+set for one call and reset after it; a MemoryError under the limit is reported as
+"exceeded max_memory (N bytes)". Return values stay in the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import ctypes
+import functools
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import pkgutil
+import resource
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+START_METHOD = "forkserver"
+KILL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL
+
+ErrorInfo = dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Call:
+    """What the parent sends a child: everything is picklable."""
+
+    seq: int
+    func: str  # "module:attr"
+    kwargs: Mapping[str, Any]
+    context: Mapping[str, Any] | None  # JobContext fields (no log, no event); None: no ctx
+    max_memory: int | None
+    import_paths: tuple[str, ...]
+    log_level: int
+
+
+def unpicklable(values: Mapping[str, Any]) -> dict[str, str]:
+    """Each key whose value cannot be pickled, with the reason (for `jobrunner check`)."""
+    problems = {}
+    for key, value in values.items():
+        try:
+            pickle.dumps(value)
+        except Exception as exc:
+            problems[key] = f"{type(exc).__name__}: {exc}"
+    return problems
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+@dataclass(eq=False)
+class _Child:
+    process: BaseProcess
+    conn: Connection
+    reaped: bool = False
+
+
+class ProcessPool:
+    """At most `size` children, each running one call at a time."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        import_paths: Sequence[str | Path] = (),
+        grace: float = KILL_GRACE,
+        start_method: str = START_METHOD,
+    ) -> None:
+        self.size = size
+        self.grace = grace
+        self._mp = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            self._mp.set_forkserver_preload([__name__])
+        self._import_paths = tuple(str(p) for p in import_paths)
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[_Child] = []
+        self._children: set[_Child] = set()
+        # multiprocessing polls every child's sentinel when it starts a process: starting
+        # and joining are serialised so that no exit status is read twice.
+        self._lock = threading.Lock()
+        self._threads = ThreadPoolExecutor(2 * size + 2, thread_name_prefix="jobrunner-proc")
+        self._seq = itertools.count(1)
+        self._closed = False
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the children not yet reaped (for tests and diagnostics)."""
+        with self._lock:
+            return [c.process.pid for c in self._children if c.process.pid is not None]
+
+    async def run(
+        self,
+        func: str,
+        kwargs: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        max_memory: int | None = None,
+    ) -> ErrorInfo | None:
+        """Call `func(**kwargs)` in a child; None on success, else the error.
+
+        When the awaiting task is cancelled (a timeout, a cancel request, shutdown) the child
+        is killed and the CancelledError propagates at once.
+        """
+        if self._closed:
+            raise RuntimeError("the process pool is shut down")
+        call = Call(
+            seq=next(self._seq),
+            func=func,
+            kwargs=dict(kwargs),
+            context=context,
+            max_memory=max_memory,
+            import_paths=self._import_paths,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            child = await self._checkout(loop)
+            talk = functools.partial(contextvars.copy_context().run, self._converse, child, call)
+            try:
+                error, alive = await loop.run_in_executor(self._threads, talk)
+            except BaseException:
+                self._stop(child, loop)
+                raise
+            if alive:
+                self._idle.append(child)
+            return error
+
+    async def _checkout(self, loop: asyncio.AbstractEventLoop) -> _Child:
+        while self._idle:
+            child = self._idle.pop()
+            if not wait([child.process.sentinel], 0):
+                return child
+            self._threads.submit(self._reap, child, None)  # died while idle
+        started = loop.run_in_executor(self._threads, self._start)
+        try:
+            child: _Child = await asyncio.shield(started)
+        except asyncio.CancelledError:
+            started.add_done_callback(self._adopt)
+            raise
+        return child
+
+    def _adopt(self, started: asyncio.Future[_Child]) -> None:
+        if not started.cancelled() and started.exception() is None:
+            self._idle.append(started.result())
+
+    def _start(self) -> _Child:
+        ours, theirs = self._mp.Pipe()
+        process = self._mp.Process(target=_child_main, args=(theirs,), name="jobrunner-job")
+        with self._lock:
+            process.start()
+            child = _Child(process, ours)
+            self._children.add(child)
+        theirs.close()
+        if self._closed:
+            self._signal(child, signal.SIGKILL)
+        return child
+
+    def _converse(self, child: _Child, call: Call) -> tuple[ErrorInfo | None, bool]:
+        """Send the call, re-emit the child's logs, return (error, child still usable)."""
+        try:
+            data = ForkingPickler.dumps(call)
+        except Exception as exc:  # nothing was sent: the child is still idle
+            return _error(exc, "the arguments cannot be pickled: "), True
+        try:
+            child.conn.send_bytes(data)
+            while True:
+                kind, seq, payload = child.conn.recv()
+                if kind == "log":
+                    _emit(payload, current=seq == call.seq)
+                elif seq == call.seq:
+                    return payload, True
+        except (EOFError, OSError):
+            pass
+        return _died(self._reap(child, 5.0), call.max_memory), False
+
+    def _signal(self, child: _Child, sig: int) -> None:
+        with self._lock:
+            if child.reaped or wait([child.process.sentinel], 0):
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.process.pid or 0, sig)
+
+    def _stop(self, child: _Child, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGTERM now, SIGKILL after the grace; its conversation thread reaps it."""
+        self._signal(child, signal.SIGTERM)
+        loop.call_later(self.grace, self._signal, child, signal.SIGKILL)
+
+    def _reap(self, child: _Child, timeout: float | None) -> int | None:
+        """Wait for the child's exit (SIGKILL after `timeout`), forget it, return its code."""
+        if not wait([child.process.sentinel], timeout):
+            self._signal(child, signal.SIGKILL)
+        with self._lock:
+            if not child.reaped:
+                child.process.join()
+                child.reaped = True
+                child.conn.close()
+                self._children.discard(child)
+            return child.process.exitcode
+
+    def shutdown(self) -> None:
+        """Stop every child: SIGTERM, SIGKILL after the grace. Blocks at most about `grace`."""
+        self._closed = True
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            self._signal(child, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for child in children:
+            self._reap(child, max(deadline - time.monotonic(), 0))
+        self._idle.clear()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _error(exc: BaseException, prefix: str = "") -> ErrorInfo:
+    from jobrunner.executor import error_info
+
+    info = error_info(exc)
+    info["message"] = prefix + info["message"]
+    return info
+
+
+def _died(code: int | None, max_memory: int | None) -> ErrorInfo:
+    if code is not None and code < 0:
+        try:
+            how = f"signal {-code}, {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"signal {-code}"
+    else:
+        how = f"exit code {code}"
+    limit = f"; max_memory was {max_memory} bytes" if max_memory else ""
+    return {
+        "type": "ProcessDied",
+        "message": f"worker process died ({how}){limit}",
+        "traceback": "",
+    }
+
+
+_LEVELS = (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
+
+
+def _emit(record: Mapping[str, Any], *, current: bool) -> None:
+    """Re-emit a child's log record here; a record from an earlier call gets no run context."""
+    level = next((lv for lv in _LEVELS if record["level"] >= lv), logging.DEBUG)
+    logger = structlog.stdlib.get_logger(record["logger"])
+    if current:
+        logger.log(level, record["event"], **record["fields"])
+    else:
+        contextvars.Context().run(logger.log, level, record["event"], **record["fields"])
+
+
+# --------------------------------------------------------------------------- child side
+
+
+class _Terminated(BaseException):
+    """Raised in a child by SIGTERM: the parent gave up on the call."""
+
+
+@dataclass
+class _ChildState:
+    conn: Connection
+    seq: int = 0
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, kind: str, payload: Any) -> None:
+        with self.lock:
+            self.conn.send((kind, self.seq, payload))
+
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        self.cancelled.set()
+        raise _Terminated
+
+
+def _child_main(conn: Connection) -> None:
+    """A child's loop: receive a call, run it, send the outcome; until EOF or SIGTERM."""
+    _die_with_parent()
+    state = _ChildState(conn)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, state.on_sigterm)
+    _configure_child_logging(state)
+    with contextlib.suppress(EOFError, OSError, _Terminated):
+        while True:
+            data = conn.recv_bytes()
+            try:
+                call: Call = pickle.loads(data)
+            except Exception as exc:
+                state.send("done", _error(exc, "the arguments cannot be unpickled: "))
+                continue
+            state.seq, state.cancelled = call.seq, threading.Event()
+            error = _run(call, state)
+            state.send("done", error)
+            state.seq = 0
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when its parent (the fork server) exits, which it does when
+    the worker dies, so that a SIGKILLed worker leaves no job running."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _run(call: Call, state: _ChildState) -> ErrorInfo | None:
+    from jobrunner.executor import JobContext
+
+    for path in reversed(call.import_paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    logging.getLogger().setLevel(call.log_level)
+    structlog.contextvars.clear_contextvars()
+    try:
+        fn = pkgutil.resolve_name(call.func)
+        kwargs = dict(call.kwargs)
+        if call.context is not None:
+            log = structlog.stdlib.get_logger("jobrunner.worker")
+            kwargs["ctx"] = JobContext(**call.context, log=log, cancelled=state.cancelled)
+        with _memory_limit(call.max_memory):
+            fn(**kwargs)
+    except _Terminated:
+        raise
+    except MemoryError as exc:
+        if call.max_memory is None:
+            return _error(exc)
+        info = _error(exc)
+        info["message"] = f"exceeded max_memory ({call.max_memory} bytes)"
+        return info
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt from a job fail the run
+        return _error(exc)
+    return None
+
+
+@contextlib.contextmanager
+def _memory_limit(limit: int | None) -> Iterator[None]:
+    if limit is None:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    capped = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (capped, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+# Attributes every LogRecord has; the others are `extra` fields.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, str | int | float | bool) else repr(value)
+
+
+class _PipeHandler(logging.Handler):
+    """Sends each record (stdlib or structlog) to the parent as a plain dict."""
+
+    def __init__(self, state: _ChildState) -> None:
+        super().__init__()
+        self.state = state
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if isinstance(record.msg, dict):  # structlog, through wrap_for_formatter
+                fields = dict(record.msg)
+                event = fields.pop("event", "")
+            else:
+                fields = {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS}
+                event = record.getMessage()
+                if record.exc_info:
+                    fields["exception"] = "".join(traceback.format_exception(*record.exc_info))
+            for reserved in ("level", "logger", "timestamp", "exc_info", "_logger", "_name"):
+                fields.pop(reserved, None)
+            payload = {
+                "logger": record.name,
+                "level": record.levelno,
+                "event": str(event),
+                "fields": {str(k): _plain(v) for k, v in fields.items()},
+            }
+            self.state.send("log", payload)
+        except _Terminated:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def _configure_child_logging(state: _ChildState) -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.filter_by_level,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [_PipeHandler(state)]

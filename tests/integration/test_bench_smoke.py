@@ -1,0 +1,107 @@
+"""The benchmark harness (bench/) in tiny sizes, so that it cannot rot.
+
+Each jobrunner scenario runs for seconds against real `jobrunner run` processes. Only the
+structure is asserted (every number is there, no slot started twice), never a timing: the
+figures themselves are in docs/benchmarks.md and come from `python -m bench`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.common import Server, kill_all
+from bench.report import Result
+from bench.scenarios import Context, failover, firelag, idle, memory, pickup, scale, throughput
+
+pytestmark = [pytest.mark.postgres, pytest.mark.system, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def ctx(pg_server_url: str, tmp_path: Path) -> Iterator[Context]:
+    server = Server(pg_server_url)
+    context = Context(server=server, workdir=tmp_path, repeats=1, systems=("jobrunner",))
+    try:
+        yield context
+    finally:
+        kill_all()
+        server.drop_all()
+        assert not server.created
+
+
+def values(result: Result, system: str = "jobrunner") -> dict[str, float | None]:
+    return {m.key: result.median(system, m.key) for m in result.metrics}
+
+
+def test_throughput(ctx: Context) -> None:
+    result = throughput.run(ctx, size=60, workers=(1,))
+    v = values(result)
+    for key in ("enqueue_each", "enqueue_bulk", "db_rate_1", "wall_rate_1"):
+        assert v[key] is not None and v[key] > 0, key
+    assert len(result.repeats("jobrunner", "db_rate_1")) == 2  # each-filled and bulk-filled
+    assert not result.notes, result.notes  # every run succeeded, workers exited 0
+    assert "| drain with 1 worker(s), database time (runs/s) |" in result.table()
+
+
+def test_pickup(ctx: Context) -> None:
+    result = pickup.run(ctx, size=5, gap=(0.02, 0.04))
+    v = values(result)
+    assert all(v[k] is not None and v[k] >= 0 for k in ("p50", "p90", "p99", "max"))
+    assert not result.notes, result.notes
+
+
+def test_firelag(ctx: Context) -> None:
+    result = firelag.run(ctx, jobs=4, replicas=2, fire_times=2, warmup=1.0)
+    v = values(result)
+    assert v["expected"] == 8
+    assert v["duplicates"] == 0
+    assert v["missed"] is not None and v["p50"] is not None and v["p99"] is not None
+    assert v["rss"] is not None and v["rss"] > 0
+
+
+def test_scale(ctx: Context) -> None:
+    result = scale.run(ctx, jobs=20, replicas=2, fire_times=2, cron="* * * * * *", warmup=1.0)
+    v = values(result)
+    assert v["expected"] == 40
+    assert v["duplicates"] == 0
+    assert v["missed"] is not None and v["p99"] is not None and v["rss"] is not None
+
+
+def test_failover(ctx: Context) -> None:
+    result = failover.run(ctx, replicas=2, lease_ttl="2s", heartbeat="0.5s",
+                          shutdown_grace="0.2s")
+    v = values(result)
+    assert v["kill"] is not None and v["term"] is not None, result.notes
+    assert v["term_exit"] == 0
+
+
+def test_idle(ctx: Context) -> None:
+    result = idle.run(ctx, counts=(1,), window=2.0, settle=0.5)
+    v = values(result)
+    assert v["stmt_1"] is not None and v["stmt_1"] >= 0
+    assert v["xact_1"] is not None and v["rss_1"] is not None
+    assert result.extra["statements_per_replica_minute"]
+
+
+def test_memory(ctx: Context) -> None:
+    result = memory.run(ctx, duration=1.0)
+    v = values(result)
+    assert v["rss_peak"] is not None and v["rss_peak"] > 0
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("procrastinate", "pgqueuer", "asyncpg")),
+    reason="the peers are not installed (pip install -e '.[bench]')",
+)
+def test_peers_throughput_and_pickup(ctx: Context) -> None:
+    ctx.systems = ("jobrunner", "procrastinate", "pgqueuer")
+    result = throughput.run(ctx, size=30, workers=(1,))
+    for system in ctx.systems:
+        assert values(result, system)["db_rate_1"] is not None, system
+    assert "jobrunner/pgqueuer" in result.table()
+    result = pickup.run(ctx, size=3, gap=(0.02, 0.04))
+    for system in ctx.systems:
+        assert values(result, system)["p50"] is not None, system

@@ -1,0 +1,261 @@
+"""The clients for web apps: `Client` on SQLite and PostgreSQL, `AsyncClient` on PostgreSQL.
+
+Both run the same statements (jobrunner.store.queries), so the same checks apply to both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from jobrunner import (
+    AsyncClient,
+    Client,
+    InvalidArguments,
+    JobNotFound,
+    Run,
+    RunNotFound,
+)
+from jobrunner.errors import BadInput
+from jobrunner.store.records import CatalogEntry, Policy
+from jobrunner.store.store import NOTIFY_CHANNEL, Store
+
+
+def publish(url: str, *names: str, retries: int = 0) -> None:
+    """Put jobs in the catalog as a starting worker does."""
+    store = Store.from_url(url)
+    try:
+        store.publish_catalog(
+            [
+                CatalogEntry(
+                    name=n,
+                    cron=None,
+                    timezone="UTC",
+                    config_hash=f"hash-{n}",
+                    definition={"name": n, "retries": retries},
+                )
+                for n in names
+            ],
+            worker_id="w1",
+        )
+    finally:
+        store.close()
+
+
+def start_run(url: str, job: str) -> int:
+    """Claim the oldest due run of `job` as a worker would; returns its id (now running)."""
+    store = Store.from_url(url)
+    try:
+        claim = store.claim(worker_id="w1", limit=1, policies={job: Policy()}, lease_ttl=30)
+        assert len(claim.started) == 1
+        return claim.started[0].run.id
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[Client]:
+    publish(db_url, "report", "other", retries=2)
+    with Client.from_url(db_url) as c:
+        yield c
+
+
+# -- sync client: SQLite and PostgreSQL -----------------------------------------------------
+
+
+def test_enqueue_returns_a_queued_run_with_the_catalogued_retries(client: Client) -> None:
+    run = client.enqueue("report", {"region": "eu"}, correlation_id="req-1")
+    assert isinstance(run, Run)
+    assert (run.job_name, run.status, run.trigger, run.attempt) == ("report", "queued", "manual", 1)
+    assert run.max_attempts == 3  # retries = 2 in the catalog
+    assert run.kwargs == {"region": "eu"} and run.correlation_id == "req-1"
+    assert run.run_at.tzinfo is not None and run.scheduled_for is None
+    assert client.get_run(run.id) == run
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"f": object()},
+        {"nan": math.nan},
+        {1: "non-string key"},
+        ["not", "a", "mapping"],
+        "text",
+    ],
+)
+def test_enqueue_refuses_arguments_that_are_not_a_json_object(client: Client, kwargs: Any) -> None:
+    with pytest.raises(InvalidArguments):
+        client.enqueue("report", kwargs)
+    assert client.list_runs() == [], "nothing may be written"
+
+
+def test_enqueue_refuses_an_unknown_job_and_a_naive_run_at(client: Client) -> None:
+    with pytest.raises(JobNotFound, match="'nope'"):
+        client.enqueue("nope", {})
+    with pytest.raises(BadInput, match="timezone-aware"):
+        client.enqueue("report", run_at=datetime(2030, 1, 1))
+    assert client.list_runs() == []
+
+
+def test_idempotency_key_returns_the_first_run_per_job(client: Client) -> None:
+    first = client.enqueue("report", {"n": 1}, idempotency_key="k")
+    again = client.enqueue("report", {"n": 2}, idempotency_key="k")
+    assert again.id == first.id and again.kwargs == {"n": 1}
+    assert client.enqueue("other", idempotency_key="k").id != first.id  # keys are per job
+    assert len(client.list_runs()) == 2
+
+
+def test_run_at_delays_the_run(client: Client) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    run = client.enqueue("report", run_at=later)
+    assert abs((run.run_at - later).total_seconds()) < 0.001
+
+
+def test_list_runs_filters_newest_first(client: Client) -> None:
+    a = client.enqueue("report", correlation_id="c1")
+    b = client.enqueue("other", correlation_id="c2")
+    c = client.enqueue("report", correlation_id="c1")
+    client.cancel_run(a.id)
+    assert [r.id for r in client.list_runs()] == [c.id, b.id, a.id]
+    assert [r.id for r in client.list_runs(job="report")] == [c.id, a.id]
+    assert [r.id for r in client.list_runs(status="cancelled")] == [a.id]
+    assert [r.id for r in client.list_runs(correlation_id="c1", limit=1)] == [c.id]
+    with pytest.raises(BadInput, match="unknown status 'bogus'"):
+        client.list_runs(status="bogus")
+    with pytest.raises(BadInput, match="limit"):
+        client.list_runs(limit=0)
+
+
+def test_list_and_get_jobs(client: Client) -> None:
+    assert [j.name for j in client.list_jobs()] == ["other", "report"]
+    job = client.get_job("report")
+    assert job.config_hash == "hash-report" and not job.paused
+    with pytest.raises(JobNotFound):
+        client.get_job("nope")
+
+
+def test_cancel_queued_at_once_running_by_request_finished_unchanged(
+    client: Client, db_url: str
+) -> None:
+    queued = client.enqueue("report")
+    cancelled = client.cancel_run(queued.id)
+    assert (cancelled.status, cancelled.reason) == ("cancelled", "cancelled by request")
+    assert cancelled.finished_at is not None
+
+    client.enqueue("other")
+    running_id = start_run(db_url, "other")
+    flagged = client.cancel_run(running_id)
+    assert flagged.status == "running" and flagged.cancel_requested  # the worker acts on it
+
+    assert client.cancel_run(queued.id) == cancelled  # a second cancel changes nothing
+    with pytest.raises(RunNotFound, match="99999"):
+        client.cancel_run(99999)
+    with pytest.raises(RunNotFound):
+        client.get_run(99999)
+
+
+def test_a_client_built_on_an_engine_leaves_it_open(db_url: str) -> None:
+    publish(db_url, "report")
+    engine = Store.from_url(db_url).engine
+    with Client(engine) as c:
+        c.enqueue("report")
+    with engine.connect() as conn:  # still usable: the caller owns it
+        assert conn.execute(sa.text("SELECT count(*) FROM job_runs")).scalar_one() == 1
+    engine.dispose()
+
+
+# -- async client: PostgreSQL -------------------------------------------------------------
+
+
+def test_async_client_behaves_like_the_sync_client(pg_url: str) -> None:
+    publish(pg_url, "report", "other", retries=1)
+
+    async def scenario() -> None:
+        async with AsyncClient.from_url(pg_url) as ac:
+            run = await ac.enqueue("report", {"x": 1}, correlation_id="c1")
+            assert (run.status, run.max_attempts, run.kwargs) == ("queued", 2, {"x": 1})
+            with Client.from_url(pg_url) as sync:
+                assert sync.get_run(run.id) == run  # the same rows, the same records
+            assert await ac.get_run(run.id) == run
+            with pytest.raises(JobNotFound):
+                await ac.enqueue("nope")
+            with pytest.raises(InvalidArguments):
+                await ac.enqueue("report", {"bad": {1, 2}})
+            with pytest.raises(RunNotFound):
+                await ac.get_run(424242)
+            with pytest.raises(BadInput):
+                await ac.list_runs(status="bogus")
+            other = await ac.enqueue("other", correlation_id="c2")
+            assert [r.id for r in await ac.list_runs()] == [other.id, run.id]
+            assert [r.id for r in await ac.list_runs(job="report")] == [run.id]
+            assert [r.id for r in await ac.list_runs(correlation_id="c2")] == [other.id]
+            assert [j.name for j in await ac.list_jobs()] == ["other", "report"]
+            assert (await ac.get_job("other")).config_hash == "hash-other"
+            cancelled = await ac.cancel_run(run.id)
+            assert cancelled.status == "cancelled"
+            assert [r.id for r in await ac.list_runs(status="cancelled")] == [run.id]
+            running_id = start_run(pg_url, "other")
+            assert (await ac.cancel_run(running_id)).cancel_requested
+
+    asyncio.run(scenario())
+
+
+def test_async_idempotent_enqueues_racing_get_one_run(pg_url: str) -> None:
+    publish(pg_url, "report")
+
+    async def scenario() -> set[int]:
+        async with AsyncClient.from_url(pg_url, pool_size=10) as ac:
+            runs = await asyncio.gather(
+                *(ac.enqueue("report", {"i": i}, idempotency_key="once") for i in range(10))
+            )
+            assert len(await ac.list_runs()) == 1
+            return {r.id for r in runs}
+
+    assert len(asyncio.run(scenario())) == 1
+
+
+def test_async_enqueue_wakes_listening_workers(pg_url: str) -> None:
+    """Enqueue sends NOTIFY (workers LISTEN): the shared statements include it."""
+    publish(pg_url, "report")
+    with psycopg.connect(
+        sa.make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False),
+        autocommit=True,
+    ) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+        async def enqueue() -> None:
+            async with AsyncClient.from_url(pg_url) as ac:
+                await ac.enqueue("report")
+
+        asyncio.run(enqueue())
+        payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert payloads == ["report"]
+
+
+def test_async_client_needs_postgresql(sqlite_url: str) -> None:
+    with pytest.raises(BadInput, match="PostgreSQL"):
+        AsyncClient.from_url(sqlite_url)
+
+
+def test_async_client_on_an_existing_engine_leaves_it_open(pg_url: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    publish(pg_url, "report")
+
+    async def scenario() -> int:
+        engine = create_async_engine(sa.make_url(pg_url).set(drivername="postgresql+psycopg"))
+        async with AsyncClient(engine) as ac:
+            await ac.enqueue("report")
+        async with engine.connect() as conn:
+            count = (await conn.execute(sa.text("SELECT count(*) FROM job_runs"))).scalar_one()
+        await engine.dispose()
+        return int(count)
+
+    assert asyncio.run(scenario()) == 1
