@@ -1,7 +1,8 @@
 """`python -m bench SCENARIO --db URL [--repeats N] [--size N] ...`
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
-failover, idle, memory (jobrunner); pgbench (the machine's limit); all (each in turn).
+failover, idle, memory (jobrunner); pgbench (the machine's limit); statements (a diagnostic:
+statements per run, side by side); all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
 databases named bench_* and drops every one at the end, also on Ctrl-C.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import subprocess
 import sys
@@ -23,8 +25,18 @@ from bench.report import Result, dump
 from bench.scenarios import Context
 from bench.systems import ALL_SYSTEMS, PEERS
 
-SCENARIOS = ("throughput", "pickup", "firelag", "scale", "failover", "idle", "memory", "pgbench")
-WITH_PEERS = ("throughput", "pickup")
+SCENARIOS = (
+    "throughput",
+    "pickup",
+    "firelag",
+    "scale",
+    "failover",
+    "idle",
+    "memory",
+    "pgbench",
+    "statements",
+)
+WITH_PEERS = ("throughput", "pickup", "statements")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,19 +44,38 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("scenario", choices=(*SCENARIOS, "all"))
     p.add_argument("--db", required=True, help="PostgreSQL server URL (maintenance database)")
     p.add_argument("--repeats", type=int, default=None, help="repeats (median is reported)")
-    p.add_argument("--size", type=int, default=None,
-                   help="throughput: runs; pickup: runs; firelag/scale: cron jobs; "
-                        "idle: largest replica count")
-    p.add_argument("--duration", type=float, default=None,
-                   help="firelag: fire times observed (s); scale: minutes observed; "
-                        "idle: measuring window (s); memory: seconds; pgbench: seconds")
-    p.add_argument("--replicas", type=int, default=None,
-                   help="firelag (3), scale (4), failover (2): worker processes")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="throughput: runs; pickup: runs; firelag/scale: cron jobs; "
+        "idle: largest replica count",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="firelag: fire times observed (s); scale: minutes observed; "
+        "idle: measuring window (s); memory: seconds; pgbench: seconds",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="firelag (3), scale (4), failover (2): worker processes",
+    )
     p.add_argument("--workers", default="1,2", help="throughput: worker counts (default 1,2)")
-    p.add_argument("--systems", default=",".join(ALL_SYSTEMS),
-                   help="systems to run where peers apply (default: all three)")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="jobrunner [worker] concurrency (default: jobrunner's default)")
+    p.add_argument(
+        "--systems",
+        default=",".join(ALL_SYSTEMS),
+        help="systems to run where peers apply (default: all three)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobrunner [worker] concurrency (default: jobrunner's default)",
+    )
     p.add_argument("--cron", default=None, help="scale: cron of every job (default * * * * *)")
     p.add_argument("--lease-ttl", default="30s", help="failover: lease_ttl (default 30s)")
     p.add_argument("--heartbeat", default="10s", help="failover: heartbeat (default 10s)")
@@ -61,7 +92,7 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
         opts["workers"] = tuple(int(w) for w in args.workers.split(","))
         if args.size:
             opts["size"] = args.size
-    elif scenario == "pickup":
+    elif scenario in ("pickup", "statements"):
         if args.size:
             opts["size"] = args.size
     elif scenario in ("firelag", "scale"):
@@ -74,13 +105,14 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
         if scenario == "scale" and args.cron:
             opts["cron"] = args.cron
     elif scenario == "failover":
-        opts.update(lease_ttl=args.lease_ttl, heartbeat=args.heartbeat,
-                    shutdown_grace=args.shutdown_grace)
+        opts.update(
+            lease_ttl=args.lease_ttl, heartbeat=args.heartbeat, shutdown_grace=args.shutdown_grace
+        )
         if args.replicas:
             opts["replicas"] = args.replicas
     elif scenario == "idle":
         if args.size:
-            opts["counts"] = tuple(c for c in (1, 5, 20) if c < args.size) + (args.size,)
+            opts["counts"] = (*(c for c in (1, 5, 20) if c < args.size), args.size)
         if args.duration:
             opts["window"] = args.duration
     elif scenario in ("memory", "pgbench") and args.duration:
@@ -91,8 +123,9 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
 def machine_facts(server: Server) -> dict[str, str]:
     def sh(cmd: str) -> str:
         try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                cmd, shell=True, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except Exception:
             return "?"
 
@@ -137,8 +170,14 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(f"bench.scenarios.{scenario}")
             print(f"== {scenario} ({ctx.repeats} repeat(s))", flush=True)
             t0 = time.monotonic()
+            load0 = os.getloadavg()
             result: Result = module.run(ctx, **options(args, scenario))
             result.extra["seconds"] = round(time.monotonic() - t0, 1)
+            result.extra["loadavg"] = {"start": load0, "end": os.getloadavg()}
+            result.note(
+                f"took {result.extra['seconds']:.0f}s; load average (1 min) "
+                f"{load0[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+            )
             results.append(result)
             print(result.render(), flush=True)
             print(flush=True)

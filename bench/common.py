@@ -93,7 +93,7 @@ class Server:
 def query(url: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[Any]:
     """Rows of one statement on its own short connection (autocommit)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()
 
 
 def scalar(url: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
@@ -291,9 +291,7 @@ def write_jobrunner_config(
     return path
 
 
-def start_jobrunner(
-    config: Path, log_path: Path, *, env: Mapping[str, str] | None = None
-) -> Proc:
+def start_jobrunner(config: Path, log_path: Path, *, env: Mapping[str, str] | None = None) -> Proc:
     return Proc([*jobrunner_cmd(), "run", "-c", str(config)], log_path, env=env)
 
 

@@ -51,7 +51,7 @@ class _Stream:
                 continue
             if len(self.buf) < 5:
                 return
-            kind = self.buf[0:1]
+            kind = bytes(self.buf[0:1])
             (length,) = struct.unpack("!i", self.buf[1:5])
             if len(self.buf) < 1 + length:
                 return
@@ -128,8 +128,9 @@ class Proxies:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                       name="bench-pgproxy")
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="bench-pgproxy"
+        )
         self.thread.start()
         self.proxies: list[CountingProxy] = []
 
@@ -148,3 +149,5 @@ class Proxies:
         asyncio.run_coroutine_threadsafe(shut(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()

@@ -37,8 +37,16 @@ class System:
 
     name: ClassVar[str]
 
-    def __init__(self, db_url: str, workdir: Path, *, concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        workdir: Path,
+        *,
+        concurrency: int | None = None,
+        worker_url: str | None = None,
+    ) -> None:
         self.db_url = db_url
+        self.worker_url = worker_url or db_url  # what the workers connect to
         self.workdir = workdir
         self.concurrency = concurrency
         self.procs: list[Proc] = []
@@ -64,12 +72,13 @@ class System:
         raise NotImplementedError
 
     def worker_env(self) -> dict[str, str]:
-        return {"BENCH_PEER_DSN": self.db_url}
+        return {"BENCH_PEER_DSN": self.worker_url}
 
     def start_worker(self) -> Proc:
         n = len(self.procs)
-        proc = Proc(self.worker_argv(), self.workdir / f"{self.name}-worker{n}.log",
-                    env=self.worker_env())
+        proc = Proc(
+            self.worker_argv(), self.workdir / f"{self.name}-worker{n}.log", env=self.worker_env()
+        )
         self.procs.append(proc)
         return proc
 
@@ -108,7 +117,7 @@ class Jobrunner(System):
         worker = {} if self.concurrency is None else {"concurrency": self.concurrency}
         self.config = write_jobrunner_config(
             self.workdir / f"{self.name}.toml",
-            self.db_url,
+            self.worker_url,
             # A queue-style job: runs of it may overlap (the default `forbid` runs one at a
             # time per job name, which no peer does).
             [{"name": "noop", "func": "bench.jobs:noop", "overlap": "allow"}],
@@ -183,7 +192,9 @@ class Jobrunner(System):
 
     def unfinished(self) -> int:
         return int(
-            scalar(self.db_url, "SELECT count(*) FROM job_runs WHERE status IN ('queued','running')")
+            scalar(
+                self.db_url, "SELECT count(*) FROM job_runs WHERE status IN ('queued','running')"
+            )
         )
 
     def done_window(self) -> tuple[int, float | None, float | None]:
@@ -246,7 +257,7 @@ class _AsyncPeer(System):
             [sys.executable, "-m", *args],
             capture_output=True,
             text=True,
-            env={**os.environ, **self.worker_env()},
+            env={**os.environ, "BENCH_PEER_DSN": self.db_url},
             cwd=str(Path(__file__).resolve().parent.parent),
             timeout=120,
         )
@@ -296,8 +307,16 @@ class Procrastinate(_AsyncPeer):
 
     def worker_argv(self) -> list[str]:
         concurrency = self.concurrency or 10
-        return [sys.executable, "-m", "procrastinate", "--app", self.APP, "worker",
-                "--concurrency", str(concurrency)]
+        return [
+            sys.executable,
+            "-m",
+            "procrastinate",
+            "--app",
+            self.APP,
+            "worker",
+            "--concurrency",
+            str(concurrency),
+        ]
 
     def unfinished(self) -> int:
         return int(

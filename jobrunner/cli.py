@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -112,7 +114,12 @@ def run(config: Path | None = ConfigOption) -> None:
     configure_logging(cfg.logging.format, cfg.logging.level)
     with open_store(cfg) as store:
         code = asyncio.run(Worker(cfg, store).run())
-    raise typer.Exit(code)
+    # Everything is recorded and released. A sync job that ignores ctx.cancelled would keep
+    # its (unkillable) thread and so the process alive: exit now instead of joining it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command()
@@ -120,14 +127,31 @@ def check(
     config: Path | None = ConfigOption,
     count: int = typer.Option(3, "-n", min=1, max=100, help="Fire times to show per job."),
 ) -> None:
-    """Validate the config, import every func, print each job's next fire times."""
+    """Validate the config, import every func, print each job's next fire times.
+
+    Jobs with isolation = "process" get their arguments in a child process: kwargs that
+    cannot be pickled are an error (exit 2)."""
+    from jobrunner.isolation import unpicklable
     from jobrunner.schedule import next_fire_times
 
     cfg = load(config)
+    isolated = [(i, job) for i, job in enumerate(cfg.jobs) if job.isolation == "process"]
+    problems = [
+        f"{cfg.path}: jobs[{i}].kwargs.{key}: job {job.name!r}: runs with isolation = "
+        f"'process', so its arguments must be picklable, but this one is not ({why})"
+        for i, job in isolated
+        for key, why in unpicklable(job.kwargs).items()
+    ]
+    for problem in problems:
+        err.print(f"error: {problem}", markup=False, highlight=False)
+    if problems:
+        raise typer.Exit(2)
     now = datetime.now(UTC)
     t = table("JOB", "FUNC", "KIND", "SCHEDULE", "ZONE", "NEXT")
     for job in cfg.jobs:
         kind = "async" if job.is_async else "sync"
+        if job.isolation == "process":
+            kind += ", process" + (f" (max {job.max_memory} bytes)" if job.max_memory else "")
         if job.cron is None:
             t.add_row(job.name, job.func, kind, "(trigger only)", job.timezone.key, "-")
             continue
@@ -141,6 +165,13 @@ def check(
             "\n".join(when(x, job.timezone) for x in times),
         )
     out.print(t)
+    if isolated:
+        names = ", ".join(job.name for _, job in isolated)
+        out.print(
+            f"isolation = 'process' ({names}): each call runs in a child process, so its "
+            "arguments (the kwargs here and those given at enqueue) must be picklable; "
+            "return values stay in the child"
+        )
     out.print(f"{cfg.path}: ok, {len(cfg.jobs)} job(s), database {mask_url(cfg.database.url)}")
 
 

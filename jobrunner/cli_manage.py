@@ -20,7 +20,18 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from jobrunner.cli import ConfigOption, app, fail, load, open_store, out, print_json, table, when
+from jobrunner.cli import (
+    ConfigOption,
+    app,
+    err,
+    fail,
+    load,
+    open_store,
+    out,
+    print_json,
+    table,
+    when,
+)
 from jobrunner.config import Config, format_duration, parse_duration
 from jobrunner.ledger import SlotReport, Surroundings, explain, summarize
 from jobrunner.schedule import Schedule
@@ -294,6 +305,16 @@ def jobs_trigger(
             return
         if not as_json:
             _say(f"queued run {run.id} of {name}; waiting for it to finish")
+        now = store.now()
+        if not any(
+            name in w.jobs and now - w.last_seen <= cfg.worker.lease_ttl
+            for w in store.list_workers()
+        ):
+            err.print(
+                f"warning: no live worker defines {name}: the run waits until one starts",
+                markup=False,
+                highlight=False,
+            )
         final = _follow(store, run, limit, quiet=as_json)
     if as_json:
         print_json(final.as_dict() if final else run.as_dict())
@@ -614,8 +635,10 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, A
 
 @app.command()
 def plan(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
-    """What starting a worker with this file would change in the catalog (like terraform plan):
-    jobs added, changed (with the differing keys) and removed. Changes nothing."""
+    """Show what starting a worker with this file would change in the catalog.
+
+    Like `terraform plan`: jobs added, changed (with the differing keys) and removed. It
+    writes nothing."""
     cfg = _config(config)
     with open_store(cfg) as store:
         catalog = {e.name: e for e in store.list_jobs()}
@@ -694,7 +717,10 @@ def why(
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Slot by slot, in the job's zone: what happened to each expected slot, and why."""
+    """Slot by slot, in the job's zone: what happened to each expected slot, and why.
+
+    Each slot of the job's cron in the window is ran (outcome, attempts, worker), skipped
+    (overlap, misfired, paused), queued, running, or "no row" with the likely reason."""
     cfg = _config(config)
     with open_store(cfg) as store:
         entry = store.get_job(job)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from jobrunner.errors import BadInput
 from jobrunner.store import queries
+from jobrunner.store.engine import postgres_options
 from jobrunner.store.queries import Op
 from jobrunner.store.records import CatalogEntry, Run
 from jobrunner.store.store import Store
@@ -156,11 +157,11 @@ class AsyncClient:
                 f"AsyncClient needs a PostgreSQL URL (postgresql://…), got "
                 f"{parsed.render_as_string(hide_password=True)!r}; use Client for SQLite"
             )
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
         from sqlalchemy.ext.asyncio import create_async_engine
 
+        parsed, connect_args = postgres_options(parsed)
         engine_kwargs.setdefault("pool_pre_ping", True)
+        engine_kwargs.setdefault("connect_args", connect_args)
         return cls(create_async_engine(parsed, **engine_kwargs), owns_engine=True)
 
     async def _read(self, op: Op[T]) -> T:

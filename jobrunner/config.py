@@ -24,6 +24,11 @@ Rules (see DESIGN.md, "Configuration" and guarantee 8):
   at most once: ``"30s"``, ``"10m"``, ``"1h30m"``, ``"500ms"``, ``"2d"``, ``"1.5h"``.
   Optional durations (``jobs[].timeout``, ``history.retention``) are switched off with
   ``false`` (the same as leaving ``timeout`` out).
+* Sizes (``jobs[].max_memory``): a number of bytes (an integer, or a string of digits) or a
+  string ``<number><unit>``, units ``B kB MB GB TB`` (powers of 1000) or ``KiB MiB GiB TiB``
+  (powers of 1024), case-insensitive: ``"512MB"``, ``"1GiB"``, ``"1.5GB"``.
+* ``isolation = "process"`` (plain ``def`` jobs only) runs the job in a child process that is
+  killed at its timeout or on cancel; ``max_memory`` needs it.
 * ``worker.import_paths`` are relative to the directory of the configuration file; with
   ``import_funcs=True`` they are put at the front of ``sys.path`` (once each) and every
   ``func`` is imported. Nothing is ever evaluated.
@@ -72,6 +77,7 @@ __all__ = [
     "mask_url",
     "normalize_database_url",
     "parse_duration",
+    "parse_size",
     "resolve_config_path",
 ]
 
@@ -155,6 +161,41 @@ def format_duration(td: timedelta) -> str:
     return "".join(parts) or "0s"
 
 
+# --------------------------------------------------------------------------- sizes
+
+_SIZE_ALLOWED = "allowed: a number of bytes or a string like '512MB', '1GiB', '1.5GB'"
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE_STRING = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """Parse ``1048576`` or ``"512MB"``, ``"1GiB"``, ``"1.5GB"`` into a number of bytes.
+
+    ``kB MB GB TB`` are powers of 1000, ``KiB MiB GiB TiB`` powers of 1024. Raises ValueError
+    saying what is allowed.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a size, got {_describe(value)}; {_SIZE_ALLOWED}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"invalid size {value} (negative); {_SIZE_ALLOWED}")
+        return value
+    match = _SIZE_STRING.fullmatch(value.strip())
+    if match is None or (match[2] and match[2].lower() not in _SIZE_UNITS):
+        raise ValueError(f"invalid size {value!r}; {_SIZE_ALLOWED}")
+    return int(Decimal(match[1]) * _SIZE_UNITS[match[2].lower() or "b"])
+
+
 # --------------------------------------------------------------------------- URLs
 
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@]*):(.*)@")
@@ -218,6 +259,7 @@ class WorkerConfig:
 
     concurrency: int = 16
     threads: int = 8
+    processes: int = 2
     lease_ttl: timedelta = timedelta(seconds=30)
     heartbeat: timedelta = timedelta(seconds=10)
     shutdown_grace: timedelta = timedelta(seconds=30)
@@ -231,6 +273,7 @@ class WorkerConfig:
         return {
             "concurrency": self.concurrency,
             "threads": self.threads,
+            "processes": self.processes,
             "lease_ttl": _seconds(self.lease_ttl),
             "heartbeat": _seconds(self.heartbeat),
             "shutdown_grace": _seconds(self.shutdown_grace),
@@ -285,6 +328,8 @@ class JobConfig:
     max_catch_up: int = 100
     jitter: timedelta = timedelta(0)
     kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    isolation: Literal["thread", "process"] = "thread"
+    max_memory: int | None = None  # bytes (RLIMIT_AS of the child); only with "process"
     fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     is_async: bool = False
     accepts_ctx: bool = False
@@ -295,7 +340,16 @@ class JobConfig:
         return None if self.cron is None else Schedule(self.cron, self.timezone)
 
     def definition(self) -> dict[str, Any]:
-        """Every setting as JSON-able values (durations in seconds, the zone by its key)."""
+        """Every setting as JSON-able values (durations in seconds, the zone by its key).
+
+        ``isolation`` and ``max_memory`` appear only for ``isolation = "process"``, so that
+        the definitions (and hashes) of jobs that do not use it stay what they were.
+        """
+        isolated = (
+            {"isolation": self.isolation, "max_memory": self.max_memory}
+            if self.isolation != "thread"
+            else {}
+        )
         return {
             "name": self.name,
             "func": self.func,
@@ -312,6 +366,7 @@ class JobConfig:
             "max_catch_up": self.max_catch_up,
             "jitter": _seconds(self.jitter),
             "kwargs": json.loads(json.dumps(dict(self.kwargs))),
+            **isolated,
         }
 
     @property
@@ -409,6 +464,19 @@ def _duration(minimum: timedelta = timedelta(0), *, exclusive: bool = False) -> 
         return td
 
     return convert
+
+
+_MIN_MEMORY = 64 * 1024**2
+
+
+def _memory(value: object) -> int:
+    size = parse_size(value)
+    if size < _MIN_MEMORY:
+        raise ValueError(
+            f"must be at least 64MiB ({_MIN_MEMORY} bytes), got {size} bytes: the limit "
+            "covers the whole child process, the Python interpreter included"
+        )
+    return size
 
 
 def _optional(convert: Converter) -> Converter:
@@ -541,6 +609,7 @@ _WORKER = {
     "import_paths": _Field(_paths, (".",)),
     "poll_interval": _Field(_duration(exclusive=True), timedelta(seconds=1)),
     "max_clock_skew": _Field(_duration(), timedelta(seconds=5)),
+    "processes": _Field(_integer(1, 64), 2),
 }
 
 _LOGGING = {
@@ -572,6 +641,8 @@ _JOB = {
     "max_catch_up": _Field(_integer(1, 100_000), 100),
     "jitter": _Field(_duration(), timedelta(0)),
     "kwargs": _Field(_kwargs, MappingProxyType({})),
+    "isolation": _Field(_choice("thread", "process"), "thread"),
+    "max_memory": _Field(_memory, None),
 }
 
 
@@ -742,6 +813,13 @@ def _check_job_rules(values: dict[str, Any], key: str, label: str, issues: _Issu
             f"but overlap is {values['overlap']!r}; remove it or set overlap = 'allow'",
         )
         ok = False
+    if values.get("max_memory") is not None and values.get("isolation", "process") != "process":
+        issues.add(
+            f"{key}.max_memory",
+            f"{label}max_memory only applies with isolation = 'process' (a thread cannot be "
+            "limited), but isolation is 'thread'; remove it or set isolation = 'process'",
+        )
+        ok = False
     backoff, backoff_max = values.get("retry_backoff"), values.get("retry_backoff_max")
     if backoff is not None and backoff_max is not None and backoff_max < backoff:
         issues.add(
@@ -768,6 +846,14 @@ def _build_job(
             issues.add(f"{key}.func", f"{label}{exc}")
             return None
         values.update(fn=fn, is_async=_is_async(fn), accepts_ctx=_accepts_ctx(fn))
+        if values["is_async"] and values.get("isolation") == "process":
+            issues.add(
+                f"{key}.isolation",
+                f"{label}isolation = 'process' runs plain def functions only, but "
+                f"{values['func']!r} is async; remove isolation (async jobs run on the event "
+                "loop and can be cancelled) or make the function a plain def",
+            )
+            ok = False
     return JobConfig(**values) if ok else None
 
 

@@ -42,6 +42,7 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
@@ -103,7 +104,7 @@ class ProcessPool:
     ) -> None:
         self.size = size
         self.grace = grace
-        self._mp = multiprocessing.get_context(start_method)
+        self._mp: Any = multiprocessing.get_context(start_method)  # typeshed: no .Process
         if start_method == "forkserver":
             self._mp.set_forkserver_preload([__name__])
         self._import_paths = tuple(str(p) for p in import_paths)
@@ -154,7 +155,7 @@ class ProcessPool:
             try:
                 error, alive = await loop.run_in_executor(self._threads, talk)
             except BaseException:
-                self._stop(child, loop)
+                self._stop(child)
                 raise
             if alive:
                 self._idle.append(child)
@@ -162,17 +163,16 @@ class ProcessPool:
 
     async def _checkout(self, loop: asyncio.AbstractEventLoop) -> _Child:
         while self._idle:
-            child = self._idle.pop()
-            if not wait([child.process.sentinel], 0):
-                return child
-            self._threads.submit(self._reap, child, None)  # died while idle
+            idle = self._idle.pop()
+            if not wait([idle.process.sentinel], 0):
+                return idle
+            self._threads.submit(self._reap, idle, None)  # died while idle
         started = loop.run_in_executor(self._threads, self._start)
         try:
-            child: _Child = await asyncio.shield(started)
+            return await asyncio.shield(started)
         except asyncio.CancelledError:
             started.add_done_callback(self._adopt)
             raise
-        return child
 
     def _adopt(self, started: asyncio.Future[_Child]) -> None:
         if not started.cancelled() and started.exception() is None:
@@ -215,10 +215,13 @@ class ProcessPool:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.process.pid or 0, sig)
 
-    def _stop(self, child: _Child, loop: asyncio.AbstractEventLoop) -> None:
-        """SIGTERM now, SIGKILL after the grace; its conversation thread reaps it."""
+    def _stop(self, child: _Child) -> None:
+        """SIGTERM now, SIGKILL after the grace (a timer thread: it does not depend on the
+        event loop living on); the child's conversation thread reaps it."""
         self._signal(child, signal.SIGTERM)
-        loop.call_later(self.grace, self._signal, child, signal.SIGKILL)
+        timer = threading.Timer(self.grace, self._signal, (child, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
 
     def _reap(self, child: _Child, timeout: float | None) -> int | None:
         """Wait for the child's exit (SIGKILL after `timeout`), forget it, return its code."""
@@ -328,11 +331,23 @@ def _child_main(conn: Connection) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: SIGKILL this child when its parent (the fork server) exits, which it does when
-    the worker dies, so that a SIGKILLed worker leaves no job running."""
+    """Linux: SIGKILL this child when its parent (the fork server) exits, so that a SIGKILLed
+    worker leaves no job running.
+
+    The fork server exits when every holder of its "alive" pipe is gone. multiprocessing
+    gives each child the pipe's write end, which would keep the server, and so this child,
+    alive after the worker died: the child lets go of it (a job that uses the forkserver
+    itself starts a server of its own).
+    """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    server = forkserver._forkserver
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None  # type: ignore[attr-defined]
 
 
 def _run(call: Call, state: _ChildState) -> ErrorInfo | None:

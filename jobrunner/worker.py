@@ -336,6 +336,9 @@ class Worker:
                 raise
             table.advance(names, now)
             for name, plan in zip(names, plans, strict=True):
+                for slot in plan.slots:
+                    if slot.status == "skipped":
+                        self.metrics.slot_skipped(name, slot.reason or "misfired")
                 if plan.unrecorded:
                     log.warning("missed slots too old to record", job=name, count=plan.unrecorded)
             self.wake_claimer.set()
@@ -457,7 +460,14 @@ class Worker:
         assert job.fn is not None
         try:
             result = await self.executor.call(
-                job.fn, is_async=job.is_async, kwargs=kwargs, ctx=active.ctx, time_limit=limit
+                job.fn,
+                is_async=job.is_async,
+                kwargs=kwargs,
+                ctx=active.ctx,
+                time_limit=limit,
+                isolation=job.isolation,
+                func=job.func,
+                max_memory=job.max_memory,
             )
         except asyncio.CancelledError:
             result = None
@@ -567,6 +577,7 @@ class Worker:
                 self._stop_run(active, "cancelled")
         lost = await self.db(self.store.reap, lease_ttl=self.lease_ttl)
         for run in lost:
+            self.metrics.run_finished(run.job_name, "lost", 0.0)
             log.warning(
                 "took over a lost run",
                 run_id=run.id,

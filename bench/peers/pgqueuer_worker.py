@@ -21,9 +21,7 @@ from bench.peers.pgqueuer_app import create
 def main() -> None:
     batch_size = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     logconfig.setup_fancy_logger(logconfig.LogLevel.INFO)
-    uvloop.run(
-        pgqueuer.run(create, batch_size=batch_size, dequeue_timeout=timedelta(seconds=30))
-    )
+    uvloop.run(pgqueuer.run(create, batch_size=batch_size, dequeue_timeout=timedelta(seconds=30)))
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def run_cron(
     keyed = Counter((r[0], r[1], r[2]) for r in rows)
     present = {(r[0], r[1]) for r in rows}
     want = {(n, s) for n in names for s in slots}
-    started = Counter()
+    started: Counter[tuple[str, str, int]] = Counter()
     if starts.exists():
         import json
 

@@ -16,8 +16,6 @@ import signal
 import time
 from typing import Any
 
-from jobrunner.config import parse_duration
-
 from bench.common import (
     clock_offset,
     query,
@@ -29,6 +27,7 @@ from bench.common import (
 )
 from bench.report import Metric, Result
 from bench.scenarios import Context
+from jobrunner.config import parse_duration
 
 METRICS = [
     Metric("kill", "SIGKILL to start on a peer", "s", "lower", 2),
@@ -51,8 +50,13 @@ def run(
     grace = parse_duration(shutdown_grace).total_seconds()
     result = Result(
         "failover",
-        {"replicas": replicas, "lease_ttl": lease_ttl, "heartbeat": heartbeat,
-         "shutdown_grace": shutdown_grace, "repeats": ctx.repeats},
+        {
+            "replicas": replicas,
+            "lease_ttl": lease_ttl,
+            "heartbeat": heartbeat,
+            "shutdown_grace": shutdown_grace,
+            "repeats": ctx.repeats,
+        },
         METRICS,
     )
     worker = {"lease_ttl": lease_ttl, "heartbeat": heartbeat, "shutdown_grace": shutdown_grace}
@@ -63,12 +67,18 @@ def run(
                 result.note(f"r{r} {sig.name}: no peer started the run ({out})")
             if sig == signal.SIGKILL:
                 result.add("jobrunner", "kill", out["failover"])
-                result.add("jobrunner", "kill_over_ttl",
-                           None if out["failover"] is None else out["failover"] - ttl)
+                result.add(
+                    "jobrunner",
+                    "kill_over_ttl",
+                    None if out["failover"] is None else out["failover"] - ttl,
+                )
             else:
                 result.add("jobrunner", "term", out["failover"])
-                result.add("jobrunner", "term_handover",
-                           None if out["failover"] is None else out["failover"] - grace)
+                result.add(
+                    "jobrunner",
+                    "term_handover",
+                    None if out["failover"] is None else out["failover"] - grace,
+                )
                 result.add("jobrunner", "term_exit", out["exit"])
                 if out["exit"] != 0:
                     result.note(f"r{r}: replica exited {out['exit']} after SIGTERM")
@@ -77,7 +87,11 @@ def run(
 
 
 def once(
-    ctx: Context, r: int, sig: signal.Signals, replicas: int, worker: dict[str, Any],
+    ctx: Context,
+    r: int,
+    sig: signal.Signals,
+    replicas: int,
+    worker: dict[str, Any],
     timeout: float,
 ) -> dict[str, Any]:
     from jobrunner.store.store import Store
@@ -87,8 +101,14 @@ def once(
         config = write_jobrunner_config(
             workdir / "jobrunner.toml",
             url,
-            [{"name": "long", "func": "bench.jobs:sleep", "retries": 3,
-              "kwargs": {"seconds": 3600}}],
+            [
+                {
+                    "name": "long",
+                    "func": "bench.jobs:sleep",
+                    "retries": 3,
+                    "kwargs": {"seconds": 3600},
+                }
+            ],
             worker=worker,
         )
         procs = [start_jobrunner(config, workdir / f"replica{i}.log") for i in range(replicas)]

@@ -33,15 +33,28 @@ def run(
 ) -> Result:
     result = Result(
         "firelag",
-        {"jobs": jobs, "cron": cron, "replicas": replicas, "fire times": fire_times,
-         "repeats": ctx.repeats, "concurrency": ctx.concurrency or "default (16)"},
+        {
+            "jobs": jobs,
+            "cron": cron,
+            "replicas": replicas,
+            "fire times": fire_times,
+            "repeats": ctx.repeats,
+            "concurrency": ctx.concurrency or "default (16)",
+        },
         METRICS,
     )
     worker = {"concurrency": ctx.concurrency} if ctx.concurrency else None
     for r in range(ctx.repeats):
         out = run_cron(
-            ctx.server, ctx.dir(f"firelag/r{r}"), label="firelag", jobs=jobs, replicas=replicas,
-            cron=cron, fires=fire_times, warmup=warmup, worker=worker,
+            ctx.server,
+            ctx.dir(f"firelag/r{r}"),
+            label="firelag",
+            jobs=jobs,
+            replicas=replicas,
+            cron=cron,
+            fires=fire_times,
+            warmup=warmup,
+            worker=worker,
         )
         for key, value in out.summary().items():
             if any(m.key == key for m in METRICS):

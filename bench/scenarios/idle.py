@@ -35,8 +35,9 @@ def metrics(counts: Sequence[int]) -> list[Metric]:
     for n in counts:
         out += [
             Metric(f"stmt_{n}", f"{n} replica(s): statements/s per replica", "", "lower", 2),
-            Metric(f"stmt_max_{n}", f"{n} replica(s): statements/s, busiest replica", "",
-                   "lower", 2),
+            Metric(
+                f"stmt_max_{n}", f"{n} replica(s): statements/s, busiest replica", "", "lower", 2
+            ),
             Metric(f"xact_{n}", f"{n} replica(s): transactions/s per replica", "", "lower", 2),
             Metric(f"rss_{n}", f"{n} replica(s): RSS per replica", "MiB", "lower", 0),
         ]
@@ -71,7 +72,8 @@ def run(
                             .render_as_string(hide_password=False)
                         )
                         config = write_jobrunner_config(
-                            workdir / f"replica{i}.toml", via,
+                            workdir / f"replica{i}.toml",
+                            via,
                             [{"name": "noop", "func": "bench.jobs:noop"}],
                         )
                         procs.append(start_jobrunner(config, workdir / f"replica{i}.log"))

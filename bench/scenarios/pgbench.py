@@ -37,8 +37,14 @@ def run(ctx: Context, duration: float = 5.0) -> Result:
     script.write_text(SCRIPT)
     with ctx.server.fresh("pgbench") as url:
         u = sa.make_url(url)
-        conn = ["-h", u.host or "127.0.0.1", "-p", str(u.port or 5432), "-U",
-                u.username or "postgres"]
+        conn = [
+            "-h",
+            u.host or "127.0.0.1",
+            "-p",
+            str(u.port or 5432),
+            "-U",
+            u.username or "postgres",
+        ]
         env_pw = {"PGPASSWORD": u.password} if u.password else {}
         _pgbench([*conn, "-i", "-q", "-s", "10", str(u.database)], env_pw)
         t = str(int(duration))
@@ -62,7 +68,10 @@ def _pgbench(args: list[str], env: dict[str, str]) -> str:
     import os
 
     done = subprocess.run(
-        ["pgbench", *args], capture_output=True, text=True, env={**os.environ, **env},
+        ["pgbench", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
         timeout=600,
     )
     if done.returncode != 0:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from bench.common import percentile, stop_all, wait_for
 from bench.report import Metric, Result
 from bench.scenarios import Context
-from bench.systems import SYSTEMS
+from bench.systems import SYSTEMS, System
 
 METRICS = [
     Metric("p50", "enqueue-to-start p50", "ms", "lower", 2),
@@ -27,8 +28,11 @@ METRICS = [
 def run(ctx: Context, size: int = 200, gap: tuple[float, float] = (0.05, 0.1)) -> Result:
     result = Result(
         "pickup",
-        {"runs": size, "gap_ms": f"{gap[0] * 1000:.0f}-{gap[1] * 1000:.0f}",
-         "repeats": ctx.repeats},
+        {
+            "runs": size,
+            "gap_ms": f"{gap[0] * 1000:.0f}-{gap[1] * 1000:.0f}",
+            "repeats": ctx.repeats,
+        },
         METRICS,
     )
     rng = random.Random(7)
@@ -36,8 +40,9 @@ def run(ctx: Context, size: int = 200, gap: tuple[float, float] = (0.05, 0.1)) -
         for name in ctx.systems:
             workdir = ctx.dir(f"pickup/{name}-r{r}")
             with ctx.server.fresh(f"pu_{name}") as url:
-                system = SYSTEMS[name](url, workdir, concurrency=ctx.concurrency
-                                       if name == "jobrunner" else None)
+                system = SYSTEMS[name](
+                    url, workdir, concurrency=ctx.concurrency if name == "jobrunner" else None
+                )
                 system.setup()
                 try:
                     system.start_worker()
@@ -46,7 +51,7 @@ def run(ctx: Context, size: int = 200, gap: tuple[float, float] = (0.05, 0.1)) -
                     for _ in range(size):
                         system.enqueue_each(1)
                         time.sleep(rng.uniform(*gap))
-                    done = wait_for(lambda: system.unfinished() == 0, 30, 0.05)
+                    done = wait_for(_drained(system), 30, 0.05)
                     lat = [x * 1000 for x in system.latencies()[1:]]  # without the warm-up
                 finally:
                     stop_all(system.procs)
@@ -60,3 +65,7 @@ def run(ctx: Context, size: int = 200, gap: tuple[float, float] = (0.05, 0.1)) -
                 f"p99 {percentile(lat, 99) or 0:.2f} ms"
             )
     return result
+
+
+def _drained(system: System) -> Callable[[], bool]:
+    return lambda: system.unfinished() == 0

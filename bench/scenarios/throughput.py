@@ -25,10 +25,12 @@ def metrics(workers: Sequence[int]) -> list[Metric]:
     ]
     for k in workers:
         out += [
-            Metric(f"db_rate_{k}", f"drain with {k} worker(s), database time", "runs/s",
-                   "higher", 0),
-            Metric(f"wall_rate_{k}", f"drain with {k} worker(s), wall clock", "runs/s",
-                   "higher", 0),
+            Metric(
+                f"db_rate_{k}", f"drain with {k} worker(s), database time", "runs/s", "higher", 0
+            ),
+            Metric(
+                f"wall_rate_{k}", f"drain with {k} worker(s), wall clock", "runs/s", "higher", 0
+            ),
             Metric(f"cpu_us_{k}", f"worker CPU per run, {k} worker(s)", "us", "lower", 0),
         ]
     return out
@@ -44,9 +46,14 @@ def plan(workers: Sequence[int]) -> list[tuple[str, int]]:
 def run(ctx: Context, size: int = 20_000, workers: Sequence[int] = (1, 2)) -> Result:
     result = Result(
         "throughput",
-        {"runs": size, "workers": list(workers), "repeats": ctx.repeats,
-         "jobrunner concurrency": ctx.concurrency or "default (16)",
-         "procrastinate concurrency": 10, "pgqueuer batch_size": 10},
+        {
+            "runs": size,
+            "workers": list(workers),
+            "repeats": ctx.repeats,
+            "jobrunner concurrency": ctx.concurrency or "default (16)",
+            "procrastinate concurrency": 10,
+            "pgqueuer batch_size": 10,
+        },
         metrics(workers),
     )
     for r in range(ctx.repeats):
@@ -59,14 +66,16 @@ def run(ctx: Context, size: int = 20_000, workers: Sequence[int] = (1, 2)) -> Re
 def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int, r: int) -> None:
     workdir = ctx.dir(f"throughput/{name}-r{r}-{mode}")
     with ctx.server.fresh(f"tp_{name}") as url:
-        system = SYSTEMS[name](url, workdir, concurrency=ctx.concurrency if name == "jobrunner"
-                               else None)
+        system = SYSTEMS[name](
+            url, workdir, concurrency=ctx.concurrency if name == "jobrunner" else None
+        )
         system.setup()
         try:
             secs = system.enqueue_each(size) if mode == "each" else system.enqueue_bulk(size)
             result.add(name, f"enqueue_{mode}", size / secs)
             t0 = time.monotonic()
             procs = [system.start_worker() for _ in range(k)]
+
             def drained() -> bool:
                 if not any(p.alive() for p in procs):
                     raise RuntimeError(f"{name}: every worker exited:\n{procs[0].tail()}")
@@ -85,7 +94,9 @@ def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int,
         result.note(f"{name} r{r} {mode}/{k}: {n} of {size} runs succeeded (drained: {done})")
     if any(c != 0 for c in codes):
         result.note(f"{name} r{r}: worker exit codes {codes} after SIGTERM")
-    db_rate = n / (last - first) if first is not None and last is not None and last > first else None
+    db_rate = (
+        n / (last - first) if first is not None and last is not None and last > first else None
+    )
     result.add(name, f"db_rate_{k}", db_rate)
     result.add(name, f"wall_rate_{k}", n / wall if done else None)
     result.add(name, f"cpu_us_{k}", cpu / n * 1e6 if n else None)

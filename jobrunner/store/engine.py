@@ -42,6 +42,21 @@ def _sqlite_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
     return f"(strftime('%Y-%m-%d %H:%M:%f', 'now', {modifier}) || '000')"
 
 
+def postgres_options(url: sa.URL) -> tuple[sa.URL, dict[str, Any]]:
+    """The psycopg URL and connect args for a PostgreSQL URL (sync and async engines alike)."""
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    connect_args: dict[str, Any] = {"connect_timeout": 5}  # an outage must not hang a call
+    # `?prepared_statements=false` (jobrunner's own URL option): PgBouncer before 1.21 in
+    # transaction mode cannot keep server-side prepared statements between transactions.
+    flag = url.query.get("prepared_statements")
+    if flag is not None:
+        url = url.difference_update_query(["prepared_statements"])
+        if str(flag).lower() in ("false", "0", "no", "off"):
+            connect_args["prepare_threshold"] = None
+    return url, connect_args
+
+
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     """An engine for `url` (PostgreSQL via psycopg 3, or SQLite via the stdlib driver).
 
@@ -55,16 +70,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         )
         _setup_sqlite(engine)
         return engine
-    if url_obj.drivername in ("postgresql", "postgres"):
-        url_obj = url_obj.set(drivername="postgresql+psycopg")
-    connect_args: dict[str, Any] = {"connect_timeout": 5}  # an outage must not hang a call
-    # `?prepared_statements=false` (jobrunner's own URL option): PgBouncer before 1.21 in
-    # transaction mode cannot keep server-side prepared statements between transactions.
-    flag = url_obj.query.get("prepared_statements")
-    if flag is not None:
-        url_obj = url_obj.difference_update_query(["prepared_statements"])
-        if str(flag).lower() in ("false", "0", "no", "off"):
-            connect_args["prepare_threshold"] = None
+    url_obj, connect_args = postgres_options(url_obj)
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("connect_args", connect_args)
     if kwargs.get("poolclass") is None:

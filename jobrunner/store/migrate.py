@@ -80,12 +80,24 @@ def init_if_empty(engine: sa.Engine) -> SchemaStatus:
             command.upgrade(_alembic_config(conn), "head")
             current = head_revision()
     result = SchemaStatus(current=current, head=head_revision())
+    if not result.up_to_date and not _known(current):
+        raise SchemaOutOfDate(
+            f"the database schema is at revision {current}, which this jobrunner does not know: "
+            "a newer jobrunner migrated it; run that version"
+        )
     if not result.up_to_date:
         raise SchemaOutOfDate(
             f"the database schema is at revision {current}, this jobrunner needs {result.head}: "
             "run `jobrunner db upgrade` first"
         )
     return result
+
+
+def _known(revision: str | None) -> bool:
+    try:
+        return ScriptDirectory.from_config(_alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises several kinds for an unknown revision id
+        return False
 
 
 def _lock(conn: sa.Connection) -> None:

@@ -96,6 +96,7 @@ sa.Index(
 sa.Index("ix_job_runs_job_slot", job_runs.c.job_name, job_runs.c.scheduled_for)
 sa.Index("ix_job_runs_status_worker", job_runs.c.status, job_runs.c.worker_id)
 sa.Index("ix_job_runs_enqueued", job_runs.c.enqueued_at)
+sa.Index("ix_job_runs_correlation", job_runs.c.correlation_id)
 
 job_locks = sa.Table(
     "job_locks",

@@ -71,8 +71,7 @@ def test_scale(ctx: Context) -> None:
 
 
 def test_failover(ctx: Context) -> None:
-    result = failover.run(ctx, replicas=2, lease_ttl="2s", heartbeat="0.5s",
-                          shutdown_grace="0.2s")
+    result = failover.run(ctx, replicas=2, lease_ttl="2s", heartbeat="0.5s", shutdown_grace="0.2s")
     v = values(result)
     assert v["kill"] is not None and v["term"] is not None, result.notes
     assert v["term_exit"] == 0

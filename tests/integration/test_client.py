@@ -259,3 +259,21 @@ def test_async_client_on_an_existing_engine_leaves_it_open(pg_url: str) -> None:
         return int(count)
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_async_client_through_pgbouncer_in_transaction_mode(pgbouncer_url: str) -> None:
+    """`?prepared_statements=false` reaches the async engine too: no prepared statement is
+    kept across transactions (psycopg prepares a query after its 5th execution)."""
+    publish(pgbouncer_url, "report")
+
+    async def scenario() -> int:
+        async with AsyncClient.from_url(pgbouncer_url, pool_size=2) as ac:
+            async with ac.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                assert raw.driver_connection.prepare_threshold is None  # type: ignore[union-attr]
+            for i in range(12):
+                run = await ac.enqueue("report", {"i": i})
+                assert (await ac.get_run(run.id)).kwargs == {"i": i}
+            return len(await ac.list_runs(limit=100))
+
+    assert asyncio.run(scenario()) == 12

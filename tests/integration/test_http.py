@@ -89,17 +89,20 @@ def test_healthz_follows_the_check_and_answers_one_line(metrics: Metrics) -> Non
 def test_healthz_with_a_real_event_loop(
     metrics: Metrics, running_loop: asyncio.AbstractEventLoop
 ) -> None:
-    server = serve(metrics, lambda: probe_loop(running_loop, timeout=0.5), Flag())
+    limit = [5.0]  # generous while the loop is free; short while it is blocked
+    server = serve(metrics, lambda: probe_loop(running_loop, timeout=limit[0]), Flag())
     try:
         status, _, body = get(server.port, "/healthz")
         assert status == 200 and "event loop responded" in body
         release = threading.Event()
-        running_loop.call_soon_threadsafe(release.wait, 5)  # a job blocking the loop
+        running_loop.call_soon_threadsafe(release.wait, 30)  # a job blocking the loop
+        limit[0] = 0.5
         try:
             status, _, body = get(server.port, "/healthz")
             assert status == 503 and "did not respond within 0.5s" in body
         finally:
             release.set()
+            limit[0] = 5.0
         assert get(server.port, "/healthz")[0] == 200
         running_loop.call_soon_threadsafe(running_loop.stop)
         assert _eventually(lambda: not running_loop.is_running())
@@ -185,19 +188,19 @@ def test_a_slow_check_blocks_neither_other_requests_nor_the_caller(metrics: Metr
     release = threading.Event()
 
     def slow_ready() -> tuple[bool, str]:
-        release.wait(10)
+        release.wait(30)
         return True, "finally"
 
     server = serve(metrics, Flag(), slow_ready)
     try:
         slow: list[tuple[int, str, str]] = []
-        thread = threading.Thread(target=lambda: slow.append(get(server.port, "/readyz", 15)))
+        thread = threading.Thread(target=lambda: slow.append(get(server.port, "/readyz", 35)))
         thread.start()
         time.sleep(0.1)
         begin = time.monotonic()
         assert get(server.port, "/healthz")[0] == 200
         assert get(server.port, "/metrics")[0] == 200
-        assert time.monotonic() - begin < 1
+        assert time.monotonic() - begin < 5
         assert not slow, "the slow check answered before it was released"
         release.set()
         thread.join(5)
@@ -213,7 +216,7 @@ def test_stop_closes_the_port(metrics: Metrics) -> None:
     assert get(port, "/healthz")[0] == 200
     begin = time.monotonic()
     server.stop()
-    assert time.monotonic() - begin < 2
+    assert time.monotonic() - begin < 5
     with pytest.raises(ConnectionRefusedError):
         get(port, "/healthz")
     assert not [t for t in threading.enumerate() if t.name == "jobrunner-http"]
@@ -260,7 +263,7 @@ def test_health_check_gives_up_after_its_timeout() -> None:
         begin = time.monotonic()
         ok, reason = check_http("127.0.0.1", port, timeout=0.3)
         assert not ok and reason.endswith("did not answer within 0.3s")
-        assert time.monotonic() - begin < 1
+        assert time.monotonic() - begin < 3
 
 
 def _eventually(predicate: Callable[[], bool], timeout: float = 5) -> bool:

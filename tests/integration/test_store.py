@@ -53,8 +53,18 @@ def test_migrated_schema_equals_metadata(store: Store) -> None:
 
 def test_schema_behind_is_refused_and_names_db_upgrade(store: Store) -> None:
     with store.engine.begin() as conn:
-        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = 'old'"))
+        conn.execute(sa.text("DROP INDEX ix_job_runs_correlation"))  # a real 0001 schema
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0001'"))
     with pytest.raises(SchemaOutOfDate, match="jobrunner db upgrade"):
+        migrate.init_if_empty(store.engine)
+    assert migrate.status(store.engine).current == "0001"  # `run` never changes it
+    assert migrate.upgrade(store.engine).up_to_date
+
+
+def test_schema_from_a_newer_jobrunner_is_refused_as_such(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999'"))
+    with pytest.raises(SchemaOutOfDate, match="newer jobrunner"):
         migrate.init_if_empty(store.engine)
 
 

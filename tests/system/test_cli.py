@@ -134,6 +134,10 @@ def test_trigger_wait_runs_list_show_and_prune(
     assert pruned["deleted"] == before - len(after) > 0
     assert len([r for r in after if r["job_name"] == "flaky"]) == 1  # the newest one is kept
 
+    stuck = cli(config, "jobs", "trigger", "flaky", "--wait", "--timeout", "0.5s", code=1)
+    assert "warning: no live worker defines flaky" in stuck.stderr
+    assert stuck.stderr.strip().endswith("not finished after 500ms")
+
 
 def test_cancel_locks_workers_and_plan(tmp_path: Path, pg_url: str, workers: Workers) -> None:
     config = write_config(tmp_path / "jr.toml", pg_url, JOBS)
@@ -242,7 +246,11 @@ BAD_INPUT = [
 ]
 
 
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, db_url: str) -> None:
+@pytest.mark.parametrize("backend", ["sqlite_url", "pg_url"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    db_url: str = request.getfixturevalue(backend)
     _publish(db_url)
     config = write_config(tmp_path / "jr.toml", db_url, [])
     for args, message in BAD_INPUT:

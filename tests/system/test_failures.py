@@ -216,7 +216,8 @@ def test_clock_skew_beyond_the_bound_refuses_to_start(tmp_path: Path, pg_url: st
 def test_run_refuses_a_schema_that_is_behind(tmp_path: Path, pg_url: str) -> None:
     store = Store.from_url(pg_url)
     with store.engine.begin() as conn:
-        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0000'"))
+        conn.execute(sa.text("DROP INDEX ix_job_runs_correlation"))  # a real 0001 schema
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0001'"))
     store.close()
     config = write_config(
         tmp_path / "jr.toml", pg_url, [{"name": "n", "func": "sysjobs:noop_async"}]

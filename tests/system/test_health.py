@@ -122,7 +122,7 @@ def test_health_from_the_database_after_sigkill(
 
     proc.proc.kill()
     proc.wait()
-    assert wait_for(lambda: health(config)[0] != 0, 6), "a dead worker must become unhealthy"
+    assert wait_for(lambda: health(config)[0] != 0, 15), "a dead worker must become unhealthy"
     code, out, err = health(config)
     assert code == 1 and len(err.splitlines()) == 1
     assert f"worker {worker_id(proc)} on {socket.gethostname()} was last seen" in err

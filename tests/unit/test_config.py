@@ -1034,3 +1034,96 @@ def test_issue_str_names_file_and_key(write: WriteFn) -> None:
             file=str(path), key="worker.threads", message="expected an integer, got string '8'"
         ),
     )
+
+
+# --------------------------------------------------------------------------- isolation
+
+PROCESS = "isolation = 'process'"
+
+
+def test_isolation_defaults(write: WriteFn) -> None:
+    config = load(write(job_toml(SYNC)))
+    assert (config.jobs[0].isolation, config.jobs[0].max_memory) == ("thread", None)
+    assert config.worker.processes == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (str(256 * 1024**2), 256 * 1024**2),
+        ("'536870912'", 536_870_912),
+        ("'512MB'", 512_000_000),
+        ("'512 mb'", 512_000_000),
+        ("'1GiB'", 1024**3),
+        ("'1.5GB'", 1_500_000_000),
+        ("'100MiB'", 100 * 1024**2),
+        ("'2TB'", 2 * 1000**4),
+    ],
+)
+def test_max_memory_sizes(write: WriteFn, value: str, expected: int) -> None:
+    job = load(write(job_toml(SYNC, PROCESS, f"max_memory = {value}"))).jobs[0]
+    assert (job.isolation, job.max_memory) == ("process", expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("'512XB'", "invalid size '512XB'; allowed: a number of bytes or a string like '512MB'"),
+        ("'MB'", "invalid size 'MB'"),
+        ("-5", "invalid size -5 (negative)"),
+        ("1.5", "expected a size, got float 1.5"),
+        ("true", "expected a size, got boolean true"),
+        ("'1MB'", "must be at least 64MiB (67108864 bytes), got 1000000 bytes"),
+    ],
+)
+def test_bad_max_memory(write: WriteFn, value: str, expected: str) -> None:
+    key, message = one_issue(write(job_toml(SYNC, PROCESS, f"max_memory = {value}")))
+    assert key == "jobs[0].max_memory"
+    assert expected in message
+
+
+def test_bad_isolation_value(write: WriteFn) -> None:
+    key, message = one_issue(write(job_toml(SYNC, "isolation = 'fork'")))
+    assert key == "jobs[0].isolation"
+    assert "expected one of 'thread', 'process', got string 'fork'" in message
+
+
+def test_max_memory_needs_process_isolation(write: WriteFn) -> None:
+    key, message = one_issue(write(job_toml(SYNC, "max_memory = '1GiB'", name="n")))
+    assert key == "jobs[0].max_memory"
+    assert message.startswith("job 'n': max_memory only applies with isolation = 'process'")
+
+
+def test_async_job_cannot_run_in_a_process(write: WriteFn) -> None:
+    text = job_toml('func = "fixtures_jobs.mod:async_job"', PROCESS, name="a")
+    key, message = one_issue(write(text))
+    assert key == "jobs[0].isolation"
+    assert message.startswith("job 'a': isolation = 'process' runs plain def functions only")
+    assert "'fixtures_jobs.mod:async_job' is async" in message
+    load(write(text, "unimported.toml"), import_funcs=False)  # unknown without importing
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("processes = 0", "must be between 1 and 64"), ("processes = 65", "must be between 1 and 64")],
+)
+def test_processes_range(write: WriteFn, setting: str, expected: str) -> None:
+    key, message = one_issue(write(f"[worker]\n{setting}\n"))
+    assert key == "worker.processes" and expected in message
+
+
+def test_isolation_in_the_definition_only_when_used(write: WriteFn) -> None:
+    plain = load(write(FULL_JOB)).jobs[0]
+    assert "isolation" not in plain.definition()  # hashes of existing jobs do not change
+    text = FULL_JOB + f"{PROCESS}\nmax_memory = '1GiB'\n"
+    isolated = load(write(text, "iso.toml")).jobs[0]
+    assert isolated.definition() == {
+        **plain.definition(),
+        "isolation": "process",
+        "max_memory": 1024**3,
+    }
+    assert isolated.definition_hash != plain.definition_hash
+    again = load(write(text.replace("1GiB", "2GiB"), "iso2.toml")).jobs[0]
+    assert again.definition_hash != isolated.definition_hash
+    workers = load(write("[worker]\nprocesses = 4\n", "w.toml")).worker
+    assert workers.definition()["processes"] == 4
