@@ -72,16 +72,24 @@ class Replica:
     config: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    stopping: bool = False
 
     def start(self, env: dict[str, str]) -> None:
         cmd = [sys.executable, "-m", "jobrunner.cli", "run", "-c", str(self.config)]
         self.proc = subprocess.Popen(
             cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env
         )
+        self.started, self.stopping = time.monotonic(), False
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def serving(self) -> bool:
+        """Up, past start-up and not draining: it schedules and claims."""
+        return self.alive and not self.stopping and time.monotonic() - self.started > 3
 
 
 def _libpq(url: str) -> str:
@@ -119,14 +127,15 @@ def _run(url: str, replicas: int, duration: float, rng: random.Random) -> dict[s
     while time.monotonic() < deadline:
         time.sleep(rng.uniform(0.5, 3.0))
         down = [r for r in fleet if not r.alive]
-        up = [r for r in fleet if r.alive]
+        up = [r for r in fleet if r.serving]
         if down and (len(up) <= 1 or rng.random() < 0.5):
             rng.choice(down).start(env)
             actions["restart"] += 1
-        elif len(up) > 1:
+        elif len(up) > 1:  # never stop the last replica that is serving
             victim = rng.choice(up)
             assert victim.proc is not None
             sig = signal.SIGKILL if rng.random() < 0.6 else signal.SIGTERM
+            victim.stopping = True
             victim.proc.send_signal(sig)
             actions["kill" if sig == signal.SIGKILL else "term"] += 1
     end = datetime.now(UTC)
