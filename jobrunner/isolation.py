@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import contextvars
 import ctypes
-import functools
 import itertools
 import logging
 import multiprocessing
@@ -151,11 +150,13 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         async with self._slots:
             child = await self._checkout(loop)
-            talk = functools.partial(contextvars.copy_context().run, self._converse, child, call)
+            ctx = contextvars.copy_context()  # the run's log context, for the child's logs
+            talk = self._threads.submit(ctx.run, self._converse, child, call)
             try:
-                error, alive = await loop.run_in_executor(self._threads, talk)
+                error, alive = await asyncio.wrap_future(talk)
             except BaseException:
                 self._stop(child)
+                talk.add_done_callback(lambda _: self._retire(child))
                 raise
             if alive:
                 self._idle.append(child)
@@ -166,7 +167,7 @@ class ProcessPool:
             idle = self._idle.pop()
             if not wait([idle.process.sentinel], 0):
                 return idle
-            self._threads.submit(self._reap, idle, None)  # died while idle
+            self._threads.submit(self._retire, idle)  # died while idle
         started = loop.run_in_executor(self._threads, self._start)
         try:
             return await asyncio.shield(started)
@@ -191,7 +192,9 @@ class ProcessPool:
         return child
 
     def _converse(self, child: _Child, call: Call) -> tuple[ErrorInfo | None, bool]:
-        """Send the call, re-emit the child's logs, return (error, child still usable)."""
+        """Send the call, re-emit the child's logs, return (error, child still usable).
+
+        While it runs, this thread is the only reader of the child's connection."""
         try:
             data = ForkingPickler.dumps(call)
         except Exception as exc:  # nothing was sent: the child is still idle
@@ -202,11 +205,15 @@ class ProcessPool:
                 kind, seq, payload = child.conn.recv()
                 if kind == "log":
                     _emit(payload, current=seq == call.seq)
-                elif seq == call.seq:
+                else:  # "done": one per call, and a child has one call at a time
                     return payload, True
         except (EOFError, OSError):
-            pass
-        return _died(self._reap(child, 5.0), call.max_memory), False
+            error = _died(self._reap(child, 5.0), call.max_memory)
+        except Exception as exc:  # a garbled message: the child cannot be trusted any more
+            self._signal(child, signal.SIGKILL)
+            error = _error(exc, "lost contact with the worker process: ")
+        self._retire(child)
+        return error, False
 
     def _signal(self, child: _Child, sig: int) -> None:
         with self._lock:
@@ -216,8 +223,8 @@ class ProcessPool:
                 os.kill(child.process.pid or 0, sig)
 
     def _stop(self, child: _Child) -> None:
-        """SIGTERM now, SIGKILL after the grace (a timer thread: it does not depend on the
-        event loop living on); the child's conversation thread reaps it."""
+        """SIGTERM now, SIGKILL after the grace (from a timer thread, so that it does not
+        depend on the event loop living on)."""
         self._signal(child, signal.SIGTERM)
         timer = threading.Timer(self.grace, self._signal, (child, signal.SIGKILL))
         timer.daemon = True
@@ -231,9 +238,13 @@ class ProcessPool:
             if not child.reaped:
                 child.process.join()
                 child.reaped = True
-                child.conn.close()
                 self._children.discard(child)
             return child.process.exitcode
+
+    def _retire(self, child: _Child) -> None:
+        """Reap a child nobody talks to any more and close its connection."""
+        self._reap(child, None)
+        child.conn.close()
 
     def shutdown(self) -> None:
         """Stop every child: SIGTERM, SIGKILL after the grace. Blocks at most about `grace`."""
@@ -245,6 +256,8 @@ class ProcessPool:
         deadline = time.monotonic() + self.grace
         for child in children:
             self._reap(child, max(deadline - time.monotonic(), 0))
+        for child in self._idle:  # busy ones: their conversation thread closes them
+            child.conn.close()
         self._idle.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
@@ -280,10 +293,11 @@ def _emit(record: Mapping[str, Any], *, current: bool) -> None:
     """Re-emit a child's log record here; a record from an earlier call gets no run context."""
     level = next((lv for lv in _LEVELS if record["level"] >= lv), logging.DEBUG)
     logger = structlog.stdlib.get_logger(record["logger"])
-    if current:
-        logger.log(level, record["event"], **record["fields"])
-    else:
-        contextvars.Context().run(logger.log, level, record["event"], **record["fields"])
+    context = contextvars.copy_context() if current else contextvars.Context()
+    try:
+        context.run(logger.log, level, record["event"], **record["fields"])
+    except Exception:  # a record that cannot be rendered must not end the conversation
+        logging.getLogger(__name__).exception("cannot re-emit a log record of a job process")
 
 
 # --------------------------------------------------------------------------- child side
@@ -313,9 +327,7 @@ def _child_main(conn: Connection) -> None:
     """A child's loop: receive a call, run it, send the outcome; until EOF or SIGTERM."""
     _die_with_parent()
     state = _ChildState(conn)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
-    signal.signal(signal.SIGTERM, state.on_sigterm)
-    _configure_child_logging(state)
+    _reset_child(state)
     with contextlib.suppress(EOFError, OSError, _Terminated):
         while True:
             data = conn.recv_bytes()
@@ -326,6 +338,7 @@ def _child_main(conn: Connection) -> None:
                 continue
             state.seq, state.cancelled = call.seq, threading.Event()
             error = _run(call, state)
+            _reset_child(state)
             state.send("done", error)
             state.seq = 0
 
@@ -350,6 +363,15 @@ def _die_with_parent() -> None:
         server._forkserver_alive_fd = None  # type: ignore[attr-defined]
 
 
+def _reset_child(state: _ChildState) -> None:
+    """Undo what a job may have changed that the child relies on: its signal handlers and
+    where logs go (children are reused)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, state.on_sigterm)
+    _configure_child_logging(state)
+    structlog.contextvars.clear_contextvars()
+
+
 def _run(call: Call, state: _ChildState) -> ErrorInfo | None:
     from jobrunner.executor import JobContext
 
@@ -357,7 +379,6 @@ def _run(call: Call, state: _ChildState) -> ErrorInfo | None:
         if path not in sys.path:
             sys.path.insert(0, path)
     logging.getLogger().setLevel(call.log_level)
-    structlog.contextvars.clear_contextvars()
     try:
         fn = pkgutil.resolve_name(call.func)
         kwargs = dict(call.kwargs)
@@ -395,6 +416,8 @@ def _memory_limit(limit: int | None) -> Iterator[None]:
 
 # Attributes every LogRecord has; the others are `extra` fields.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Keys the parent sets itself when it re-emits a record.
+_RESERVED = ("event", "level", "logger", "timestamp", "exc_info", "_logger", "_name")
 
 
 def _plain(value: Any) -> Any:
@@ -418,8 +441,8 @@ class _PipeHandler(logging.Handler):
                 event = record.getMessage()
                 if record.exc_info:
                     fields["exception"] = "".join(traceback.format_exception(*record.exc_info))
-            for reserved in ("level", "logger", "timestamp", "exc_info", "_logger", "_name"):
-                fields.pop(reserved, None)
+            for key in _RESERVED:
+                fields.pop(key, None)
             payload = {
                 "logger": record.name,
                 "level": record.levelno,

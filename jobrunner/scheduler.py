@@ -12,7 +12,9 @@ worker was scheduling (all replicas down, or the database unreachable). What bec
   on-time slot runs in the same tick); the others are recorded skipped.
 - `all`: every missed slot within `misfire_grace` runs, at most `max_catch_up` (the newest);
   the others are recorded skipped.
-So every expected slot gets a row. At most `LEDGER_LIMIT` + `max_catch_up` rows are written per
+Missed slots that run carry the reason `catch-up` and run one after another: with overlap
+`forbid` they wait for the lease instead of being skipped. So every expected slot gets a row.
+At most `LEDGER_LIMIT` + `max_catch_up` rows are written per
 job and tick; older slots of a very long outage are counted in a warning instead.
 """
 
@@ -28,6 +30,7 @@ from jobrunner.config import JobConfig
 from jobrunner.store.records import Slot
 
 OVERDUE = timedelta(seconds=5)
+CATCH_UP = "catch-up"  # reason on a missed slot that runs: it waits for the lease, never skips
 LEDGER_LIMIT = 1000
 
 
@@ -58,7 +61,13 @@ def plan_slots(
         if t in to_run:
             run_at = t + timedelta(seconds=rand() * job.jitter.total_seconds())
             slots.append(
-                Slot(job_name=job.name, scheduled_for=t, run_at=run_at, max_attempts=max_attempts)
+                Slot(
+                    job_name=job.name,
+                    scheduled_for=t,
+                    run_at=run_at,
+                    max_attempts=max_attempts,
+                    reason=None if t in on_time else CATCH_UP,
+                )
             )
         else:
             slots.append(

@@ -364,8 +364,24 @@ class Worker:
         return False
 
     async def _refresh_catalog(self) -> None:
-        state = await self.db(self.store.catalog_state)
-        self._catalog_hashes = {name: h for name, (h, _paused) in state.items()}
+        """Read the catalog's definitions. Where it holds another definition of one of our
+        jobs whose publisher is gone (a rolled-back deploy), publish ours so the job keeps a
+        schedule."""
+        state = await self.db(self.store.catalog_state, self.lease_ttl)
+        orphaned = [
+            entry
+            for entry in self._catalog()
+            if entry.name in state
+            and state[entry.name][0] != entry.config_hash
+            and not state[entry.name][1]
+        ]
+        if orphaned:
+            await self.db(self.store.publish_catalog, orphaned, self.id)
+            log.info(
+                "republished definitions whose publisher is gone", jobs=[e.name for e in orphaned]
+            )
+            state = await self.db(self.store.catalog_state, self.lease_ttl)
+        self._catalog_hashes = {name: h for name, (h, _alive) in state.items()}
 
     # -- claimer --------------------------------------------------------------------------
 
@@ -472,8 +488,7 @@ class Worker:
         except asyncio.CancelledError:
             result = None
         finally:
-            self.executing -= 1
-            self.wake_claimer.set()
+            self.executing -= 1  # the claimer is woken once the outcome (and lease) is written
         self._record(active, result, time.monotonic() - started, lag)
 
     def _record(self, active: Active, result: Result | None, duration: float, lag: float) -> None:

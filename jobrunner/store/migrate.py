@@ -94,6 +94,8 @@ def init_if_empty(engine: sa.Engine) -> SchemaStatus:
 
 
 def _known(revision: str | None) -> bool:
+    if revision is None:
+        return False
     try:
         return ScriptDirectory.from_config(_alembic_config()).get_revision(revision) is not None
     except Exception:  # alembic raises several kinds for an unknown revision id

@@ -144,15 +144,22 @@ class Store:
             }
             conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=update))
 
-    def catalog_state(self) -> dict[str, tuple[str, bool]]:
-        """Each catalogued job's definition hash and paused flag."""
+    def catalog_state(self, live_within: float) -> dict[str, tuple[str, bool]]:
+        """Each catalogued job's definition hash, and whether the worker that published it
+        is still live (seen within `live_within` seconds)."""
+        live = (
+            sa.select(jobrunner_workers.c.worker_id)
+            .where(
+                jobrunner_workers.c.worker_id == jobrunner_jobs.c.published_by,
+                jobrunner_workers.c.last_seen >= db_now(-live_within),
+            )
+            .exists()
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(
-                    jobrunner_jobs.c.name, jobrunner_jobs.c.config_hash, jobrunner_jobs.c.paused
-                )
+                sa.select(jobrunner_jobs.c.name, jobrunner_jobs.c.config_hash, live)
             )
-            return {r.name: (r.config_hash, bool(r.paused)) for r in rows}
+            return {name: (config_hash, bool(alive)) for name, config_hash, alive in rows}
 
     def retire_jobs(self, live_within: float) -> list[str]:
         """Remove catalog entries that no live worker defines any more.
@@ -306,8 +313,9 @@ class Store:
         only succeeds on a free row, so two workers can never hold the same one. Scheduled
         slots that cannot start are recorded `skipped` with the reason (`paused`, `misfired`,
         `overlap`) or, with overlap `replace`, take the lease from the running run, which is
-        recorded `cancelled` (reason `replaced`). Manual runs and retries of a job at capacity
-        stay queued. Runs of jobs not in `policies` are never touched.
+        recorded `cancelled` (reason `replaced`). Manual runs, retries and catch-up slots
+        (reason `catch-up`) of a job at capacity stay queued and run after the holder. Runs of
+        jobs not in `policies` are never touched.
         """
         if limit <= 0 or not policies:
             return Claim()
@@ -366,10 +374,10 @@ class Store:
                     replace.append((run, lanes.held[0]))
                 else:
                     waiting += 1
-            elif scheduled and not lanes.had_room:
+            elif scheduled and not lanes.had_room and run.reason != "catch-up":
                 skipped.append((run, "overlap"))  # a run from before still holds the lease
             else:
-                waiting += 1  # taken by an earlier slot of this batch: runs after it
+                waiting += 1  # runs after the holder: a catch-up slot, or one of this batch
         acquired = self._acquire(conn, worker_id, wanted, lease_ttl)
         moved = _replace(conn, worker_id, replace, lease_ttl)
         waiting += len(wanted) - len(acquired) + len(replace) - len(moved)
@@ -494,7 +502,7 @@ class Store:
                     .values(
                         status=sa.bindparam("st"),
                         error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
-                        reason=sa.bindparam("why"),
+                        reason=sa.func.coalesce(sa.bindparam("why"), job_runs.c.reason),
                         finished_at=db_now(),
                     ),
                     [
@@ -639,7 +647,11 @@ class Store:
             newer = sa.alias(job_runs, "newer")
             rank = (
                 sa.select(sa.func.count())
-                .where(newer.c.job_name == job_runs.c.job_name, newer.c.id > job_runs.c.id)
+                .where(
+                    newer.c.job_name == job_runs.c.job_name,
+                    newer.c.id > job_runs.c.id,
+                    newer.c.status.in_(FINAL_STATUSES),  # queued/running ones do not count
+                )
                 .scalar_subquery()
             )
             cond = cond & (rank >= keep_last)

@@ -150,6 +150,17 @@ def test_forbid_skips_a_slot_while_the_previous_holds_the_lease(store: Store) ->
     assert [(r.id, why) for r, why in second.skipped] == [(first.started[0].run.id + 1, "overlap")]
 
 
+def test_catch_up_slots_wait_for_the_lease_instead_of_skipping(store: Store) -> None:
+    store.insert_slots([slot("a", past(30 - i), reason="catch-up") for i in range(3)])
+    first = store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30)
+    assert len(first.started) == 1 and first.skipped == [] and first.waiting == 2
+    again = store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30)
+    assert again.started == [] and again.skipped == []  # the holder still runs: they wait
+    store.finish("w", [Outcome(lease=first.started[0].lease, status="succeeded")])
+    after = store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30)
+    assert len(after.started) == 1 and after.started[0].run.reason == "catch-up"
+
+
 def test_allow_respects_max_concurrency(store: Store) -> None:
     store.insert_slots([slot("a", past(30 - i)) for i in range(5)])
     pol = {"a": Policy(overlap="allow", max_concurrency=2, misfire_grace=3600)}
