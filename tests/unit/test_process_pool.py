@@ -389,3 +389,35 @@ def test_both_start_methods_work(tmp_path: Path, start_method: str) -> None:
         assert isojobs.read(out)[0]["value"] == 1
     finally:
         pool.shutdown()
+
+
+# --------------------------------------------------------------------------- check
+
+
+def test_check_refuses_unpicklable_kwargs_of_a_process_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOML kwargs are JSON and always pickle; a config built in Python may hold anything."""
+    from typer.testing import CliRunner
+
+    from jobrunner import cli
+    from jobrunner.config import Config, JobConfig
+
+    config = Config(
+        path=tmp_path / "jr.toml",
+        jobs=(
+            JobConfig(name="ok", func="isojobs:quick", kwargs={"lock": threading.Lock()}),
+            JobConfig(
+                name="iso",
+                func="isojobs:quick",
+                isolation="process",
+                kwargs={"out": "x", "lock": threading.Lock()},
+            ),
+        ),
+    )
+    monkeypatch.setattr(cli, "load", lambda *_args, **_kwargs: config)
+    result = CliRunner().invoke(cli.app, ["check"])
+    assert result.exit_code == 2
+    assert "jobs[1].kwargs.lock: job 'iso': runs with isolation = 'process'" in result.output
+    assert "must be picklable" in result.output and "TypeError" in result.output
+    assert "jobs[0]" not in result.output  # thread jobs never pickle their arguments
