@@ -124,7 +124,11 @@ class Worker:
             )
             for j in config.jobs
         }
-        self.executor = Executor(config.worker.threads)
+        self.executor = Executor(
+            config.worker.threads,
+            processes=config.worker.processes,
+            import_paths=config.worker.import_paths,
+        )
         self.metrics = Metrics(self.id, __version__, config.config_hash)
         self._http: HttpServer | None = None
         self.active: dict[int, Active] = {}  # until the outcome is written
