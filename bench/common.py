@@ -48,7 +48,7 @@ class Server:
         return parsed.render_as_string(hide_password=False)
 
     def admin(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, autocommit=True)
+        return connect(self.url)
 
     def create(self, label: str) -> str:
         """A new empty database; returns its URL."""
@@ -90,10 +90,35 @@ class Server:
         return str(row[0]) if row else "?"
 
 
+def connect(url: str, wait: float = 90.0) -> psycopg.Connection[Any]:
+    """An autocommit connection; retried while the server is down or restarting (on a shared
+    machine other people's outage tests restart it)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def query(url: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[Any]:
     """Rows of one statement on its own short connection (autocommit)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
+    for attempt in range(3):
+        try:
+            with connect(url) as conn:
+                return conn.execute(sql, params).fetchall()
+        except psycopg.OperationalError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
+def server_started(url: str) -> float:
+    """When the server last started (epoch seconds): a change means a restart in between."""
+    return float(scalar(url, "SELECT extract(epoch FROM pg_postmaster_start_time())::float8"))
 
 
 def scalar(url: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
@@ -103,7 +128,7 @@ def scalar(url: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None 
 
 def clock_offset(url: str) -> float:
     """Database clock minus host clock, in seconds (same machine: about zero)."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url) as conn:
         best = (math.inf, 0.0)
         for _ in range(5):
             t0 = time.time()

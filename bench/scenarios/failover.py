@@ -62,7 +62,12 @@ def run(
     worker = {"lease_ttl": lease_ttl, "heartbeat": heartbeat, "shutdown_grace": shutdown_grace}
     for r in range(ctx.repeats):
         for sig in (signal.SIGKILL, signal.SIGTERM):
-            out = once(ctx, r, sig, replicas, worker, timeout=ttl + beat + grace + 30)
+            out = ctx.guarded(
+                f"failover r{r} {sig.name}",
+                lambda r=r, sig=sig: once(
+                    ctx, r, sig, replicas, worker, timeout=ttl + beat + grace + 30
+                ),
+            )
             if out["failover"] is None:
                 result.note(f"r{r} {sig.name}: no peer started the run ({out})")
             if sig == signal.SIGKILL:

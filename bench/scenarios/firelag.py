@@ -45,16 +45,19 @@ def run(
     )
     worker = {"concurrency": ctx.concurrency} if ctx.concurrency else None
     for r in range(ctx.repeats):
-        out = run_cron(
-            ctx.server,
-            ctx.dir(f"firelag/r{r}"),
-            label="firelag",
-            jobs=jobs,
-            replicas=replicas,
-            cron=cron,
-            fires=fire_times,
-            warmup=warmup,
-            worker=worker,
+        out = ctx.guarded(
+            f"firelag r{r}",
+            lambda r=r: run_cron(
+                ctx.server,
+                ctx.dir(f"firelag/r{r}"),
+                label="firelag",
+                jobs=jobs,
+                replicas=replicas,
+                cron=cron,
+                fires=fire_times,
+                warmup=warmup,
+                worker=worker,
+            ),
         )
         for key, value in out.summary().items():
             if any(m.key == key for m in METRICS):

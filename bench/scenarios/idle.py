@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -52,46 +53,11 @@ def run(
         {"replicas": list(counts), "window_s": window, "repeats": ctx.repeats},
         metrics(counts),
     )
-    server = sa.make_url(ctx.server.url)
     for r in range(ctx.repeats):
         for n in counts:
-            workdir = ctx.dir(f"idle/r{r}-n{n}")
-            proxies = Proxies(server.host or "127.0.0.1", server.port or 5432)
-            try:
-                with ctx.server.fresh("idle") as url:
-                    db = sa.make_url(url).database
-                    procs = []
-                    meters = []
-                    for i in range(n):
-                        proxy = proxies.new()
-                        meters.append(proxy)
-                        via = (
-                            sa.make_url(url)
-                            .set(host="127.0.0.1", port=proxy.port)
-                            .update_query_dict({"sslmode": "disable", "gssencmode": "disable"})
-                            .render_as_string(hide_password=False)
-                        )
-                        config = write_jobrunner_config(
-                            workdir / f"replica{i}.toml",
-                            via,
-                            [{"name": "noop", "func": "bench.jobs:noop"}],
-                        )
-                        procs.append(start_jobrunner(config, workdir / f"replica{i}.log"))
-                    try:
-                        wait_jobrunner_started(procs, timeout=300)
-                        time.sleep(settle)
-                        before = [m.snapshot() for m in meters]
-                        x0 = _xacts(ctx, db)
-                        t0 = time.monotonic()
-                        time.sleep(window)
-                        after = [m.snapshot() for m in meters]
-                        x1 = _xacts(ctx, db)
-                        elapsed = time.monotonic() - t0
-                        rss = [rss_bytes(p.pid) or 0 for p in procs]
-                    finally:
-                        codes = stop_all(procs)
-            finally:
-                proxies.close()
+            after, before, x0, x1, elapsed, rss, codes = ctx.guarded(
+                f"idle r{r} n={n}", lambda r=r, n=n: measure(ctx, r, n, window, settle)
+            )
             deltas = [a - b for a, b in zip(after, before, strict=True)]
             rates = [sum(d.values()) / elapsed for d in deltas]
             result.add("jobrunner", f"stmt_{n}", median(rates))
@@ -112,6 +78,48 @@ def run(
             for sql, per in per_min.items():
                 ctx.say(f"      {per:7.1f}/min  {sql}")
     return result
+
+
+def measure(ctx: Context, r: int, n: int, window: float, settle: float) -> tuple[Any, ...]:
+    server = sa.make_url(ctx.server.url)
+    workdir = ctx.dir(f"idle/r{r}-n{n}")
+    proxies = Proxies(server.host or "127.0.0.1", server.port or 5432)
+    try:
+        with ctx.server.fresh("idle") as url:
+            db = sa.make_url(url).database
+            procs = []
+            meters = []
+            for i in range(n):
+                proxy = proxies.new()
+                meters.append(proxy)
+                via = (
+                    sa.make_url(url)
+                    .set(host="127.0.0.1", port=proxy.port)
+                    .update_query_dict({"sslmode": "disable", "gssencmode": "disable"})
+                    .render_as_string(hide_password=False)
+                )
+                config = write_jobrunner_config(
+                    workdir / f"replica{i}.toml",
+                    via,
+                    [{"name": "noop", "func": "bench.jobs:noop"}],
+                )
+                procs.append(start_jobrunner(config, workdir / f"replica{i}.log"))
+            try:
+                wait_jobrunner_started(procs, timeout=300)
+                time.sleep(settle)
+                before = [m.snapshot() for m in meters]
+                x0 = _xacts(ctx, db)
+                t0 = time.monotonic()
+                time.sleep(window)
+                after = [m.snapshot() for m in meters]
+                x1 = _xacts(ctx, db)
+                elapsed = time.monotonic() - t0
+                rss = [rss_bytes(p.pid) or 0 for p in procs]
+            finally:
+                codes = stop_all(procs)
+    finally:
+        proxies.close()
+    return after, before, x0, x1, elapsed, rss, codes
 
 
 def _xacts(ctx: Context, db: str | None) -> int:

@@ -38,24 +38,9 @@ def run(ctx: Context, size: int = 200, gap: tuple[float, float] = (0.05, 0.1)) -
     rng = random.Random(7)
     for r in range(ctx.repeats):
         for name in ctx.systems:
-            workdir = ctx.dir(f"pickup/{name}-r{r}")
-            with ctx.server.fresh(f"pu_{name}") as url:
-                system = SYSTEMS[name](
-                    url, workdir, concurrency=ctx.concurrency if name == "jobrunner" else None
-                )
-                system.setup()
-                try:
-                    system.start_worker()
-                    system.wait_ready()
-                    time.sleep(0.5)
-                    for _ in range(size):
-                        system.enqueue_each(1)
-                        time.sleep(rng.uniform(*gap))
-                    done = wait_for(_drained(system), 30, 0.05)
-                    lat = [x * 1000 for x in system.latencies()[1:]]  # without the warm-up
-                finally:
-                    stop_all(system.procs)
-                    system.close()
+            done, lat = ctx.guarded(
+                f"pickup {name} r{r}", lambda n=name, r=r: measure(ctx, n, r, size, gap, rng)
+            )
             if not done or len(lat) != size:
                 result.note(f"{name} r{r}: {len(lat)} of {size} runs started")
             for key, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)):
@@ -65,6 +50,30 @@ def run(ctx: Context, size: int = 200, gap: tuple[float, float] = (0.05, 0.1)) -
                 f"p99 {percentile(lat, 99) or 0:.2f} ms"
             )
     return result
+
+
+def measure(
+    ctx: Context, name: str, r: int, size: int, gap: tuple[float, float], rng: random.Random
+) -> tuple[bool, list[float]]:
+    workdir = ctx.dir(f"pickup/{name}-r{r}")
+    with ctx.server.fresh(f"pu_{name}") as url:
+        system = SYSTEMS[name](
+            url, workdir, concurrency=ctx.concurrency if name == "jobrunner" else None
+        )
+        system.setup()
+        try:
+            system.start_worker()
+            system.wait_ready()
+            time.sleep(0.5)
+            for _ in range(size):
+                system.enqueue_each(1)
+                time.sleep(rng.uniform(*gap))
+            done = wait_for(_drained(system), 30, 0.05)
+            lat = [x * 1000 for x in system.latencies()[1:]]  # without the warm-up
+        finally:
+            stop_all(system.procs)
+            system.close()
+    return done, lat
 
 
 def _drained(system: System) -> Callable[[], bool]:

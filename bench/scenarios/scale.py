@@ -45,17 +45,20 @@ def run(
     )
     worker = {"concurrency": ctx.concurrency} if ctx.concurrency else None
     for r in range(ctx.repeats):
-        out = run_cron(
-            ctx.server,
-            ctx.dir(f"scale/r{r}"),
-            label="scale",
-            jobs=jobs,
-            replicas=replicas,
-            cron=cron,
-            fires=fire_times,
-            warmup=warmup,
-            worker=worker,
-            settle=180.0,
+        out = ctx.guarded(
+            f"scale r{r}",
+            lambda r=r: run_cron(
+                ctx.server,
+                ctx.dir(f"scale/r{r}"),
+                label="scale",
+                jobs=jobs,
+                replicas=replicas,
+                cron=cron,
+                fires=fire_times,
+                warmup=warmup,
+                worker=worker,
+                settle=180.0,
+            ),
         )
         for key, value in out.summary().items():
             if any(m.key == key for m in METRICS):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from bench.common import rss_bytes, stop_all, wait_for
 from bench.report import Metric, Result
@@ -64,6 +65,29 @@ def run(ctx: Context, size: int = 20_000, workers: Sequence[int] = (1, 2)) -> Re
 
 
 def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int, r: int) -> None:
+    label = f"throughput {name} r{r} {mode}/{k}"
+    m = ctx.guarded(label, lambda: measure(ctx, name, mode, k, size, r))
+    if not m["done"] or m["n"] != size:
+        result.note(f"{label}: {m['n']} of {size} runs succeeded (drained: {m['done']})")
+    if any(c != 0 for c in m["codes"]):
+        result.note(f"{label}: worker exit codes {m['codes']} after SIGTERM")
+    n, first, last, wall = m["n"], m["first"], m["last"], m["wall"]
+    db_rate = (
+        n / (last - first) if first is not None and last is not None and last > first else None
+    )
+    result.add(name, f"enqueue_{mode}", size / m["secs"])
+    result.add(name, f"db_rate_{k}", db_rate)
+    result.add(name, f"wall_rate_{k}", n / wall if m["done"] else None)
+    result.add(name, f"cpu_us_{k}", m["cpu"] / n * 1e6 if n else None)
+    result.extra.setdefault("rss_mib", {}).setdefault(name, []).append(round(m["rss"], 1))
+    ctx.say(
+        f"  {label}: enqueue {size / m['secs']:,.0f}/s; drain {_f(db_rate)}/s (db), "
+        f"{n / wall if m['done'] else 0:,.0f}/s (wall), worker CPU {m['cpu']:.1f}s, "
+        f"RSS {m['rss']:.0f} MiB"
+    )
+
+
+def measure(ctx: Context, name: str, mode: str, k: int, size: int, r: int) -> dict[str, Any]:
     workdir = ctx.dir(f"throughput/{name}-r{r}-{mode}")
     with ctx.server.fresh(f"tp_{name}") as url:
         system = SYSTEMS[name](
@@ -72,7 +96,6 @@ def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int,
         system.setup()
         try:
             secs = system.enqueue_each(size) if mode == "each" else system.enqueue_bulk(size)
-            result.add(name, f"enqueue_{mode}", size / secs)
             t0 = time.monotonic()
             procs = [system.start_worker() for _ in range(k)]
 
@@ -90,22 +113,17 @@ def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int,
         finally:
             stop_all(system.procs)
             system.close()
-    if not done or n != size:
-        result.note(f"{name} r{r} {mode}/{k}: {n} of {size} runs succeeded (drained: {done})")
-    if any(c != 0 for c in codes):
-        result.note(f"{name} r{r}: worker exit codes {codes} after SIGTERM")
-    db_rate = (
-        n / (last - first) if first is not None and last is not None and last > first else None
-    )
-    result.add(name, f"db_rate_{k}", db_rate)
-    result.add(name, f"wall_rate_{k}", n / wall if done else None)
-    result.add(name, f"cpu_us_{k}", cpu / n * 1e6 if n else None)
-    result.extra.setdefault("rss_mib", {}).setdefault(name, []).append(round(rss, 1))
-    ctx.say(
-        f"  throughput {name} r{r}: enqueue {mode} {size / secs:,.0f}/s; drain x{k} "
-        f"{_f(db_rate)}/s (db), {n / wall if done else 0:,.0f}/s (wall), "
-        f"worker CPU {cpu:.1f}s, RSS {rss:.0f} MiB"
-    )
+    return {
+        "secs": secs,
+        "done": done,
+        "wall": wall,
+        "cpu": cpu,
+        "rss": rss,
+        "codes": codes,
+        "n": n,
+        "first": first,
+        "last": last,
+    }
 
 
 def _cpu_seconds(pid: int) -> float | None:
