@@ -111,7 +111,7 @@ class Jobrunner(System):
     def setup(self) -> None:
         from jobrunner.config import load_config
         from jobrunner.store import migrate
-        from jobrunner.store.records import CatalogEntry
+        from jobrunner.store.records import catalog_entries
         from jobrunner.store.store import Store
 
         worker = {} if self.concurrency is None else {"concurrency": self.concurrency}
@@ -127,16 +127,7 @@ class Jobrunner(System):
         migrate.upgrade(self.store.engine)
         cfg = load_config(self.config, import_funcs=False)
         # What a worker publishes at start, so that runs can be enqueued before any worker runs.
-        entries = [
-            CatalogEntry(
-                name=j.name,
-                cron=j.cron,
-                timezone=j.timezone.key,
-                config_hash=j.definition_hash,
-                definition=j.definition(),
-            )
-            for j in cfg.jobs
-        ]
+        entries = catalog_entries(cfg.jobs)
         self.store.publish_catalog(entries, "bench")
 
         self.client = _jobrunner_client(self.db_url, self.store)

@@ -58,28 +58,18 @@ def plan_slots(
     max_attempts = job.retries + 1
     slots = []
     for t in times:
-        if t in to_run:
-            run_at = t + timedelta(seconds=rand() * job.jitter.total_seconds())
-            slots.append(
-                Slot(
-                    job_name=job.name,
-                    scheduled_for=t,
-                    run_at=run_at,
-                    max_attempts=max_attempts,
-                    reason=None if t in on_time else CATCH_UP,
-                )
+        runs = t in to_run
+        jitter = timedelta(seconds=rand() * job.jitter.total_seconds()) if runs else timedelta(0)
+        slots.append(
+            Slot(
+                job_name=job.name,
+                scheduled_for=t,
+                run_at=t + jitter,
+                max_attempts=max_attempts,
+                status="queued" if runs else "skipped",
+                reason=(None if t in on_time else CATCH_UP) if runs else "misfired",
             )
-        else:
-            slots.append(
-                Slot(
-                    job_name=job.name,
-                    scheduled_for=t,
-                    run_at=t,
-                    max_attempts=max_attempts,
-                    status="skipped",
-                    reason="misfired",
-                )
-            )
+        )
     return Plan(slots=slots, unrecorded=max(unrecorded, 0))
 
 

@@ -44,7 +44,14 @@ from jobrunner.metrics import Metrics
 from jobrunner.scheduler import Plan, Timetable
 from jobrunner.store import migrate
 from jobrunner.store.listen import Listener
-from jobrunner.store.records import CatalogEntry, ClaimedRun, Outcome, Policy, WorkerInfo
+from jobrunner.store.records import (
+    CatalogEntry,
+    ClaimedRun,
+    Outcome,
+    Policy,
+    WorkerInfo,
+    catalog_entries,
+)
 from jobrunner.store.store import Store
 
 T = TypeVar("T")
@@ -232,16 +239,7 @@ class Worker:
         )
 
     def _catalog(self) -> list[CatalogEntry]:
-        return [
-            CatalogEntry(
-                name=j.name,
-                cron=j.cron,
-                timezone=j.timezone.key,
-                config_hash=j.definition_hash,
-                definition=j.definition(),
-            )
-            for j in self.config.jobs
-        ]
+        return catalog_entries(self.config.jobs)
 
     async def run(self) -> int:
         """Run until signalled; returns the exit code."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from jobrunner.config import JobConfig
 
 Overlap = Literal["forbid", "allow", "replace"]
 
@@ -133,6 +136,20 @@ class CatalogEntry:
     paused: bool = False
     published_by: str | None = None
     updated_at: datetime | None = None
+
+
+def catalog_entries(jobs: Iterable[JobConfig]) -> list[CatalogEntry]:
+    """What a worker publishes for its jobs: each job's definition and its hash."""
+    return [
+        CatalogEntry(
+            name=j.name,
+            cron=j.cron,
+            timezone=j.timezone.key,
+            config_hash=j.definition_hash,
+            definition=j.definition(),
+        )
+        for j in jobs
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
