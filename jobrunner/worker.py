@@ -90,20 +90,24 @@ class Backoff:
     step: int = 0
     failing_since: float | None = field(default=None)
 
+    delay_cap = 5.0
+
     def delay(self) -> float:
-        return min(0.5 * 2.0**self.step, 15.0)
+        return min(0.5 * 2.0**self.step, self.delay_cap)
 
     def failed(self, exc: BaseException) -> float:
         delay = self.delay()
         self.failing_since = self.failing_since or time.monotonic()
         if self.on_error is not None:
             self.on_error()
-        log.warning(
-            "database unavailable",
-            service=self.name,
-            error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            retry_in=delay,
-        )
+        growing = delay < self.delay_cap
+        if growing or self.step % 12 == 0:  # each backoff step, then about once a minute
+            log.warning(
+                "database unavailable",
+                service=self.name,
+                error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                retry_in=delay,
+            )
         self.step += 1
         return delay
 

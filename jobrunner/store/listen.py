@@ -51,7 +51,7 @@ class Listener:
                         for note in conn.notifies(timeout=1.0):
                             self._on_notify(note.payload)
             except psycopg.Error as exc:
-                delay = min(0.5 * 2.0**step, 15.0)
+                delay = min(0.5 * 2.0**step, 5.0)
                 log.warning("listen connection lost", error=type(exc).__name__, retry_in=delay)
                 step += 1
                 self._stop.wait(delay)
