@@ -17,11 +17,13 @@ sends::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import sqlalchemy as sa
+import structlog
 
 from jobrunner.errors import BadInput
 from jobrunner.store import queries
@@ -40,6 +42,22 @@ T = TypeVar("T")
 MAX_LIST_LIMIT = 10_000
 
 
+CorrelationSource = str | ContextVar[Any] | None
+"""Where a client finds the current request's correlation id when `enqueue` is not given one:
+a key of structlog's contextvars (default `"correlation_id"`), a `ContextVar`, or None (off)."""
+
+
+def current_correlation_id(source: CorrelationSource) -> str | None:
+    """The correlation id bound in the caller's context, if any."""
+    if source is None:
+        return None
+    if isinstance(source, ContextVar):
+        value = source.get(None)
+    else:
+        value = structlog.contextvars.get_contextvars().get(source)
+    return None if value is None else str(value)[:200]
+
+
 def _check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise BadInput(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
@@ -54,14 +72,28 @@ class Client:
     Each call is one short transaction; the client is thread-safe like its engine.
     """
 
-    def __init__(self, engine: sa.Engine, *, owns_engine: bool = False) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        owns_engine: bool = False,
+        correlation_from: CorrelationSource = "correlation_id",
+    ) -> None:
         self._store = Store(engine)
         self._owns_engine = owns_engine
+        self.correlation_from = correlation_from
 
     @classmethod
-    def from_url(cls, url: str, **engine_kwargs: Any) -> Self:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        correlation_from: CorrelationSource = "correlation_id",
+        **engine_kwargs: Any,
+    ) -> Self:
         """A client with its own engine (`postgresql://…` or `sqlite:///path`)."""
-        return cls(Store.from_url(url, **engine_kwargs).engine, owns_engine=True)
+        engine = Store.from_url(url, **engine_kwargs).engine
+        return cls(engine, owns_engine=True, correlation_from=correlation_from)
 
     @property
     def engine(self) -> sa.Engine:
@@ -79,14 +111,16 @@ class Client:
         """Queue a run of the catalogued job `name`; returns it (status `queued`).
 
         `run_at` (timezone-aware) delays it. A repeated `idempotency_key` (per job) returns
-        the run the first call created. Raises JobNotFound, InvalidArguments.
+        the run the first call created. Without `correlation_id`, the one bound in the
+        caller's context is stored (see `correlation_from`). Raises JobNotFound,
+        InvalidArguments.
         """
         return self._store.enqueue(
             name,
             kwargs,
             run_at=run_at,
             idempotency_key=idempotency_key,
-            correlation_id=correlation_id,
+            correlation_id=correlation_id or current_correlation_id(self.correlation_from),
         )
 
     def get_run(self, run_id: int) -> Run:
@@ -143,13 +177,26 @@ class AsyncClient:
     as the `Store`, so both clients behave alike.
     """
 
-    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        owns_engine: bool = False,
+        correlation_from: CorrelationSource = "correlation_id",
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._owns_engine = owns_engine
+        self.correlation_from = correlation_from
 
     @classmethod
-    def from_url(cls, url: str, **engine_kwargs: Any) -> Self:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        correlation_from: CorrelationSource = "correlation_id",
+        **engine_kwargs: Any,
+    ) -> Self:
         """A client with its own async engine for a `postgresql://…` URL."""
         parsed = sa.make_url(url)
         if parsed.get_backend_name() not in ("postgresql", "postgres"):
@@ -162,7 +209,8 @@ class AsyncClient:
         parsed, connect_args = postgres_options(parsed)
         engine_kwargs.setdefault("pool_pre_ping", True)
         engine_kwargs.setdefault("connect_args", connect_args)
-        return cls(create_async_engine(parsed, **engine_kwargs), owns_engine=True)
+        engine = create_async_engine(parsed, **engine_kwargs)
+        return cls(engine, owns_engine=True, correlation_from=correlation_from)
 
     async def _read(self, op: Op[T]) -> T:
         async with self.engine.connect() as conn:
@@ -189,7 +237,7 @@ class AsyncClient:
                 kwargs,
                 run_at=run_at,
                 idempotency_key=idempotency_key,
-                correlation_id=correlation_id,
+                correlation_id=correlation_id or current_correlation_id(self.correlation_from),
             )
         )
 
