@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from jobrunner.errors import SchemaOutOfDate
 
+if TYPE_CHECKING:  # Alembic is imported only to migrate: a running worker does not need it
+    from alembic.config import Config as AlembicConfig
+
 VERSION_TABLE = "jobrunner_alembic_version"
+HEAD = "0002"  # the newest migration; tests/integration/test_store.py checks it against Alembic
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _INIT_LOCK_KEY = 0x6A6F6272  # "jobr": the advisory lock taken while creating the schema
 
@@ -34,6 +35,8 @@ class SchemaStatus:
 
 
 def _alembic_config(conn: sa.Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     if conn is not None:
@@ -42,14 +45,21 @@ def _alembic_config(conn: sa.Connection | None = None) -> AlembicConfig:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    assert head is not None, "jobrunner ships at least one migration"
-    return head
+    return HEAD
+
+
+def alembic_head() -> str | None:
+    """The head according to Alembic's scripts (HEAD must equal it)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def _current(conn: sa.Connection) -> str | None:
-    ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-    return ctx.get_current_revision()
+    """The revision in the version table; None for a database without jobrunner's schema."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def status(engine: sa.Engine) -> SchemaStatus:
@@ -62,7 +72,7 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> SchemaStatus:
     """Migrate the database to `revision` in one transaction, serialised by a lock."""
     with engine.begin() as conn:
         _lock(conn)
-        command.upgrade(_alembic_config(conn), revision)
+        _upgrade(conn, revision)
     return status(engine)
 
 
@@ -77,7 +87,7 @@ def init_if_empty(engine: sa.Engine) -> SchemaStatus:
         _lock(conn)
         current = _current(conn)
         if current is None:
-            command.upgrade(_alembic_config(conn), "head")
+            _upgrade(conn, "head")
             current = head_revision()
     result = SchemaStatus(current=current, head=head_revision())
     if not result.up_to_date and not _known(current):
@@ -96,10 +106,18 @@ def init_if_empty(engine: sa.Engine) -> SchemaStatus:
 def _known(revision: str | None) -> bool:
     if revision is None:
         return False
+    from alembic.script import ScriptDirectory
+
     try:
         return ScriptDirectory.from_config(_alembic_config()).get_revision(revision) is not None
     except Exception:  # alembic raises several kinds for an unknown revision id
         return False
+
+
+def _upgrade(conn: sa.Connection, revision: str) -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(conn), revision)
 
 
 def _lock(conn: sa.Connection) -> None:

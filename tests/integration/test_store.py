@@ -51,6 +51,10 @@ def test_migrated_schema_equals_metadata(store: Store) -> None:
     assert migrate.status(store.engine).up_to_date
 
 
+def test_head_constant_matches_the_migration_scripts() -> None:
+    assert migrate.alembic_head() == migrate.HEAD
+
+
 def test_schema_behind_is_refused_and_names_db_upgrade(store: Store) -> None:
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_job_runs_correlation"))  # a real 0001 schema
