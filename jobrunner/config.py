@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -334,7 +335,7 @@ class JobConfig:
     is_async: bool = False
     accepts_ctx: bool = False
 
-    @property
+    @cached_property  # parsed once: the scheduler asks for it on every tick
     def schedule(self) -> Schedule | None:
         """The cron schedule in the job's zone, or None for a job that is only enqueued."""
         return None if self.cron is None else Schedule(self.cron, self.timezone)
@@ -369,7 +370,7 @@ class JobConfig:
             **isolated,
         }
 
-    @property
+    @cached_property
     def definition_hash(self) -> str:
         """16 hex digits of the SHA-256 of :meth:`definition` (canonical JSON)."""
         return _short_hash(self.definition())

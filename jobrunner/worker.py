@@ -56,6 +56,7 @@ from jobrunner.store.store import Store
 
 T = TypeVar("T")
 log = get_logger("jobrunner.worker")
+HOUSEKEEPING_EVERY = 3  # heartbeats between checks that need not run every time
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError)
 
 
@@ -155,6 +156,7 @@ class Worker:
         self._listener: Listener | None = None
         self._catalog_hashes: dict[str, str] = {}
         self._warned: set[str] = set()
+        self._beats = 0  # heartbeats so far: slow checks run on every HOUSEKEEPING_EVERY-th
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -369,11 +371,12 @@ class Worker:
             )
         return False
 
-    async def _refresh_catalog(self) -> None:
-        """Read the catalog's definitions. Where it holds another definition of one of our
+    async def _refresh_catalog(self, state: dict[str, tuple[str, bool]] | None = None) -> None:
+        """Take in the catalog's definitions. Where it holds another definition of one of our
         jobs whose publisher is gone (a rolled-back deploy), publish ours so the job keeps a
         schedule."""
-        state = await self.db(self.store.catalog_state, self.lease_ttl)
+        if state is None:
+            state = await self.db(self.store.catalog_state, self.lease_ttl)
         orphaned = [
             entry
             for entry in self._catalog()
@@ -402,7 +405,7 @@ class Worker:
     def _poll_interval(self) -> float:
         poll = self.config.worker.poll_interval.total_seconds()
         # With LISTEN/NOTIFY wake-ups the poll is only a fallback: keep idle load low.
-        return max(poll, 10.0) if self._listener is not None else poll
+        return max(poll, 30.0) if self._listener is not None else poll
 
     async def claim_once(self) -> float:
         """Claim due runs up to free capacity and start them.
@@ -580,11 +583,18 @@ class Worker:
             await asyncio.sleep(interval if delay == 0 else min(delay, interval))
 
     async def heartbeat_once(self) -> float:
-        """Renew every lease; cancel runs whose lease is gone or whose cancel was asked."""
+        """One transaction: renew every lease, reap dead holders' leases, read the catalog.
+        Then cancel runs whose lease is gone or whose cancel was asked."""
         self.last_heartbeat = time.monotonic()
-        renewal = await self.db(self.store.renew, self.id, self.lease_ttl)
+        self._beats += 1
+        housekeeping = self._beats % HOUSEKEEPING_EVERY == 1
+        beat = await self.db(
+            self.store.heartbeat, self.id, self.lease_ttl, housekeeping=housekeeping
+        )
+        renewal = beat.renewal
         self.metrics.set_leases(len(renewal.held))
         self.metrics.set_running(self.executing)
+        self.metrics.set_queue_depth(beat.queue_depth)
         if not renewal.registered:
             await self.db(self.store.register_worker, self._info())
         for run_id, active in list(self.active.items()):
@@ -596,8 +606,7 @@ class Worker:
             elif run_id in renewal.cancel_requested:
                 log.info("cancel requested: cancelling run", run_id=run_id, job=active.job.name)
                 self._stop_run(active, "cancelled")
-        lost = await self.db(self.store.reap, lease_ttl=self.lease_ttl)
-        for run in lost:
+        for run in beat.lost:
             self.metrics.run_finished(run.job_name, "lost", 0.0)
             log.warning(
                 "took over a lost run",
@@ -606,15 +615,13 @@ class Worker:
                 holder=run.worker_id,
                 retried=run.attempt < run.max_attempts,
             )
-        if lost:
+        if beat.lost:
             self.wake_claimer.set()
-        await self._refresh_catalog()
-        retired = await self.db(self.store.retire_jobs, live_within=self.lease_ttl)
-        if retired:
-            log.info("retired jobs no live worker defines", jobs=retired)
-        if self.store.dialect == "sqlite":
+        await self._refresh_catalog(beat.catalog)
+        if beat.retired:
+            log.info("retired jobs no live worker defines", jobs=beat.retired)
+        if housekeeping and self.store.dialect == "sqlite":
             await self._warn_remote_peers()
-        self.metrics.set_queue_depth(await self.db(self.store.queue_depth))
         return 0.0
 
     async def _warn_remote_peers(self) -> None:

@@ -40,6 +40,8 @@ class CronOutcome:
     expected: int
     rows: int
     lags_ms: list[float]
+    record_ms: list[float]  # enqueued_at - scheduled_for: until the slot's row was written
+    wait_ms: list[float]  # started_at - enqueued_at: from the row to the claim
     duplicate_rows: int
     duplicate_starts: int
     missed: int
@@ -57,6 +59,10 @@ class CronOutcome:
             "p90": percentile(self.lags_ms, 90),
             "p99": percentile(self.lags_ms, 99),
             "max": percentile(self.lags_ms, 100),
+            "record_p50": percentile(self.record_ms, 50),
+            "record_p99": percentile(self.record_ms, 99),
+            "wait_p50": percentile(self.wait_ms, 50),
+            "wait_p99": percentile(self.wait_ms, 99),
             "expected": self.expected,
             "duplicates": self.duplicate_rows + self.duplicate_starts,
             "missed": self.missed,
@@ -131,7 +137,9 @@ def run_cron(
         rows = query(
             url,
             """SELECT job_name, scheduled_for, attempt, status, reason,
-                      extract(epoch FROM started_at - scheduled_for)::float8
+                      extract(epoch FROM started_at - scheduled_for)::float8,
+                      extract(epoch FROM enqueued_at - scheduled_for)::float8,
+                      extract(epoch FROM started_at - enqueued_at)::float8
                FROM job_runs WHERE scheduled_for BETWEEN %s AND %s""",
             (first, last),
         )
@@ -152,6 +160,8 @@ def run_cron(
         expected=len(want),
         rows=len(rows),
         lags_ms=[r[5] * 1000 for r in rows if r[5] is not None and r[2] == 1],
+        record_ms=[r[6] * 1000 for r in rows if r[6] is not None and r[2] == 1],
+        wait_ms=[r[7] * 1000 for r in rows if r[7] is not None and r[2] == 1],
         duplicate_rows=sum(c - 1 for c in keyed.values() if c > 1),
         duplicate_starts=sum(c - 1 for c in started.values() if c > 1),
         missed=len(want - present),

@@ -44,7 +44,10 @@ def run(
     lease_ttl: str = "30s",
     heartbeat: str = "10s",
     shutdown_grace: str = "1s",
+    max_wait: float | None = None,
 ) -> Result:
+    """`max_wait` caps the wait for the peer's start (the smoke test's bound; None: long enough
+    for lease_ttl + heartbeat + grace + 30 s)."""
     ttl = parse_duration(lease_ttl).total_seconds()
     beat = parse_duration(heartbeat).total_seconds()
     grace = parse_duration(shutdown_grace).total_seconds()
@@ -60,12 +63,13 @@ def run(
         METRICS,
     )
     worker = {"lease_ttl": lease_ttl, "heartbeat": heartbeat, "shutdown_grace": shutdown_grace}
+    wait = ttl + beat + grace + 30
     for r in range(ctx.repeats):
         for sig in (signal.SIGKILL, signal.SIGTERM):
             out = ctx.guarded(
                 f"failover r{r} {sig.name}",
                 lambda r=r, sig=sig: once(
-                    ctx, r, sig, replicas, worker, timeout=ttl + beat + grace + 30
+                    ctx, r, sig, replicas, worker, timeout=min(wait, max_wait or wait)
                 ),
             )
             if out["failover"] is None:

@@ -71,7 +71,9 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         _setup_sqlite(engine)
         return engine
     url_obj, connect_args = postgres_options(url_obj)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (it would add a statement to every checkout of an idle worker): a
+    # connection broken by an outage fails one call, SQLAlchemy then invalidates the pool and
+    # the caller's backoff retries on fresh connections.
     kwargs.setdefault("connect_args", connect_args)
     if kwargs.get("poolclass") is None:
         kwargs.setdefault("pool_size", 4)

@@ -113,7 +113,17 @@ class Renewal:
     held: frozenset[int]  # run ids whose lease this worker still holds
     cancel_requested: frozenset[int]
     registered: bool  # False when the worker row was gone (re-register)
-    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat:
+    """What one heartbeat transaction found."""
+
+    renewal: Renewal
+    lost: list[Run]  # runs of dead holders this pass recorded lost (and retried)
+    catalog: dict[str, tuple[str, bool]]  # job -> (definition hash, publisher alive)
+    queue_depth: int
+    retired: list[str]  # jobs removed from the catalog (housekeeping passes only)
 
 
 @dataclass(frozen=True, kw_only=True)

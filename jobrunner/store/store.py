@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from jobrunner.store.records import (
     CatalogEntry,
     Claim,
     ClaimedRun,
+    Heartbeat,
     Lease,
     LockRow,
     Outcome,
@@ -100,10 +102,12 @@ class Store:
     def deregister_worker(self, worker_id: str) -> None:
         """Release every lease the worker holds and delete its row, in one transaction."""
         with self.engine.begin() as conn:
-            conn.execute(_release(job_locks.c.worker_id == worker_id))
+            released = conn.execute(_release(job_locks.c.worker_id == worker_id)).rowcount
             conn.execute(
                 jobrunner_workers.delete().where(jobrunner_workers.c.worker_id == worker_id)
             )
+            if released:  # runs waiting for those leases can start on a peer now
+                self._notify(conn, "released")
 
     def list_workers(self) -> list[WorkerRow]:
         with self.engine.connect() as conn:
@@ -117,34 +121,38 @@ class Store:
         if not entries:
             return
         with self.engine.begin() as conn:
-            now = conn.execute(sa.select(db_now())).scalar_one()
+            stmt = self._insert(jobrunner_jobs).values(
+                name=sa.bindparam("n"),
+                cron=sa.bindparam("c"),
+                timezone=sa.bindparam("tz"),
+                config_hash=sa.bindparam("h"),
+                definition=sa.bindparam("d", type_=sa.JSON()),
+                published_by=worker_id,
+                updated_at=db_now(),
+            )
+            update = {
+                c: stmt.excluded[c]
+                for c in ("cron", "timezone", "config_hash", "definition", "published_by")
+            }
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["name"], set_={**update, "updated_at": db_now()}
+            )
+            # executemany: any number of jobs (a single VALUES list caps at 65535 parameters)
             rows = [
                 {
-                    "name": e.name,
-                    "cron": e.cron,
-                    "timezone": e.timezone,
-                    "config_hash": e.config_hash,
-                    "definition": dict(e.definition),
-                    "published_by": worker_id,
-                    "updated_at": now,
+                    "n": e.name,
+                    "c": e.cron,
+                    "tz": e.timezone,
+                    "h": e.config_hash,
+                    "d": dict(e.definition),
                 }
                 for e in entries
             ]
-            stmt = self._insert(jobrunner_jobs).values(rows)
-            update = {
-                c: stmt.excluded[c]
-                for c in (
-                    "cron",
-                    "timezone",
-                    "config_hash",
-                    "definition",
-                    "published_by",
-                    "updated_at",
-                )
-            }
-            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=update))
+            conn.execute(stmt, rows)
 
-    def catalog_state(self, live_within: float) -> dict[str, tuple[str, bool]]:
+    def catalog_state(
+        self, live_within: float, *, conn: sa.Connection | None = None
+    ) -> dict[str, tuple[str, bool]]:
         """Each catalogued job's definition hash, and whether the worker that published it
         is still live (seen within `live_within` seconds)."""
         live = (
@@ -155,20 +163,20 @@ class Store:
             )
             .exists()
         )
-        with self.engine.connect() as conn:
+        with self._tx(conn) as conn:
             rows = conn.execute(
                 sa.select(jobrunner_jobs.c.name, jobrunner_jobs.c.config_hash, live)
             )
             return {name: (config_hash, bool(alive)) for name, config_hash, alive in rows}
 
-    def retire_jobs(self, live_within: float) -> list[str]:
+    def retire_jobs(self, live_within: float, *, conn: sa.Connection | None = None) -> list[str]:
         """Remove catalog entries that no live worker defines any more.
 
         A worker is live if it was seen within `live_within` seconds. Queued runs of a retired
         job are recorded `cancelled` (reason `job removed`), so none waits forever. Returns the
         retired job names.
         """
-        with self.engine.begin() as conn:
+        with self._tx(conn) as conn:
             live = conn.execute(
                 sa.select(jobrunner_workers.c.jobs).where(
                     jobrunner_workers.c.last_seen >= db_now(-live_within)
@@ -433,14 +441,38 @@ class Store:
 
     # -- leases ---------------------------------------------------------------------------
 
-    def renew(self, worker_id: str, lease_ttl: float) -> Renewal:
+    @contextmanager
+    def _tx(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        """The caller's transaction if given, else a new one."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.begin() as new:
+            yield new
+
+    def heartbeat(self, worker_id: str, lease_ttl: float, *, housekeeping: bool) -> Heartbeat:
+        """A worker's periodic pass in one transaction: renew its leases (`renew`), take over
+        expired ones (`reap`), read the catalog (`catalog_state`) and the queue depth. With
+        `housekeeping` also record orphaned runs lost and retire removed jobs
+        (`retire_jobs`): checks that need not run on every heartbeat."""
+        with self.engine.begin() as conn:
+            return Heartbeat(
+                renewal=self.renew(worker_id, lease_ttl, conn=conn),
+                lost=self.reap(lease_ttl=lease_ttl, orphans=housekeeping, conn=conn),
+                catalog=self.catalog_state(lease_ttl, conn=conn),
+                queue_depth=self.queue_depth(conn=conn),
+                retired=self.retire_jobs(lease_ttl, conn=conn) if housekeeping else [],
+            )
+
+    def renew(
+        self, worker_id: str, lease_ttl: float, *, conn: sa.Connection | None = None
+    ) -> Renewal:
         """Extend every lease of this worker to now + lease_ttl and mark it seen.
 
         Returns the run ids whose leases it still holds (a run missing from `held` was taken
         over: cancel it, its outcome will be refused) and those an operator asked to cancel.
         """
-        with self.engine.begin() as conn:
-            now: datetime = conn.execute(sa.select(db_now())).scalar_one()
+        with self._tx(conn) as conn:
             held = conn.execute(
                 job_locks.update()
                 .where(job_locks.c.worker_id == worker_id)
@@ -462,7 +494,7 @@ class Store:
                         )
                     ).scalars()
                 )
-            return Renewal(held=held_ids, cancel_requested=cancel, registered=seen == 1, now=now)
+            return Renewal(held=held_ids, cancel_requested=cancel, registered=seen == 1)
 
     def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
         """Write final outcomes and release their leases, in one transaction.
@@ -519,7 +551,14 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(_release(job_locks.c.worker_id == worker_id)).rowcount
 
-    def reap(self, *, lease_ttl: float, retry_in: float = 0.0) -> list[Run]:
+    def reap(
+        self,
+        *,
+        lease_ttl: float,
+        retry_in: float = 0.0,
+        orphans: bool = True,
+        conn: sa.Connection | None = None,
+    ) -> list[Run]:
         """Take over every expired lease and every orphaned running run.
 
         A lease whose holder stopped renewing (`expires_at < now`) is released; its run is
@@ -528,7 +567,7 @@ class Store:
         `lost` too, so no run stays running forever. Rows are locked with SKIP LOCKED so
         replicas reaping together never double-handle one. Returns the runs recorded lost.
         """
-        with self.engine.begin() as conn:
+        with self._tx(conn) as conn:
             expired = conn.execute(
                 sa.select(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id)
                 .where(job_locks.c.worker_id.is_not(None), job_locks.c.expires_at < db_now())
@@ -545,13 +584,16 @@ class Store:
             lease_held = sa.exists().where(
                 job_locks.c.run_id == job_runs.c.id, job_locks.c.worker_id.is_not(None)
             )
+            which: sa.ColumnElement[bool] = job_runs.c.id.in_(
+                [e.run_id for e in expired if e.run_id is not None]
+            )
+            if orphans:
+                which = which | (~lease_held & (job_runs.c.started_at < db_now(-lease_ttl)))
+            elif not expired:
+                return []
             lost = conn.execute(
                 job_runs.update()
-                .where(
-                    job_runs.c.status == "running",
-                    job_runs.c.id.in_([e.run_id for e in expired if e.run_id is not None])
-                    | (~lease_held & (job_runs.c.started_at < db_now(-lease_ttl))),
-                )
+                .where(job_runs.c.status == "running", which)
                 .values(status="lost", reason="lease expired", finished_at=db_now())
                 .returning(*job_runs.c)
             ).all()
@@ -625,9 +667,9 @@ class Store:
             rows = conn.execute(sa.select(job_runs).where(job_runs.c.id.in_(newest)))
             return {r.job_name: Run(**r._mapping) for r in rows}
 
-    def queue_depth(self) -> int:
+    def queue_depth(self, *, conn: sa.Connection | None = None) -> int:
         """Queued runs that are due now."""
-        with self.engine.connect() as conn:
+        with self._tx(conn) as conn:
             return int(
                 conn.execute(
                     sa.select(sa.func.count()).where(
@@ -768,7 +810,7 @@ def _candidates(
         .where(
             job_runs.c.status == "queued",
             job_runs.c.run_at <= db_now(),
-            job_runs.c.job_name.in_(jobs),
+            _any(conn, job_runs.c.job_name, jobs),
         )
         .order_by(job_runs.c.run_at, job_runs.c.id)
         .limit(limit)
@@ -795,7 +837,7 @@ def _next_due(conn: sa.Connection, jobs: list[str]) -> tuple[datetime | None, da
         sa.select(sa.func.min(job_runs.c.run_at), db_now()).where(
             job_runs.c.status == "queued",
             job_runs.c.run_at > db_now(),
-            job_runs.c.job_name.in_(jobs),
+            _any(conn, job_runs.c.job_name, jobs),
         )
     ).one()
     return row[0], row[1]
@@ -942,3 +984,6 @@ def _queue_retries(conn: sa.Connection, insert: Any, delays: Mapping[int, float]
         .on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
     )
     conn.execute(stmt, [{"rid": rid, "delay": delay} for rid, delay in delays.items()])
+    note = queries.notify(conn.dialect.name, "retry")
+    if note is not None:  # wake listening workers: a retry may be due now
+        conn.execute(note)

@@ -71,10 +71,14 @@ def test_scale(ctx: Context) -> None:
 
 
 def test_failover(ctx: Context) -> None:
-    result = failover.run(ctx, replicas=2, lease_ttl="2s", heartbeat="0.5s", shutdown_grace="0.2s")
-    v = values(result)
-    assert v["kill"] is not None and v["term"] is not None, result.notes
-    assert v["term_exit"] == 0
+    # The peer's start is awaited at most 5 s: a slow takeover leaves None (and a note), which
+    # is a finding for docs/benchmarks.md, not a failure of the harness.
+    result = failover.run(
+        ctx, replicas=2, lease_ttl="2s", heartbeat="0.5s", shutdown_grace="0.2s", max_wait=5.0
+    )
+    for key in ("kill", "kill_over_ttl", "term", "term_handover", "term_exit"):
+        assert len(result.repeats("jobrunner", key)) == 1, key
+    assert values(result)["term_exit"] == 0  # SIGTERM drains and exits 0
 
 
 def test_idle(ctx: Context) -> None:

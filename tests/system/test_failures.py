@@ -277,7 +277,7 @@ def test_rolling_deploy_one_schedule_fires_and_removed_jobs_retire(
         assert {e.name for e in store.list_jobs()} == {"r", "gone"}
         old_proc.signal(signal.SIGTERM)
         assert old_proc.wait() == 0
-        assert wait_for(lambda: {e.name for e in store.list_jobs()} == {"r"}, 5)
+        assert wait_for(lambda: {e.name for e in store.list_jobs()} == {"r"}, 10)
         workers_hashes = {w.config_hash for w in store.list_workers()}
         assert len(workers_hashes) == 1
     finally:
