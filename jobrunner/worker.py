@@ -580,11 +580,12 @@ class Worker:
         interval = self.config.worker.heartbeat.total_seconds()
         while True:
             delay = await self._guard(backoff, self.heartbeat_once)
-            await asyncio.sleep(interval if delay == 0 else min(delay, interval))
+            await asyncio.sleep(min(delay, interval))
 
     async def heartbeat_once(self) -> float:
         """One transaction: renew every lease, reap dead holders' leases, read the catalog.
-        Then cancel runs whose lease is gone or whose cancel was asked."""
+        Then cancel runs whose lease is gone or whose cancel was asked. Returns the seconds
+        until the next pass: `heartbeat`, or sooner when a peer's lease expires before."""
         self.last_heartbeat = time.monotonic()
         self._beats += 1
         housekeeping = self._beats % HOUSEKEEPING_EVERY == 1
@@ -622,7 +623,10 @@ class Worker:
             log.info("retired jobs no live worker defines", jobs=beat.retired)
         if housekeeping and self.store.dialect == "sqlite":
             await self._warn_remote_peers()
-        return 0.0
+        interval = self.config.worker.heartbeat.total_seconds()
+        if beat.next_expiry_in is not None and beat.next_expiry_in < interval:
+            return max(beat.next_expiry_in + 0.05, 0.25)  # reap a dead peer's lease at expiry
+        return interval
 
     async def _warn_remote_peers(self) -> None:
         hosts = {w.hostname for w in await self.db(self.store.list_workers)}

@@ -124,6 +124,7 @@ class Heartbeat:
     catalog: dict[str, tuple[str, bool]]  # job -> (definition hash, publisher alive)
     queue_depth: int
     retired: list[str]  # jobs removed from the catalog (housekeeping passes only)
+    next_expiry_in: float | None  # seconds until another worker's first lease expires
 
 
 @dataclass(frozen=True, kw_only=True)

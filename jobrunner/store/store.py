@@ -462,6 +462,7 @@ class Store:
                 catalog=self.catalog_state(lease_ttl, conn=conn),
                 queue_depth=self.queue_depth(conn=conn),
                 retired=self.retire_jobs(lease_ttl, conn=conn) if housekeeping else [],
+                next_expiry_in=_next_expiry_in(conn, worker_id),
             )
 
     def renew(
@@ -828,6 +829,17 @@ def _candidates(
         now = m.pop("_now")
         out.append((Run(**m), paused_flag))
     return out, now
+
+
+def _next_expiry_in(conn: sa.Connection, worker_id: str) -> float | None:
+    """Seconds until the first lease held by another worker expires (by the database's
+    clock), so a peer can reap a dead holder's lease right when it expires."""
+    first, now = conn.execute(
+        sa.select(sa.func.min(job_locks.c.expires_at), db_now()).where(
+            job_locks.c.worker_id.is_not(None), job_locks.c.worker_id != worker_id
+        )
+    ).one()
+    return None if first is None else (first - now).total_seconds()
 
 
 def _next_due(conn: sa.Connection, jobs: list[str]) -> tuple[datetime | None, datetime]:
