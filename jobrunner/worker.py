@@ -405,7 +405,7 @@ class Worker:
     def _poll_interval(self) -> float:
         poll = self.config.worker.poll_interval.total_seconds()
         # With LISTEN/NOTIFY wake-ups the poll is only a fallback: keep idle load low.
-        return max(poll, 30.0) if self._listener is not None else poll
+        return max(poll, 60.0) if self._listener is not None else poll
 
     async def claim_once(self) -> float:
         """Claim due runs up to free capacity and start them.
@@ -587,6 +587,7 @@ class Worker:
         Then cancel runs whose lease is gone or whose cancel was asked. Returns the seconds
         until the next pass: `heartbeat`, or sooner when a peer's lease expires before."""
         self.last_heartbeat = time.monotonic()
+        checked = set(self.active)  # runs claimed while this pass runs are not judged by it
         self._beats += 1
         housekeeping = self._beats % HOUSEKEEPING_EVERY == 1
         beat = await self.db(
@@ -595,11 +596,14 @@ class Worker:
         renewal = beat.renewal
         self.metrics.set_leases(len(renewal.held))
         self.metrics.set_running(self.executing)
-        self.metrics.set_queue_depth(beat.queue_depth)
+        if beat.queue_depth is not None:
+            self.metrics.set_queue_depth(beat.queue_depth)
         if not renewal.registered:
             await self.db(self.store.register_worker, self._info())
         for run_id, active in list(self.active.items()):
-            if active.task is None or active.task.done() or active.stop_reason:
+            if run_id not in checked or active.task is None or active.task.done():
+                continue
+            if active.stop_reason:
                 continue
             if run_id not in renewal.held:
                 log.warning("lease lost: cancelling run", run_id=run_id, job=active.job.name)

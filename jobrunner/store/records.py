@@ -122,7 +122,7 @@ class Heartbeat:
     renewal: Renewal
     lost: list[Run]  # runs of dead holders this pass recorded lost (and retried)
     catalog: dict[str, tuple[str, bool]]  # job -> (definition hash, publisher alive)
-    queue_depth: int
+    queue_depth: int | None  # counted on housekeeping passes only
     retired: list[str]  # jobs removed from the catalog (housekeeping passes only)
     next_expiry_in: float | None  # seconds until another worker's first lease expires
 

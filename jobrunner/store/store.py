@@ -452,15 +452,15 @@ class Store:
 
     def heartbeat(self, worker_id: str, lease_ttl: float, *, housekeeping: bool) -> Heartbeat:
         """A worker's periodic pass in one transaction: renew its leases (`renew`), take over
-        expired ones (`reap`), read the catalog (`catalog_state`) and the queue depth. With
-        `housekeeping` also record orphaned runs lost and retire removed jobs
+        expired ones (`reap`) and read the catalog (`catalog_state`). With `housekeeping` also
+        count the queue, record orphaned runs lost and retire removed jobs
         (`retire_jobs`): checks that need not run on every heartbeat."""
         with self.engine.begin() as conn:
             return Heartbeat(
                 renewal=self.renew(worker_id, lease_ttl, conn=conn),
                 lost=self.reap(lease_ttl=lease_ttl, orphans=housekeeping, conn=conn),
                 catalog=self.catalog_state(lease_ttl, conn=conn),
-                queue_depth=self.queue_depth(conn=conn),
+                queue_depth=self.queue_depth(conn=conn) if housekeeping else None,
                 retired=self.retire_jobs(lease_ttl, conn=conn) if housekeeping else [],
                 next_expiry_in=_next_expiry_in(conn, worker_id),
             )

@@ -59,6 +59,7 @@ def test_jobs_list_next_pause_resume_and_why(tmp_path: Path, pg_url: str, worker
     cli(config, "jobs", "pause", "tick")
     paused_at = datetime.now(UTC)
     time.sleep(3)
+    resuming_at = datetime.now(UTC)  # slots before this were certainly paused
     cli(config, "jobs", "resume", "tick")
     resumed_at = datetime.now(UTC)
     time.sleep(2)
@@ -69,7 +70,7 @@ def test_jobs_list_next_pause_resume_and_why(tmp_path: Path, pg_url: str, worker
         rows = store.slot_runs("tick", paused_at, datetime.now(UTC))
     finally:
         store.close()
-    during = [r for r in rows if paused_at + timedelta(seconds=0.6) < r.scheduled_for < resumed_at]
+    during = [r for r in rows if paused_at + timedelta(seconds=0.6) < r.scheduled_for < resuming_at]
     after = [r for r in rows if r.scheduled_for > resumed_at + timedelta(seconds=0.6)]
     assert during and {(r.status, r.reason) for r in during} == {("skipped", "paused")}
     assert after and {r.status for r in after} == {"succeeded"}
