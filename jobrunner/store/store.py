@@ -45,6 +45,7 @@ from jobrunner.store.tables import (
 )
 
 NOTIFY_CHANNEL = queries.NOTIFY_CHANNEL
+FORGET_WORKERS_AFTER = 3600.0  # seconds a dead worker's row stays visible as stale
 
 
 class Store:
@@ -461,9 +462,19 @@ class Store:
                 lost=self.reap(lease_ttl=lease_ttl, orphans=housekeeping, conn=conn),
                 catalog=self.catalog_state(lease_ttl, conn=conn),
                 queue_depth=self.queue_depth(conn=conn) if housekeeping else None,
-                retired=self.retire_jobs(lease_ttl, conn=conn) if housekeeping else [],
+                retired=self._housekeeping(conn, lease_ttl) if housekeeping else [],
                 next_expiry_in=_next_expiry_in(conn, worker_id),
             )
+
+    def _housekeeping(self, conn: sa.Connection, lease_ttl: float) -> list[str]:
+        """Forget workers not seen for `FORGET_WORKERS_AFTER` (they are listed as stale until
+        then) and retire jobs no live worker defines; returns the retired jobs."""
+        conn.execute(
+            jobrunner_workers.delete().where(
+                jobrunner_workers.c.last_seen < db_now(-max(FORGET_WORKERS_AFTER, 10 * lease_ttl))
+            )
+        )
+        return self.retire_jobs(lease_ttl, conn=conn)
 
     def renew(
         self, worker_id: str, lease_ttl: float, *, conn: sa.Connection | None = None

@@ -14,7 +14,7 @@ from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound, SchemaO
 from jobrunner.store import migrate
 from jobrunner.store.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
 from jobrunner.store.store import Store
-from jobrunner.store.tables import job_locks, job_runs, metadata
+from jobrunner.store.tables import job_locks, job_runs, jobrunner_workers, metadata
 
 FORBID = Policy(overlap="forbid", misfire_grace=3600)
 
@@ -311,3 +311,20 @@ def test_prune_keeps_recent_and_keep_last(store: Store) -> None:
     assert store.prune(older_than=timedelta(days=30), keep_last=2) == 3
     assert len(store.list_runs(job="a")) == 2
     assert store.prune(older_than=timedelta(days=30)) == 2
+
+
+def test_heartbeat_housekeeping_forgets_long_dead_workers(store: Store) -> None:
+    for wid in ("dead", "me"):
+        store.register_worker(
+            WorkerInfo(worker_id=wid, hostname="h", pid=1, version="0", config_hash="c", jobs={})
+        )
+    with store.engine.begin() as conn:
+        conn.execute(
+            jobrunner_workers.update()
+            .where(jobrunner_workers.c.worker_id == "dead")
+            .values(last_seen=past(7200))
+        )
+    store.heartbeat("me", 30, housekeeping=False)
+    assert {w.worker_id for w in store.list_workers()} == {"dead", "me"}  # shown as stale
+    store.heartbeat("me", 30, housekeeping=True)
+    assert {w.worker_id for w in store.list_workers()} == {"me"}
