@@ -10,11 +10,11 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 import typer
@@ -25,8 +25,6 @@ from jobrunner.config import Config, load_config, mask_url, resolve_config_path
 from jobrunner.errors import BadInput, ConfigError, JobNotFound, JobrunnerError, RunNotFound
 from jobrunner.store import migrate
 from jobrunner.store.store import Store
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="jobrunner",
@@ -80,10 +78,6 @@ def open_store(cfg: Config) -> Iterator[Store]:
         fail(f"database {mask_url(cfg.database.url)}: {first}")
     finally:
         store.close()
-
-
-def call(store_fn: Callable[[], T]) -> T:
-    return store_fn()
 
 
 def print_json(data: Any) -> None:

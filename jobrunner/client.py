@@ -27,7 +27,7 @@ import structlog
 
 from jobrunner.errors import BadInput
 from jobrunner.store import queries
-from jobrunner.store.engine import postgres_options
+from jobrunner.store.engine import create_engine, postgres_options
 from jobrunner.store.queries import Op
 from jobrunner.store.records import CatalogEntry, Run
 from jobrunner.store.store import Store
@@ -92,7 +92,7 @@ class Client:
         **engine_kwargs: Any,
     ) -> Self:
         """A client with its own engine (`postgresql://…` or `sqlite:///path`)."""
-        engine = Store.from_url(url, **engine_kwargs).engine
+        engine = create_engine(url, **engine_kwargs)
         return cls(engine, owns_engine=True, correlation_from=correlation_from)
 
     @property

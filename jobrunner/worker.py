@@ -339,10 +339,9 @@ class Worker:
         now = datetime.now(UTC) + LOOKAHEAD
         names = table.due(now)
         if names:
-            plans = [
-                p if self._owns_schedule(n) else Plan(slots=[])
-                for n, p in zip(names, table.plan(names, now), strict=True)
-            ]
+            owned = [n for n in names if self._owns_schedule(n)]
+            planned = dict(zip(owned, table.plan(owned, now), strict=True))
+            plans = [planned.get(n, Plan(slots=[])) for n in names]
             try:
                 await self.db(self.store.insert_slots, [s for p in plans for s in p.slots])
             except BaseException:
@@ -385,14 +384,13 @@ class Worker:
         schedule."""
         if state is None:
             state = await self.db(self.store.catalog_state, self.lease_ttl)
-        orphaned = [
-            entry
-            for entry in self._catalog()
-            if entry.name in state
-            and state[entry.name][0] != entry.config_hash
-            and not state[entry.name][1]
+        stale = [
+            job
+            for name, job in self.jobs.items()
+            if name in state and state[name][0] != job.definition_hash and not state[name][1]
         ]
-        if orphaned:
+        if stale:  # definitions are built only for these, not on every heartbeat
+            orphaned = catalog_entries(stale)
             await self.db(self.store.publish_catalog, orphaned, self.id)
             log.info(
                 "republished definitions whose publisher is gone", jobs=[e.name for e in orphaned]

@@ -230,7 +230,9 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(job_runs.c.job_name, sa.func.max(job_runs.c.scheduled_for))
-                .where(job_runs.c.job_name.in_(names), job_runs.c.scheduled_for.is_not(None))
+                .where(
+                    _any(conn, job_runs.c.job_name, names), job_runs.c.scheduled_for.is_not(None)
+                )
                 .group_by(job_runs.c.job_name)
             )
             return dict(rows.tuples().all())
@@ -538,7 +540,8 @@ class Store:
                     .where(_any(conn, job_runs.c.id, plain), job_runs.c.status == "running")
                     .values(status="succeeded", finished_at=db_now())
                 )
-            others = [o for o in mine if o.lease.run_id not in set(plain)]
+            written_plain = set(plain)
+            others = [o for o in mine if o.lease.run_id not in written_plain]
             if others:
                 conn.execute(
                     job_runs.update()
@@ -557,11 +560,6 @@ class Store:
             retries = {o.lease.run_id: o.retry_in for o in mine if o.retry_in is not None}
             _queue_retries(conn, self._insert, retries)
             return {o.lease.run_id for o in mine}
-
-    def release_all(self, worker_id: str) -> int:
-        """Release every lease of this worker at once (peers may take the jobs immediately)."""
-        with self.engine.begin() as conn:
-            return conn.execute(_release(job_locks.c.worker_id == worker_id)).rowcount
 
     def reap(
         self,

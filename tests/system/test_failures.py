@@ -329,3 +329,33 @@ def test_sigterm_hands_over_at_once_no_slot_lost(
     finally:
         store.close()
     assert {a.proc.poll(), b.proc.poll()} >= {None}
+
+
+def test_sigterm_past_grace_hands_the_run_to_a_peer_at_once(
+    tmp_path: Path, pg_url: str, workers: Workers
+) -> None:
+    """Guarantee 6: a draining worker requeues what it cancels and releases its leases; the
+    NOTIFY that goes with it wakes the peer, which does not wait for its 60 s fallback poll."""
+    config = write_config(
+        tmp_path / "jr.toml",
+        pg_url,
+        [{"name": "long", "func": "sysjobs:sleep_async", "kwargs": {"seconds": 60}, "retries": 1}],
+        worker={"shutdown_grace": "0.5s"},
+    )
+    workers.start(config)
+    workers.start(config)
+    store = Store.from_url(pg_url)
+    try:
+        run = store.enqueue("long")
+        assert wait_for(lambda: store.get_run(run.id).status == "running", 10)
+        draining = holder(workers, store.get_run(run.id))
+        draining.signal(signal.SIGTERM)
+        assert draining.wait(20) == 0
+        assert store.get_run(run.id).status == "cancelled"
+        assert wait_for(
+            lambda: any(r.attempt == 2 and r.status == "running" for r in runs(store, "long")), 10
+        ), "the peer did not take the requeued run over promptly"
+        retry = next(r for r in runs(store, "long") if r.attempt == 2)
+        assert retry.worker_id != store.get_run(run.id).worker_id
+    finally:
+        store.close()
