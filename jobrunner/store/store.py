@@ -303,8 +303,12 @@ class Store:
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
         )
-        with self.engine.begin() as conn:
-            return queries.run_sync(conn, op)
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":  # one statement: no BEGIN/COMMIT round trips
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                return queries.run_sync(conn, op)
+            with conn.begin():
+                return queries.run_sync(conn, op)
 
     def _notify(self, conn: sa.Connection, payload: str) -> None:
         stmt = queries.notify(self.dialect, payload)
@@ -409,16 +413,36 @@ class Store:
         """Take free lease rows (insert, or update a released row) in one statement."""
         if not wanted:
             return []
-        stmt = self._insert(job_locks).values(
-            job_name=sa.bindparam("j"),
-            slot=sa.bindparam("s"),
-            run_id=sa.bindparam("r"),
-            worker_id=sa.bindparam("w"),
-            fence=1,
-            acquired_at=db_now(),
-            expires_at=db_now(sa.bindparam("ttl", type_=sa.Float())),
-        )
-        stmt = stmt.on_conflict_do_update(
+        leases = [(run.job_name, slot, run.id) for run, slot in wanted]
+        params: list[dict[str, Any]] | None = None
+        if self.dialect == "postgresql":
+            # The rows as three array parameters: one statement text whatever the batch size,
+            # prepared once by psycopg (a multi-row VALUES is re-rendered for every size).
+            rows = _unnest(
+                ("j", sa.String(), [j for j, _, _ in leases]),
+                ("s", sa.Integer(), [s for _, s, _ in leases]),
+                ("r", sa.BigInteger(), [r for _, _, r in leases]),
+            )
+            source = sa.select(
+                rows.c.j, rows.c.s, rows.c.r, sa.literal(worker_id), sa.literal(1),
+                db_now(), db_now(lease_ttl),
+            )  # fmt: skip
+            stmt = self._insert(job_locks).from_select(
+                ["job_name", "slot", "run_id", "worker_id", "fence", "acquired_at", "expires_at"],
+                source,
+            )
+        else:  # SQLite: executemany, compiled once, batched by SQLAlchemy (insertmanyvalues)
+            stmt = self._insert(job_locks).values(
+                job_name=sa.bindparam("j"),
+                slot=sa.bindparam("s"),
+                run_id=sa.bindparam("r"),
+                worker_id=worker_id,
+                fence=1,
+                acquired_at=db_now(),
+                expires_at=db_now(lease_ttl),
+            )
+            params = [{"j": j, "s": s, "r": r} for j, s, r in leases]
+        upsert = stmt.on_conflict_do_update(
             index_elements=["job_name", "slot"],
             set_={
                 "run_id": stmt.excluded.run_id,
@@ -428,19 +452,9 @@ class Store:
                 "expires_at": stmt.excluded.expires_at,
             },
             where=job_locks.c.worker_id.is_(None),
-        )
-        # executemany: SQLAlchemy batches the rows into one INSERT ("insertmanyvalues") while
-        # compiling the statement once; a literal multi-row VALUES would recompile per size.
-        result = conn.execute(
-            stmt.returning(
-                job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence
-            ),
-            [
-                {"j": run.job_name, "s": slot, "r": run.id, "w": worker_id, "ttl": lease_ttl}
-                for run, slot in wanted
-            ],
-        )
-        return [Lease(**r._mapping) for r in result]
+        ).returning(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence)
+        result = conn.execute(upsert) if params is None else conn.execute(upsert, params)
+        return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f in result]
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -787,6 +801,19 @@ def _any(conn: sa.Connection, column: Any, values: Sequence[Any]) -> sa.ColumnEl
     return column.in_(values)  # type: ignore[no-any-return]
 
 
+def _unnest(*columns: tuple[str, Any, Sequence[Any]]) -> Any:
+    """PostgreSQL `unnest(:a, :b, ...) AS v(a, b, ...)`: rows passed as one array per column."""
+    arrays = [
+        sa.bindparam(f"v_{name}", list(values), type_=postgresql.ARRAY(kind))
+        for name, kind, values in columns
+    ]
+    return (
+        sa.func.unnest(*arrays)
+        .table_valued(*(sa.column(name, kind) for name, kind, _ in columns))
+        .render_derived(name="v")
+    )
+
+
 def _held_locks(conn: sa.Connection) -> dict[str, dict[int, LockRow]]:
     held: dict[str, dict[int, LockRow]] = defaultdict(dict)
     cols = [job_locks.c[k] for k in LockRow.__dataclass_fields__]
@@ -942,15 +969,22 @@ def _start(
     by_run = {lease.run_id: lease for lease in leases}
     runs = [run for run, _ in wanted] + [run for run, _ in replace]
     started = [ClaimedRun(run=r, lease=by_run[r.id]) for r in runs if r.id in by_run]
-    if started:  # one statement (UPDATE ... FROM): each run takes its lease's fence
+    if started and conn.dialect.name == "postgresql":  # one statement, fixed text
+        rows = _unnest(
+            ("id", sa.BigInteger(), [c.run.id for c in started]),
+            ("fence", sa.BigInteger(), [c.lease.fence for c in started]),
+        )
         conn.execute(
             job_runs.update()
-            .where(
-                _any(conn, job_runs.c.id, [c.run.id for c in started]),
-                job_locks.c.run_id == job_runs.c.id,
-                job_locks.c.worker_id == worker_id,
-            )
-            .values(status="running", worker_id=worker_id, fence=job_locks.c.fence, started_at=now)
+            .where(job_runs.c.id == rows.c.id)
+            .values(status="running", worker_id=worker_id, fence=rows.c.fence, started_at=now)
+        )
+    elif started:
+        conn.execute(
+            job_runs.update()
+            .where(job_runs.c.id == sa.bindparam("rid"))
+            .values(status="running", worker_id=worker_id, fence=sa.bindparam("f"), started_at=now),
+            [{"rid": c.run.id, "f": c.lease.fence} for c in started],
         )
     return [
         ClaimedRun(
