@@ -50,6 +50,8 @@ from typing import Any
 
 import structlog
 
+from jobrunner.logging import get_logger
+
 START_METHOD = "forkserver"
 KILL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL
 
@@ -175,6 +177,12 @@ class ProcessPool:
             started.add_done_callback(self._adopt)
             raise
 
+    async def warm(self) -> None:
+        """Start the fork server and one idle child now, so that the first run does not pay
+        for them (about a second: the child imports jobrunner) out of its timeout."""
+        loop = asyncio.get_running_loop()
+        self._idle.append(await loop.run_in_executor(self._threads, self._start))
+
     def _adopt(self, started: asyncio.Future[_Child]) -> None:
         if not started.cancelled() and started.exception() is None:
             self._idle.append(started.result())
@@ -292,7 +300,7 @@ _LEVELS = (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, loggi
 def _emit(record: Mapping[str, Any], *, current: bool) -> None:
     """Re-emit a child's log record here; a record from an earlier call gets no run context."""
     level = next((lv for lv in _LEVELS if record["level"] >= lv), logging.DEBUG)
-    logger = structlog.stdlib.get_logger(record["logger"])
+    logger = get_logger(record["logger"])
     context = contextvars.copy_context() if current else contextvars.Context()
     try:
         context.run(logger.log, level, record["event"], **record["fields"])

@@ -35,8 +35,7 @@ def _mask_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         _mask_processor,
@@ -46,7 +45,13 @@ def _shared_processors() -> list[Any]:
 def configure_logging(
     format: str = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
-    """Route structlog and stdlib logging through one renderer on `stream` (stderr)."""
+    """Route structlog and stdlib logging through one renderer on `stream` (stderr).
+
+    jobrunner's own events take structlog's direct path (a filtering logger that drops
+    disabled levels at the call, rendered and written in one step): the worker logs a line
+    per run, so this path is kept short. Stdlib records (jobs, libraries) go through a
+    logging handler that renders them with the same processors and adds `logger`.
+    """
     stream = stream or sys.stderr
     if format == "auto":
         format = "console" if stream.isatty() else "json"
@@ -55,28 +60,39 @@ def configure_logging(
         if format == "json"
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    level_no = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *_shared_processors(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        processors=[structlog.stdlib.add_logger_name, *_shared_processors(), renderer],
+        logger_factory=lambda *args: _NamedWriter(stream, args[0] if args else "jobrunner"),
+        wrapper_class=structlog.make_filtering_bound_logger(level_no),
+        cache_logger_on_first_use=False,  # tests reconfigure; the worker binds its own
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *_shared_processors()],
+        foreign_pre_chain=[
+            structlog.stdlib.ExtraAdder(),
+            structlog.stdlib.add_logger_name,
+            *_shared_processors(),
+        ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level_no)
     for noisy in ("sqlalchemy", "alembic", "psycopg"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+class _NamedWriter(structlog.WriteLogger):
+    """Writes rendered lines to the stream; has a `name` for `add_logger_name`."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
 def get_logger(name: str = "jobrunner") -> Any:
-    return structlog.stdlib.get_logger(name)
+    """A structlog logger whose events carry `logger=name` (resolved when first used, so
+    loggers made at import time follow `configure_logging`)."""
+    return structlog.get_logger(name)

@@ -8,6 +8,8 @@ example alerts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -93,18 +95,28 @@ class Metrics:
             registry=r,
         )
 
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set (a run touches three)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def run_started(self, job: str, fire_lag: float | None) -> None:
         """A run started; `fire_lag` (seconds from the scheduled time) only for scheduled runs."""
         if fire_lag is not None:
             # A small negative lag is host-vs-database clock offset, not a run that started early.
-            self._fire_lag.labels(job=job).observe(max(fire_lag, 0.0))
+            self._child(self._fire_lag, job).observe(max(fire_lag, 0.0))
 
     def run_finished(self, job: str, status: str, duration: float) -> None:
         """A run ended with `status` after `duration` seconds."""
-        self._runs.labels(job=job, status=status).inc()
-        self._duration.labels(job=job).observe(max(duration, 0.0))
+        self._child(self._runs, job, status).inc()
+        self._child(self._duration, job).observe(max(duration, 0.0))
         if status == "succeeded":
-            self._last_success.labels(job=job).set_to_current_time()
+            self._child(self._last_success, job).set_to_current_time()
 
     def set_last_success(self, job: str, timestamp: float) -> None:
         """Seed the last success of `job` (Unix time), e.g. from run history at start."""

@@ -158,6 +158,14 @@ class Worker:
         self._catalog_hashes: dict[str, str] = {}
         self._warned: set[str] = set()
         self._beats = 0  # heartbeats so far: slow checks run on every HOUSEKEEPING_EVERY-th
+        self._log = log.bind()  # a concrete logger: each run binds its context onto it
+        # Pipelining under load: while the last claim filled every free place (a backlog),
+        # the claimer is woken as soon as a quarter of the places are free again, so the
+        # next claim overlaps with writing the outcomes of the runs before. Not while an
+        # outcome of a job with limited concurrency is unwritten: its lease is still held.
+        self._backlog = False
+        self._refill_at = max(1, config.worker.concurrency // 4)
+        self._limited_unwritten = 0
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -203,6 +211,8 @@ class Worker:
 
             self._listener = Listener(self.config.database.listen_url, wake)
             self._listener.start()
+        if any(j.isolation == "process" for j in self.config.jobs):
+            await self.executor.process_pool.warm()
         self._start_http()
         log.info(
             "worker started",
@@ -443,7 +453,8 @@ class Worker:
         for claimed in claim.started:
             self._launch(claimed, claim.now)
         got = len(claim.started) + len(claim.skipped)
-        if got >= free and self.capacity > 0:
+        self._backlog = got >= free
+        if self._backlog and self.capacity > 0:
             return 0.0
         if claim.next_due is not None and claim.now is not None:
             return min(max((claim.next_due - claim.now).total_seconds(), 0.001), poll)
@@ -468,7 +479,7 @@ class Worker:
             worker_id=self.id,
             fence=claimed.lease.fence,
             correlation_id=run.correlation_id,
-            log=log.bind(**context),
+            log=self._log.bind(**context),
         )
         active = Active(claimed=claimed, job=job, ctx=ctx)
         self.active[run.id] = active
@@ -486,7 +497,7 @@ class Worker:
         lag = (now - run.run_at).total_seconds()
         slot = run.scheduled_for if run.trigger == "schedule" else None
         self.metrics.run_started(job.name, None if slot is None else (now - slot).total_seconds())
-        log.debug("run started", lag_seconds=round(lag, 4), fence=active.claimed.lease.fence)
+        active.ctx.log.debug("run started", lag_seconds=lag, fence=active.claimed.lease.fence)
         limit = job.timeout.total_seconds() if job.timeout else None
         assert job.fn is not None
         try:
@@ -504,6 +515,15 @@ class Worker:
             result = None
         finally:
             self.executing -= 1  # the claimer is woken once the outcome (and lease) is written
+            limited = self.policies[job.name].capacity is not None
+            if (
+                self._backlog
+                and not limited
+                and not self._limited_unwritten
+                and (self.capacity >= self._refill_at)
+            ):
+                self._backlog = False
+                self.wake_claimer.set()  # or earlier, under load (see __init__)
         self._record(active, result, time.monotonic() - started, lag)
 
     def _record(self, active: Active, result: Result | None, duration: float, lag: float) -> None:
@@ -523,7 +543,7 @@ class Worker:
         if retryable and run.attempt < run.max_attempts:
             retry_in = 0.0 if reason == "shutdown" else retry_delay(job, run.attempt)
         self.metrics.run_finished(job.name, status, duration)
-        log_fn = log.info if status == "succeeded" else log.warning
+        log_fn = active.ctx.log.info if status == "succeeded" else active.ctx.log.warning
         log_fn(
             "run finished",
             outcome=status,
@@ -532,6 +552,8 @@ class Worker:
             retry_in=None if retry_in is None else round(retry_in, 3),
             error=None if error is None else f"{error['type']}: {error['message']}",
         )
+        if self.policies[job.name].capacity is not None:
+            self._limited_unwritten += 1
         self.pending.append(
             Outcome(
                 lease=active.claimed.lease,
@@ -573,6 +595,8 @@ class Worker:
             self.pending = batch + self.pending
             raise
         for outcome in batch:
+            if self.policies[outcome.lease.job_name].capacity is not None:
+                self._limited_unwritten -= 1
             if outcome.lease.run_id not in written:
                 log.warning("outcome refused: lease was taken over", run_id=outcome.lease.run_id)
             self.active.pop(outcome.lease.run_id, None)
