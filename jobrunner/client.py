@@ -220,6 +220,16 @@ class AsyncClient:
         async with self.engine.begin() as conn:
             return await queries.run_async(conn, op)
 
+    async def _write_one(self, op: Op[T]) -> T:
+        """An operation of one statement (reads after it only): autocommit on PostgreSQL,
+        which spares the BEGIN and COMMIT round trips."""
+        async with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await queries.run_async(conn, op)
+            async with conn.begin():
+                return await queries.run_async(conn, op)
+
     async def enqueue(
         self,
         name: str,
@@ -230,7 +240,7 @@ class AsyncClient:
         correlation_id: str | None = None,
     ) -> Run:
         """As `Client.enqueue`."""
-        return await self._write(
+        return await self._write_one(
             queries.enqueue(
                 self.dialect,
                 name,

@@ -10,6 +10,7 @@ and returns the operation's value. `run_sync` drives it on a `Connection`, `run_
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Generator, Mapping
 from datetime import datetime
@@ -21,14 +22,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from jobrunner.errors import BadInput, InvalidArguments, JobNotFound, RunNotFound
 from jobrunner.store.engine import db_now
 from jobrunner.store.records import CatalogEntry, Run
-from jobrunner.store.tables import RUN_STATUSES, job_runs, jobrunner_jobs
+from jobrunner.store.tables import RUN_STATUSES, UTCDateTime, job_runs, jobrunner_jobs
 
 if TYPE_CHECKING:  # importing sqlalchemy.ext.asyncio needs greenlet: only the async path does
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 T = TypeVar("T")
-Op = Generator[sa.Executable, sa.Result[Any], T]
-"""An operation: yields statements, is sent each one's result, returns its value."""
+Step = sa.Executable | tuple[sa.Executable, Mapping[str, Any]]
+Op = Generator[Step, sa.Result[Any], T]
+"""An operation: yields statements (alone or with parameters), is sent each one's result,
+returns its value."""
 
 NOTIFY_CHANNEL = "jobrunner"
 
@@ -36,9 +39,9 @@ NOTIFY_CHANNEL = "jobrunner"
 def run_sync(conn: sa.Connection, op: Op[T]) -> T:
     """Execute every statement of `op` on `conn`; returns the operation's value."""
     try:
-        stmt = next(op)
+        step = next(op)
         while True:
-            stmt = op.send(conn.execute(stmt))
+            step = op.send(conn.execute(*step) if isinstance(step, tuple) else conn.execute(step))
     except StopIteration as done:
         return cast(T, done.value)
 
@@ -46,9 +49,10 @@ def run_sync(conn: sa.Connection, op: Op[T]) -> T:
 async def run_async(conn: AsyncConnection, op: Op[T]) -> T:
     """Execute every statement of `op` on the async `conn`; returns the operation's value."""
     try:
-        stmt = next(op)
+        step = next(op)
         while True:
-            stmt = op.send(await conn.execute(stmt))
+            result = await (conn.execute(*step) if isinstance(step, tuple) else conn.execute(step))
+            step = op.send(result)
     except StopIteration as done:
         return cast(T, done.value)
 
@@ -116,42 +120,67 @@ def enqueue(
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
 ) -> Op[Run]:
-    """Queue a one-off run of a catalogued job (see `Store.enqueue` for the contract)."""
+    """Queue a one-off run of a catalogued job (see `Store.enqueue` for the contract).
+
+    One statement in the common case: the run is inserted from the job's catalog row (so an
+    unknown job inserts nothing) and, on PostgreSQL, the NOTIFY rides in the same statement.
+    Only when nothing was inserted does a second query tell an unknown job from a repeated
+    idempotency key.
+    """
     values = json_object(kwargs)
     if run_at is not None and run_at.tzinfo is None:
         raise BadInput(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
-    job = (
-        yield sa.select(jobrunner_jobs.c.definition).where(jobrunner_jobs.c.name == job_name)
-    ).one_or_none()
-    if job is None:
-        raise JobNotFound(f"no job named {job_name!r} in the catalog")
-    retries = int(job.definition.get("retries", 0))
-    stmt = insert(dialect, job_runs).values(
-        job_name=job_name,
-        trigger="manual",
-        run_at=run_at if run_at is not None else db_now(),
-        status="queued",
-        attempt=1,
-        max_attempts=retries + 1,
-        kwargs=values,
-        enqueued_at=db_now(),
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-    )
-    if idempotency_key is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["job_name", "idempotency_key"])
-    row = (yield stmt.returning(*job_runs.c)).one_or_none()
-    if row is None:  # the idempotency key was used before: return that run
-        row = (
+    params = {
+        "name": job_name,
+        "kwargs": values,
+        "key": idempotency_key,
+        "corr": correlation_id,
+        "run_at": run_at,
+    }
+    query = _enqueue_statement(dialect, run_at is not None, idempotency_key is not None)
+    row = (yield query, params).one_or_none()
+    if row is not None:
+        return Run(**{c.name: row._mapping[c.name] for c in job_runs.c})
+    if idempotency_key is not None:  # the key was used before: return that run
+        first = (
             yield sa.select(job_runs).where(
                 job_runs.c.job_name == job_name, job_runs.c.idempotency_key == idempotency_key
             )
-        ).one()
-    else:
-        wake = notify(dialect, job_name)
-        if wake is not None:
-            yield wake
-    return Run(**row._mapping)
+        ).one_or_none()
+        if first is not None:
+            return Run(**first._mapping)
+    raise JobNotFound(f"no job named {job_name!r} in the catalog")
+
+
+@functools.cache
+def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Executable:
+    """The enqueue statement, built once per shape (parameters: name, kwargs, key, corr,
+    run_at): building it costs more than sending it."""
+    retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
+    source = sa.select(
+        jobrunner_jobs.c.name,
+        sa.literal("manual"),
+        sa.bindparam("run_at", type_=UTCDateTime()) if delayed else db_now(),
+        sa.literal("queued"),
+        sa.literal(1),
+        retries + 1,
+        sa.bindparam("kwargs", type_=job_runs.c.kwargs.type),
+        db_now(),
+        sa.bindparam("key", type_=job_runs.c.idempotency_key.type),
+        sa.bindparam("corr", type_=job_runs.c.correlation_id.type),
+    ).where(jobrunner_jobs.c.name == sa.bindparam("name"))
+    columns = [
+        "job_name", "trigger", "run_at", "status", "attempt", "max_attempts", "kwargs",
+        "enqueued_at", "idempotency_key", "correlation_id",
+    ]  # fmt: skip
+    stmt = insert(dialect, job_runs).from_select(columns, source)
+    if idempotent:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["job_name", "idempotency_key"])
+    returning: sa.Executable = stmt.returning(*job_runs.c)
+    if dialect != "postgresql":
+        return returning
+    queued = stmt.returning(*job_runs.c).cte("queued")  # NOTIFY in the same statement, only if a row went in
+    return sa.select(queued, sa.func.pg_notify(NOTIFY_CHANNEL, queued.c.job_name))
 
 
 def get_run(run_id: int) -> Op[Run]:
