@@ -29,6 +29,36 @@ Status = Literal["succeeded", "failed", "timed_out"]
 Isolation = Literal["thread", "process"]
 
 
+class Cancelled:
+    """`ctx.cancelled`: set when the run must stop; `is_set()`, `set()` and `wait(timeout)`
+    as on `threading.Event`. The Event behind `wait` is made on first use, so the many
+    runs that never wait do not pay for one."""
+
+    __slots__ = ("_event", "_flag")
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._lock:
+            self._flag = True
+            if self._event is not None:
+                self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._flag:
+                    self._event.set()
+        return self._event.wait(timeout)
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobContext:
     """What a job that declares a `ctx` parameter receives."""
@@ -41,7 +71,7 @@ class JobContext:
     fence: int
     correlation_id: str | None
     log: Any
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: Cancelled | threading.Event = field(default_factory=Cancelled)
 
 
 @dataclass(frozen=True, kw_only=True)

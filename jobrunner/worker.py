@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -43,7 +43,6 @@ from jobrunner.logging import get_logger
 from jobrunner.metrics import Metrics
 from jobrunner.scheduler import Plan, Timetable
 from jobrunner.store import migrate
-from jobrunner.store.listen import Listener
 from jobrunner.store.records import (
     CatalogEntry,
     ClaimedRun,
@@ -53,6 +52,9 @@ from jobrunner.store.records import (
     catalog_entries,
 )
 from jobrunner.store.store import Store
+
+if TYPE_CHECKING:
+    from jobrunner.store.listen import Listener
 
 T = TypeVar("T")
 log = get_logger("jobrunner.worker")
@@ -204,6 +206,8 @@ class Worker:
         await self.db(self.store.reap, lease_ttl=self.lease_ttl)
         await self._refresh_catalog()
         if self.store.dialect == "postgresql":
+            from jobrunner.store.listen import Listener  # loads psycopg: not for SQLite
+
             loop = asyncio.get_running_loop()
 
             def wake(_payload: str) -> None:

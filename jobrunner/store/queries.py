@@ -179,7 +179,8 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
     returning: sa.Executable = stmt.returning(*job_runs.c)
     if dialect != "postgresql":
         return returning
-    queued = stmt.returning(*job_runs.c).cte("queued")  # NOTIFY in the same statement, only if a row went in
+    # NOTIFY in the same statement, sent only if a row went in.
+    queued = stmt.returning(*job_runs.c).cte("queued")
     return sa.select(queued, sa.func.pg_notify(NOTIFY_CHANNEL, queued.c.job_name))
 
 

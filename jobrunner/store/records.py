@@ -81,6 +81,8 @@ class Lease:
 
 @dataclass(frozen=True, kw_only=True)
 class ClaimedRun:
+    """A run a claim started: `run` as it was read while queued, running under `lease`."""
+
     run: Run
     lease: Lease
 

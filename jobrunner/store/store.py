@@ -857,13 +857,13 @@ def _candidates(
         query = query.where(
             (job_runs.c.trigger == "schedule") | job_runs.c.job_name.not_in(saturated)
         )
+    names = job_runs.c.keys()
+    width = len(names)
     out = []
     now = None
-    for row in conn.execute(query):
-        m = dict(row._mapping)
-        paused_flag = bool(m.pop("_paused"))
-        now = m.pop("_now")
-        out.append((Run(**m), paused_flag))
+    for row in conn.execute(query).tuples():
+        out.append((Run(**dict(zip(names, row[:width], strict=True))), bool(row[width])))
+        now = row[width + 1]
     return out, now
 
 
@@ -968,6 +968,7 @@ def _start(
 ) -> list[ClaimedRun]:
     by_run = {lease.run_id: lease for lease in leases}
     runs = [run for run, _ in wanted] + [run for run, _ in replace]
+    # Each run as it was read (queued); it is now running under its lease.
     started = [ClaimedRun(run=r, lease=by_run[r.id]) for r in runs if r.id in by_run]
     if started and conn.dialect.name == "postgresql":  # one statement, fixed text
         rows = _unnest(
@@ -986,19 +987,7 @@ def _start(
             .values(status="running", worker_id=worker_id, fence=sa.bindparam("f"), started_at=now),
             [{"rid": c.run.id, "f": c.lease.fence} for c in started],
         )
-    return [
-        ClaimedRun(
-            run=_replace_fields(
-                c.run, status="running", worker_id=worker_id, fence=c.lease.fence, started_at=now
-            ),
-            lease=c.lease,
-        )
-        for c in started
-    ]
-
-
-def _replace_fields(run: Run, **changes: Any) -> Run:
-    return Run(**{**run.__dict__, **changes})
+    return started
 
 
 def _finish_skipped(conn: sa.Connection, skipped: list[tuple[Run, str]]) -> None:
