@@ -5,10 +5,7 @@ Exit codes: 0 ok, 1 failure, 2 bad input (with a one-line message per problem, n
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from jobrunner.config import Config, load_config, mask_url, resolve_config_path
-from jobrunner.errors import BadInput, ConfigError, JobNotFound, JobrunnerError, RunNotFound
+from jobrunner.daemon import failure, run_worker
+from jobrunner.errors import ConfigError, JobrunnerError
 from jobrunner.store import migrate
 from jobrunner.store.store import Store
 
@@ -69,13 +67,11 @@ def open_store(cfg: Config) -> Iterator[Store]:
     store = Store.from_url(cfg.database.url)
     try:
         yield store
-    except (JobNotFound, RunNotFound, BadInput) as exc:
-        fail(str(exc), 2)
-    except JobrunnerError as exc:
-        fail(str(exc))
-    except sa.exc.DBAPIError as exc:
-        first = str(exc.orig or exc).strip().splitlines()[0]
-        fail(f"database {mask_url(cfg.database.url)}: {first}")
+    except (JobrunnerError, sa.exc.DBAPIError) as exc:
+        known = failure(exc, cfg.database.url)
+        if known is None:
+            raise
+        fail(*known)
     finally:
         store.close()
 
@@ -101,23 +97,7 @@ def table(*columns: str) -> Table:
 @app.command()
 def run(config: Path | None = ConfigOption) -> None:
     """Start a worker: fire cron slots and queued runs until SIGTERM/SIGINT."""
-    run_worker(config)
-
-
-def run_worker(config: Path | None) -> None:
-    from jobrunner.logging import configure_logging
-    from jobrunner.worker import Worker
-
-    cfg = load(config)
-    configure_logging(cfg.logging.format, cfg.logging.level)
-    with open_store(cfg) as store:
-        code = asyncio.run(Worker(cfg, store).run())
-    # Everything is recorded and released. A sync job that ignores ctx.cancelled would keep
-    # its (unkillable) thread and so the process alive: exit now instead of joining it.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    raise typer.Exit(run_worker(config))
 
 
 @app.command()
@@ -207,31 +187,7 @@ def db_status(
         raise typer.Exit(1)
 
 
-def daemon_args(args: list[str]) -> tuple[bool, Path | None]:
-    """`run [-c FILE | --config FILE | --config=FILE]`, read without typer: (matched, FILE).
-
-    typer coerces every parameter through pydantic, which stays loaded: about 11 MB of the
-    daemon's resident memory for one option. Anything else (`--help`, a typo) is left to
-    typer, which explains it."""
-    if args[:1] != ["run"]:
-        return False, None
-    rest = args[1:]
-    if not rest:
-        return True, None
-    if len(rest) == 2 and rest[0] in ("-c", "--config") and not rest[1].startswith("-"):
-        return True, Path(rest[1])
-    if len(rest) == 1 and rest[0].startswith("--config=") and len(rest[0]) > len("--config="):
-        return True, Path(rest[0].removeprefix("--config="))
-    return False, None
-
-
 def main() -> None:
-    matched, config = daemon_args(sys.argv[1:])
-    if matched:
-        try:
-            run_worker(config)
-        except typer.Exit as done:
-            sys.exit(done.exit_code)
     import jobrunner.cli_manage
     import jobrunner.cli_ops  # noqa: F401 - they register their commands on `app`
 

@@ -58,7 +58,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = get_logger("jobrunner.worker")
-LOOKAHEAD = timedelta(milliseconds=500)  # slots are recorded this long before they are due
+LOOKAHEAD = timedelta(milliseconds=500)  # slots are recorded at least this long before due
+# ... and at most this long (see schedule_once): well below scheduler.OVERDUE, since a slot
+# is judged overdue against the look-ahead horizon, not the clock.
+MAX_LOOKAHEAD = timedelta(seconds=2)
 HOUSEKEEPING_EVERY = 3  # heartbeats between checks that need not run every time
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError)
 
@@ -155,6 +158,7 @@ class Worker:
         self.last_heartbeat = time.monotonic()  # last heartbeat pass, successful or not
         self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="jobrunner-db")
         self._timetable: Timetable | None = None
+        self._lookahead = LOOKAHEAD
         self._signals = 0
         self._listener: Listener | None = None
         self._catalog_hashes: dict[str, str] = {}
@@ -342,15 +346,18 @@ class Worker:
             await _sleep_or(self.stopping, delay)
 
     async def schedule_once(self) -> float:
-        """Record every slot due within `LOOKAHEAD`; returns seconds until the next pass.
+        """Record every slot due within the look-ahead; returns seconds until the next pass.
 
-        Slots are written slightly ahead of their time (queued, `run_at` = the slot), so at the
-        fire time every replica's claimer, sleeping until the earliest `run_at`, only has to
-        claim: the start lag is one claim, not a write and a claim.
+        Slots are written ahead of their time (queued, `run_at` = the slot), so at the fire
+        time every replica's claimer, sleeping until the earliest `run_at`, only has to claim:
+        the start lag is one claim, not a write and a claim. The look-ahead is twice the
+        last pass's duration (at least `LOOKAHEAD`, at most `MAX_LOOKAHEAD`), so that
+        thousands of jobs due at the same minute are still written before it.
         """
         table = self._timetable
         assert table is not None
-        now = datetime.now(UTC) + LOOKAHEAD
+        started = time.monotonic()
+        now = datetime.now(UTC) + self._lookahead
         names = table.due(now)
         if names:
             owned = [n for n in names if self._owns_schedule(n)]
@@ -369,10 +376,12 @@ class Worker:
                 if plan.unrecorded:
                     log.warning("missed slots too old to record", job=name, count=plan.unrecorded)
             self.wake_claimer.set()
+            took = timedelta(seconds=time.monotonic() - started)
+            self._lookahead = min(max(LOOKAHEAD, 2 * took), MAX_LOOKAHEAD)
         nxt = table.next_due()
         if nxt is None:
             return 3600.0
-        return max((nxt - LOOKAHEAD - datetime.now(UTC)).total_seconds(), 0.0)
+        return max((nxt - self._lookahead - datetime.now(UTC)).total_seconds(), 0.0)
 
     def _owns_schedule(self, name: str) -> bool:
         """Rolling deploys: a job's slots are recorded only by workers whose definition of it

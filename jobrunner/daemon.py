@@ -1,0 +1,80 @@
+"""`jobrunner run`: load the config and run a worker until signalled.
+
+Kept apart from the CLI so that a replica does not load what only the management commands
+need: typer (0.29 coerces every parameter through pydantic) and rich tables, about 10 MB of
+resident memory per replica. `jobrunner.__main__` sends `run [-c FILE]` here directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from jobrunner.config import load_config, mask_url, resolve_config_path
+from jobrunner.errors import BadInput, ConfigError, JobNotFound, JobrunnerError, RunNotFound
+
+
+def run_args(args: list[str]) -> tuple[bool, Path | None]:
+    """`run [-c FILE | --config FILE | --config=FILE]`: (matched, FILE). Anything else
+    (`--help`, a typo) is left to the CLI, which explains it."""
+    if args[:1] != ["run"]:
+        return False, None
+    rest = args[1:]
+    if not rest:
+        return True, None
+    if len(rest) == 2 and rest[0] in ("-c", "--config") and not rest[1].startswith("-"):
+        return True, Path(rest[1])
+    if len(rest) == 1 and rest[0].startswith("--config=") and len(rest[0]) > len("--config="):
+        return True, Path(rest[0].removeprefix("--config="))
+    return False, None
+
+
+def failure(exc: BaseException, url: str) -> tuple[str, int] | None:
+    """The one-line message and exit code a command ends with after `exc`, or None for an
+    error that is a bug (it keeps its traceback). Database URLs are masked."""
+    if isinstance(exc, JobNotFound | RunNotFound | BadInput):
+        return str(exc), 2
+    if isinstance(exc, JobrunnerError):
+        return str(exc), 1
+    if isinstance(exc, sa.exc.DBAPIError):
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        return f"database {mask_url(url)}: {first}", 1
+    return None
+
+
+def run_worker(config: Path | None) -> int:
+    """Run a worker with the config at `config` (see `resolve_config_path`). Exits the
+    process when the worker stops; returns an exit code only when it cannot start."""
+    try:
+        cfg = load_config(resolve_config_path(config))
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return 2
+    from jobrunner.logging import configure_logging
+    from jobrunner.store.store import Store
+    from jobrunner.worker import Worker
+
+    configure_logging(cfg.logging.format, cfg.logging.level)
+    store = Store.from_url(cfg.database.url)
+    try:
+        code = asyncio.run(Worker(cfg, store).run())
+    except Exception as exc:
+        known = failure(exc, cfg.database.url)
+        if known is None:
+            raise
+        print(f"error: {known[0]}", file=sys.stderr)
+        return known[1]
+    finally:
+        store.close()
+    # Everything is recorded and released. A sync job that ignores ctx.cancelled would keep
+    # its (unkillable) thread and so the process alive: exit now instead of joining it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
