@@ -861,7 +861,7 @@ def _candidates(
     width = len(names)
     out = []
     now = None
-    for row in conn.execute(query).tuples():
+    for row in conn.execute(query):
         out.append((Run(**dict(zip(names, row[:width], strict=True))), bool(row[width])))
         now = row[width + 1]
     return out, now

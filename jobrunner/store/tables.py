@@ -74,7 +74,7 @@ job_runs = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=True),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
     sa.Column("error", sa.JSON(), nullable=True),
-    sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.text("false")),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("correlation_id", sa.String(200), nullable=True),
     sa.Column("retry_of", sa.BigInteger(), nullable=True),
@@ -120,7 +120,7 @@ jobrunner_jobs = sa.Table(
     sa.Column("timezone", sa.String(64), nullable=False),
     sa.Column("config_hash", sa.String(64), nullable=False),
     sa.Column("definition", sa.JSON(), nullable=False),
-    sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.text("false")),
     sa.Column("published_by", sa.String(200), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
