@@ -1,9 +1,15 @@
 """jobrunner: a distributed cron and job-runner daemon.
 
-Public API: the job context, the clients for web apps, and the errors they raise.
+Public API: the job context, the clients for web apps, and the errors they raise. The
+clients and the context are imported on first use, so that `jobrunner run` decides what a
+replica loads (see `jobrunner.__main__`).
 """
 
-from jobrunner.client import AsyncClient, Client
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from jobrunner.errors import (
     ConfigError,
     InvalidArguments,
@@ -12,10 +18,20 @@ from jobrunner.errors import (
     RunNotFound,
     SchemaOutOfDate,
 )
-from jobrunner.executor import JobContext
-from jobrunner.store.records import Run
+
+if TYPE_CHECKING:
+    from jobrunner.client import AsyncClient, Client
+    from jobrunner.executor import JobContext
+    from jobrunner.store.records import Run
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "AsyncClient": "jobrunner.client",
+    "Client": "jobrunner.client",
+    "JobContext": "jobrunner.executor",
+    "Run": "jobrunner.store.records",
+}
 
 __all__ = [
     "AsyncClient",
@@ -30,3 +46,12 @@ __all__ = [
     "SchemaOutOfDate",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobrunner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
