@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-import sqlalchemy as sa
-
 from bench.common import (
     Proc,
     query,
@@ -147,28 +145,9 @@ class Jobrunner(System):
         return time.perf_counter() - t0
 
     def enqueue_bulk(self, n: int) -> float:
-        """jobrunner's store has no bulk enqueue: one multi-row INSERT of the same rows
-        `Store.enqueue` writes (batched by SQLAlchemy's insertmanyvalues) plus one NOTIFY."""
-        from jobrunner.store.engine import db_now
-        from jobrunner.store.store import NOTIFY_CHANNEL
-        from jobrunner.store.tables import job_runs
-
+        """Through the public bulk API (`Client.enqueue_many`): one statement, one NOTIFY."""
         t0 = time.perf_counter()
-        rows = [
-            {
-                "job_name": "noop",
-                "trigger": "manual",
-                "status": "queued",
-                "attempt": 1,
-                "max_attempts": 1,
-                "kwargs": {},
-            }
-            for _ in range(n)
-        ]
-        stmt = job_runs.insert().values(run_at=db_now(), enqueued_at=db_now())
-        with self.store.engine.begin() as conn:
-            conn.execute(stmt, rows)
-            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "noop")))
+        self.client.enqueue_many("noop", [{}] * n)
         return time.perf_counter() - t0
 
     def start_worker(self) -> Proc:

@@ -16,7 +16,7 @@ sends::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
@@ -120,6 +120,25 @@ class Client:
             kwargs,
             run_at=run_at,
             idempotency_key=idempotency_key,
+            correlation_id=correlation_id or current_correlation_id(self.correlation_from),
+        )
+
+    def enqueue_many(
+        self,
+        name: str,
+        kwargs_list: Sequence[Mapping[str, Any] | None],
+        *,
+        run_at: datetime | None = None,
+        correlation_id: str | None = None,
+    ) -> list[int]:
+        """Queue one run of the catalogued job `name` per element of `kwargs_list` (each a
+        JSON object or None) in one statement, all or none; returns their ids in order.
+        Raises JobNotFound, InvalidArguments (naming the element). For idempotency keys,
+        use `enqueue`."""
+        return self._store.enqueue_many(
+            name,
+            kwargs_list,
+            run_at=run_at,
             correlation_id=correlation_id or current_correlation_id(self.correlation_from),
         )
 
@@ -247,6 +266,25 @@ class AsyncClient:
                 kwargs,
                 run_at=run_at,
                 idempotency_key=idempotency_key,
+                correlation_id=correlation_id or current_correlation_id(self.correlation_from),
+            )
+        )
+
+    async def enqueue_many(
+        self,
+        name: str,
+        kwargs_list: Sequence[Mapping[str, Any] | None],
+        *,
+        run_at: datetime | None = None,
+        correlation_id: str | None = None,
+    ) -> list[int]:
+        """As `Client.enqueue_many`."""
+        return await self._write(
+            queries.enqueue_many(
+                self.dialect,
+                name,
+                kwargs_list,
+                run_at=run_at,
                 correlation_id=correlation_id or current_correlation_id(self.correlation_from),
             )
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -152,28 +152,98 @@ def enqueue(
     raise JobNotFound(f"no job named {job_name!r} in the catalog")
 
 
-@functools.cache
-def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Executable:
-    """The enqueue statement, built once per shape (parameters: name, kwargs, key, corr,
-    run_at): building it costs more than sending it."""
+def enqueue_many(
+    dialect: str,
+    job_name: str,
+    kwargs_list: Sequence[Mapping[str, Any] | None],
+    *,
+    run_at: datetime | None = None,
+    correlation_id: str | None = None,
+) -> Op[list[int]]:
+    """Queue one run of a catalogued job per element of `kwargs_list`, in one statement;
+    returns their ids in order. Every element is checked first (InvalidArguments names the
+    first bad one); an unknown job is JobNotFound. No idempotency keys: use `enqueue`."""
+    values = []
+    for i, kwargs in enumerate(kwargs_list):
+        try:
+            values.append(json_object(kwargs))
+        except InvalidArguments as exc:
+            raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
+    if run_at is not None and run_at.tzinfo is None:
+        raise BadInput(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
+    if not values:
+        return []
+    params = {
+        "name": job_name,
+        "kwargs": json.dumps(values),
+        "corr": correlation_id,
+        "run_at": run_at,
+    }
+    ids = list((yield _enqueue_many_statement(dialect, run_at is not None), params).scalars())
+    if not ids:
+        raise JobNotFound(f"no job named {job_name!r} in the catalog")
+    wake = notify(dialect, job_name)
+    if wake is not None:
+        yield wake
+    return ids
+
+
+def _runs_from_catalog(delayed: bool, kwargs: Any, key: Any, corr: Any) -> sa.Select[Any]:
+    """SELECT of the columns `_ENQUEUE_COLUMNS` for a manual run of the job `:name` (from its
+    catalog row: none for an unknown job), given the kwargs, key and correlation id."""
     retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
-    source = sa.select(
+    return sa.select(
         jobrunner_jobs.c.name,
         sa.literal("manual"),
         sa.bindparam("run_at", type_=UTCDateTime()) if delayed else db_now(),
         sa.literal("queued"),
         sa.literal(1),
         retries + 1,
-        sa.bindparam("kwargs", type_=job_runs.c.kwargs.type),
+        kwargs,
         db_now(),
+        key,
+        corr,
+    ).where(jobrunner_jobs.c.name == sa.bindparam("name"))
+
+
+_ENQUEUE_COLUMNS = [
+    "job_name", "trigger", "run_at", "status", "attempt", "max_attempts", "kwargs",
+    "enqueued_at", "idempotency_key", "correlation_id",
+]  # fmt: skip
+
+
+@functools.cache
+def _enqueue_many_statement(dialect: str, delayed: bool) -> sa.Executable:
+    """The bulk enqueue (parameters: name, kwargs as one JSON array text, corr, run_at): the
+    array is expanded by the database (json_array_elements / json_each), one row each."""
+    text = sa.bindparam("kwargs", type_=sa.String())
+    if dialect == "postgresql":
+        rows = sa.func.json_array_elements(sa.cast(text, sa.JSON())).table_valued("value")
+    else:
+        rows = sa.func.json_each(text).table_valued("value")
+    source = _runs_from_catalog(
+        delayed,
+        rows.c.value,
+        sa.null(),
+        sa.bindparam("corr", type_=job_runs.c.correlation_id.type),
+    ).select_from(jobrunner_jobs.join(rows, sa.true()))
+    stmt: sa.Executable = (
+        insert(dialect, job_runs).from_select(_ENQUEUE_COLUMNS, source).returning(job_runs.c.id)
+    )
+    return stmt
+
+
+@functools.cache
+def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Executable:
+    """The enqueue statement, built once per shape (parameters: name, kwargs, key, corr,
+    run_at): building it costs more than sending it."""
+    source = _runs_from_catalog(
+        delayed,
+        sa.bindparam("kwargs", type_=job_runs.c.kwargs.type),
         sa.bindparam("key", type_=job_runs.c.idempotency_key.type),
         sa.bindparam("corr", type_=job_runs.c.correlation_id.type),
-    ).where(jobrunner_jobs.c.name == sa.bindparam("name"))
-    columns = [
-        "job_name", "trigger", "run_at", "status", "attempt", "max_attempts", "kwargs",
-        "enqueued_at", "idempotency_key", "correlation_id",
-    ]  # fmt: skip
-    stmt = insert(dialect, job_runs).from_select(columns, source)
+    )
+    stmt = insert(dialect, job_runs).from_select(_ENQUEUE_COLUMNS, source)
     if idempotent:
         stmt = stmt.on_conflict_do_nothing(index_elements=["job_name", "idempotency_key"])
     returning: sa.Executable = stmt.returning(*job_runs.c)

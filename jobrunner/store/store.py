@@ -310,6 +310,22 @@ class Store:
             with conn.begin():
                 return queries.run_sync(conn, op)
 
+    def enqueue_many(
+        self,
+        job_name: str,
+        kwargs_list: Sequence[Mapping[str, Any] | None],
+        *,
+        run_at: datetime | None = None,
+        correlation_id: str | None = None,
+    ) -> list[int]:
+        """Queue a run of a catalogued job per element of `kwargs_list` in one statement
+        (all or none); returns the run ids in order. Wakes listening workers."""
+        op = queries.enqueue_many(
+            self.dialect, job_name, kwargs_list, run_at=run_at, correlation_id=correlation_id
+        )
+        with self.engine.begin() as conn:
+            return queries.run_sync(conn, op)
+
     def _notify(self, conn: sa.Connection, payload: str) -> None:
         stmt = queries.notify(self.dialect, payload)
         if stmt is not None:

@@ -171,6 +171,46 @@ def test_a_client_built_on_an_engine_leaves_it_open(db_url: str) -> None:
     engine.dispose()
 
 
+def test_enqueue_many_queues_one_run_per_element_in_order(client: Client) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    ids = client.enqueue_many("report", [{"n": 1}, None, {"n": 3}], correlation_id="bulk")
+    assert len(ids) == 3 and ids == sorted(ids)
+    runs = [client.get_run(i) for i in ids]
+    assert [r.kwargs for r in runs] == [{"n": 1}, {}, {"n": 3}]
+    assert {(r.status, r.trigger, r.attempt, r.max_attempts, r.correlation_id) for r in runs} == {
+        ("queued", "manual", 1, 3, "bulk")
+    }
+    (delayed,) = client.enqueue_many("other", [{}], run_at=later)
+    assert abs((client.get_run(delayed).run_at - later).total_seconds()) < 1e-3
+    assert client.enqueue_many("report", []) == []
+
+
+def test_enqueue_many_is_all_or_nothing_and_names_the_bad_element(client: Client) -> None:
+    before = len(client.list_runs(limit=1000))
+    with pytest.raises(InvalidArguments, match=r"kwargs_list\[1\]"):
+        client.enqueue_many("report", [{"ok": 1}, {"bad": math.nan}])
+    with pytest.raises(JobNotFound):
+        client.enqueue_many("nope", [{}, {}])
+    with pytest.raises(BadInput):
+        client.enqueue_many("report", [{}], run_at=datetime(2030, 1, 1))
+    assert len(client.list_runs(limit=1000)) == before
+
+
+def test_enqueue_many_wakes_listeners_once(pg_url: str) -> None:
+    publish(pg_url, "report")
+    with psycopg.connect(
+        sa.make_url(pg_url)
+        .render_as_string(hide_password=False)
+        .replace("postgresql+psycopg", "postgresql"),
+        autocommit=True,
+    ) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        with Client.from_url(pg_url) as c:
+            c.enqueue_many("report", [{"i": i} for i in range(50)])
+        notes = list(listener.notifies(timeout=2, stop_after=2))
+    assert [n.payload for n in notes] == ["report"]
+
+
 # -- async client: PostgreSQL -------------------------------------------------------------
 
 
@@ -198,6 +238,10 @@ def test_async_client_behaves_like_the_sync_client(pg_url: str) -> None:
             assert [r.id for r in await ac.list_runs(correlation_id="c2")] == [other.id]
             assert [j.name for j in await ac.list_jobs()] == ["other", "report"]
             assert (await ac.get_job("other")).config_hash == "hash-other"
+            bulk = await ac.enqueue_many("report", [{}, {"y": 2}])
+            assert [(await ac.get_run(i)).kwargs for i in bulk] == [{}, {"y": 2}]
+            with pytest.raises(JobNotFound):
+                await ac.enqueue_many("nope", [{}])
             cancelled = await ac.cancel_run(run.id)
             assert cancelled.status == "cancelled"
             assert [r.id for r in await ac.list_runs(status="cancelled")] == [run.id]
