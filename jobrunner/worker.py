@@ -62,7 +62,7 @@ LOOKAHEAD = timedelta(milliseconds=500)  # slots are recorded at least this long
 # ... and at most this long (see schedule_once): well below scheduler.OVERDUE, since a slot
 # is judged overdue against the look-ahead horizon, not the clock.
 MAX_LOOKAHEAD = timedelta(seconds=2)
-HOUSEKEEPING_EVERY = 3  # heartbeats between checks that need not run every time
+HOUSEKEEPING_EVERY = 5  # heartbeats between checks that need not run every time
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError)
 
 

@@ -833,7 +833,7 @@ def _unnest(*columns: tuple[str, Any, Sequence[Any]]) -> Any:
 def _held_locks(conn: sa.Connection) -> dict[str, dict[int, LockRow]]:
     held: dict[str, dict[int, LockRow]] = defaultdict(dict)
     cols = [job_locks.c[k] for k in LockRow.__dataclass_fields__]
-    for r in conn.execute(sa.select(*cols).where(job_locks.c.worker_id.is_not(None))):
+    for r in conn.execute(sa.select(*cols).where(job_locks.c.worker_id.is_not(None))).all():
         job_name, slot, run_id, worker_id, fence, acquired_at, expires_at = r
         held[job_name][slot] = LockRow(
             job_name=job_name,
@@ -877,7 +877,7 @@ def _candidates(
     width = len(names)
     out = []
     now = None
-    for row in conn.execute(query):
+    for row in conn.execute(query).all():
         out.append((Run(**dict(zip(names, row[:width], strict=True))), bool(row[width])))
         now = row[width + 1]
     return out, now
