@@ -871,7 +871,7 @@ def _candidates(
     )
     if saturated:
         query = query.where(
-            (job_runs.c.trigger == "schedule") | job_runs.c.job_name.not_in(saturated)
+            (job_runs.c.trigger == "schedule") | ~_any(conn, job_runs.c.job_name, saturated)
         )
     names = job_runs.c.keys()
     width = len(names)
