@@ -24,7 +24,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -167,11 +168,12 @@ class Worker:
         self._log = log.bind()  # a concrete logger: each run binds its context onto it
         # Pipelining under load: while the last claim filled every free place (a backlog),
         # the claimer is woken as soon as a quarter of the places are free again, so the
-        # next claim overlaps with writing the outcomes of the runs before. Not while an
-        # outcome of a job with limited concurrency is unwritten: its lease is still held.
+        # next claim overlaps with writing the outcomes of the runs before. That claim
+        # leaves out jobs of limited concurrency with an outcome still unwritten: their
+        # lease is held until it is written (a slot due meanwhile would look like an overlap).
         self._backlog = False
         self._refill_at = max(1, config.worker.concurrency // 4)
-        self._limited_unwritten = 0
+        self._unwritten: Counter[str] = Counter()  # limited job -> its outcomes not written
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -451,7 +453,7 @@ class Worker:
             self.store.claim,
             worker_id=self.id,
             limit=free,
-            policies=self.policies,
+            policies=self._claimable(),
             lease_ttl=self.lease_ttl,
         )
         for run, reason in claim.skipped:
@@ -472,6 +474,12 @@ class Worker:
         if claim.next_due is not None and claim.now is not None:
             return min(max((claim.next_due - claim.now).total_seconds(), 0.001), poll)
         return poll
+
+    def _claimable(self) -> Mapping[str, Policy]:
+        """The jobs a claim may take runs of: all but limited jobs with an unwritten outcome."""
+        if not self._unwritten:
+            return self.policies
+        return {n: pol for n, pol in self.policies.items() if n not in self._unwritten}
 
     def _launch(self, claimed: ClaimedRun, claimed_at: datetime | None) -> None:
         run = claimed.run
@@ -528,13 +536,7 @@ class Worker:
             result = None
         finally:
             self.executing -= 1  # the claimer is woken once the outcome (and lease) is written
-            limited = self.policies[job.name].capacity is not None
-            if (
-                self._backlog
-                and not limited
-                and not self._limited_unwritten
-                and (self.capacity >= self._refill_at)
-            ):
+            if self._backlog and self.capacity >= self._refill_at:
                 self._backlog = False
                 self.wake_claimer.set()  # or earlier, under load (see __init__)
         self._record(active, result, time.monotonic() - started, lag)
@@ -566,7 +568,7 @@ class Worker:
             error=None if error is None else f"{error['type']}: {error['message']}",
         )
         if self.policies[job.name].capacity is not None:
-            self._limited_unwritten += 1
+            self._unwritten[job.name] += 1
         self.pending.append(
             Outcome(
                 lease=active.claimed.lease,
@@ -608,8 +610,11 @@ class Worker:
             self.pending = batch + self.pending
             raise
         for outcome in batch:
-            if self.policies[outcome.lease.job_name].capacity is not None:
-                self._limited_unwritten -= 1
+            name = outcome.lease.job_name
+            if self.policies[name].capacity is not None:
+                self._unwritten[name] -= 1
+                if self._unwritten[name] <= 0:
+                    del self._unwritten[name]
             if outcome.lease.run_id not in written:
                 log.warning("outcome refused: lease was taken over", run_id=outcome.lease.run_id)
             self.active.pop(outcome.lease.run_id, None)

@@ -235,7 +235,7 @@ class Store:
                 )
                 .group_by(job_runs.c.job_name)
             )
-            return dict(rows.tuples().all())
+            return {row[0]: row[1] for row in rows}
 
     def insert_slots(self, slots: Sequence[Slot]) -> int:
         """Record scheduled slots in one statement; returns how many were new.

@@ -1,0 +1,63 @@
+"""The worker's claim rule under load: a claim that overlaps outcome writes leaves out jobs of
+limited concurrency whose outcome is still unwritten (their lease is held until then)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from jobrunner.config import load_config
+from jobrunner.store.records import Slot
+from jobrunner.store.store import Store
+from jobrunner.worker import Worker
+from tests.support import write_config
+
+
+def test_a_claim_leaves_out_limited_jobs_with_unwritten_outcomes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jr.db'}"
+    jobs = [
+        {"name": "exclusive", "func": "sysjobs:noop_async"},  # overlap = "forbid": one at a time
+        {"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"},
+    ]
+    cfg = load_config(write_config(tmp_path / "jr.toml", url, jobs))
+    store = Store.from_url(url)
+    worker = Worker(cfg, store)
+
+    async def scenario() -> None:
+        await worker.start()
+        try:
+            assert set(worker._claimable()) == {"exclusive", "queue"}
+            run = store.enqueue("exclusive")
+            assert await worker.claim_once() >= 0
+            (active,) = worker.active.values()
+            assert active.claimed.run.id == run.id
+            await asyncio.wait_for(active.task, 10)  # type: ignore[arg-type]
+            # finished, outcome not yet written: its lease is still held
+            assert worker.pending and set(worker._claimable()) == {"queue"}
+            now = store.now()
+            store.insert_slots([Slot(job_name="exclusive", scheduled_for=now, run_at=now)])
+            store.enqueue("queue")
+            await worker.claim_once()
+            started = [a.claimed.run.job_name for a in worker.active.values()]
+            # the finished run and the queue run: the exclusive slot waits, it is not skipped
+            # as an overlap, and it is not started either while the lease is held
+            assert sorted(started) == ["exclusive", "queue"]
+            await worker._flush()
+            assert set(worker._claimable()) == {"exclusive", "queue"}
+            await worker.claim_once()
+            runs = store.list_runs(job="exclusive")
+            assert [r.status for r in runs if r.trigger == "schedule"] in (
+                ["running"],
+                ["succeeded"],
+            )
+        finally:
+            for a in list(worker.active.values()):
+                if a.task is not None:
+                    await asyncio.wait([a.task], timeout=5)
+            await worker._flush()
+            worker.executor.shutdown()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
