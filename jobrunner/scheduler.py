@@ -41,17 +41,25 @@ class Plan:
 
 
 def plan_slots(
-    job: JobConfig, cursor: datetime, now: datetime, rand: Callable[[], float] = random.random
+    job: JobConfig,
+    cursor: datetime,
+    now: datetime,
+    rand: Callable[[], float] = random.random,
+    *,
+    ahead: timedelta = timedelta(0),
 ) -> Plan:
-    """The slots of `job` in (cursor, now], each queued or skipped per the catch-up policy."""
+    """The slots of `job` in (cursor, now + ahead], each queued or skipped per the catch-up
+    policy. Whether a slot is late is judged against `now`, the clock, so slots recorded
+    `ahead` of their time are on time however far ahead."""
     schedule = job.schedule
-    if schedule is None or now <= cursor:
+    until = now + ahead
+    if schedule is None or until <= cursor:
         return Plan(slots=[])
     cap = LEDGER_LIMIT + job.max_catch_up
-    times = schedule.between(cursor, now, limit=cap)
+    times = schedule.between(cursor, until, limit=cap)
     unrecorded = 0
     if len(times) == cap:  # counted up to a bound: a year of per-second slots must stay cheap
-        unrecorded = schedule.count_between(cursor, now, cap=10 * cap) - cap
+        unrecorded = schedule.count_between(cursor, until, cap=10 * cap) - cap
     on_time = {t for t in times if now - t <= OVERDUE}
     missed = [t for t in times if now - t > OVERDUE]
     to_run = on_time | _missed_to_run(job, missed, now, bool(on_time))
@@ -109,8 +117,9 @@ class Timetable:
             names.append(heapq.heappop(self._heap)[1])
         return names
 
-    def plan(self, names: list[str], now: datetime) -> list[Plan]:
-        return [plan_slots(self.jobs[n], self.cursors[n], now) for n in names]
+    def plan(self, names: list[str], now: datetime, ahead: timedelta = timedelta(0)) -> list[Plan]:
+        """The slots of `names` up to `now + ahead` (see `plan_slots`)."""
+        return [plan_slots(self.jobs[n], self.cursors[n], now, ahead=ahead) for n in names]
 
     def advance(self, names: list[str], now: datetime) -> None:
         """The slots of `names` up to `now` are recorded: move their cursors and re-arm."""

@@ -60,9 +60,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = get_logger("jobrunner.worker")
 LOOKAHEAD = timedelta(milliseconds=500)  # slots are recorded at least this long before due
-# ... and at most this long (see schedule_once): well below scheduler.OVERDUE, since a slot
-# is judged overdue against the look-ahead horizon, not the clock.
-MAX_LOOKAHEAD = timedelta(seconds=2)
+MAX_LOOKAHEAD = timedelta(seconds=2)  # ... and at most this long (see schedule_once)
 HOUSEKEEPING_EVERY = 5  # heartbeats between checks that need not run every time
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError)
 
@@ -359,11 +357,13 @@ class Worker:
         table = self._timetable
         assert table is not None
         started = time.monotonic()
-        now = datetime.now(UTC) + self._lookahead
+        clock = datetime.now(UTC)
+        now = clock + self._lookahead  # the horizon: slots up to it are recorded now
         names = table.due(now)
         if names:
             owned = [n for n in names if self._owns_schedule(n)]
-            planned = dict(zip(owned, table.plan(owned, now), strict=True))
+            plans_owned = table.plan(owned, clock, ahead=self._lookahead)
+            planned = dict(zip(owned, plans_owned, strict=True))
             plans = [planned.get(n, Plan(slots=[])) for n in names]
             try:
                 await self.db(self.store.insert_slots, [s for p in plans for s in p.slots])

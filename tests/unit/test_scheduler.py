@@ -36,6 +36,20 @@ def test_on_time_slot_is_queued(tmp_path: Path) -> None:
     assert states(plan) == [("12:00", "queued", None)]
 
 
+def test_slots_recorded_ahead_are_on_time_however_far_ahead(tmp_path: Path) -> None:
+    """The worker records slots ahead of their time: lateness is judged against the clock,
+    not the horizon, so a slot in the future is never treated as missed."""
+    j = job(tmp_path, cron="* * * * * */2", catch_up="skip")
+    now = T0 + timedelta(seconds=7)  # 12:00:00..12:00:06 are late by more than OVERDUE or not
+    plan = plan_slots(j, T0 - timedelta(seconds=1), now, ahead=3 * OVERDUE)
+    by_time = {s.scheduled_for: (s.status, s.reason) for s in plan.slots}
+    assert by_time[T0] == ("skipped", "misfired")  # 7 s late
+    assert by_time[T0 + timedelta(seconds=2)] == ("queued", None)  # 5 s late: on time
+    future = [t for t in by_time if t > now]
+    assert max(future) == T0 + timedelta(seconds=22)  # the horizon: 12:00:07 + 15 s
+    assert all(by_time[t] == ("queued", None) for t in future)
+
+
 def test_nothing_due_gives_nothing(tmp_path: Path) -> None:
     assert plan_slots(job(tmp_path), T0, T0 + timedelta(seconds=30)).slots == []
 
