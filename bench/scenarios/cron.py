@@ -33,6 +33,8 @@ from bench.common import (
     wait_jobrunner_started,
     write_jobrunner_config,
 )
+from bench.report import Metric, Result
+from bench.scenarios import Context
 
 
 @dataclass
@@ -173,3 +175,64 @@ def run_cron(
         last_slot=last,
         startup_s=startup,
     )
+
+
+def cron_scenario(
+    ctx: Context,
+    label: str,
+    metrics: list[Metric],
+    *,
+    jobs: int,
+    replicas: int,
+    fire_times: int,
+    cron: str,
+    warmup: float,
+    settle: float = 60.0,
+) -> Result:
+    """A cron scenario (firelag, scale): `ctx.repeats` fresh runs of `run_cron`, each
+    summarised into `metrics`; skips, unfinished rows and bad exit codes become notes."""
+    result = Result(
+        label,
+        {
+            "jobs": jobs,
+            "cron": cron,
+            "replicas": replicas,
+            "fire times": fire_times,
+            "repeats": ctx.repeats,
+            "concurrency": ctx.concurrency or "default (16)",
+        },
+        metrics,
+    )
+    worker = {"concurrency": ctx.concurrency} if ctx.concurrency else None
+    for r in range(ctx.repeats):
+        out = ctx.guarded(
+            f"{label} r{r}",
+            lambda r=r: run_cron(
+                ctx.server,
+                ctx.dir(f"{label}/r{r}"),
+                label=label,
+                jobs=jobs,
+                replicas=replicas,
+                cron=cron,
+                fires=fire_times,
+                warmup=warmup,
+                worker=worker,
+                settle=settle,
+            ),
+        )
+        s = out.summary()
+        for key, value in s.items():
+            if any(m.key == key for m in metrics):
+                result.add("jobrunner", key, value)
+        if out.skipped:
+            result.note(f"r{r}: skipped slots by reason {dict(out.skipped)}")
+        if out.not_succeeded:
+            result.note(f"r{r}: rows neither succeeded nor skipped {dict(out.not_succeeded)}")
+        if any(c != 0 for c in out.exit_codes):
+            result.note(f"r{r}: replica exit codes after SIGTERM {out.exit_codes}")
+        ctx.say(
+            f"  {label} r{r}: p50 {s['p50'] or 0:.1f} ms, p99 {s['p99'] or 0:.1f} ms, "
+            f"{out.rows}/{out.expected} rows, dup {s['duplicates']}, missed {s['missed']}, "
+            f"RSS {[round(x) for x in out.rss_mib]} MiB, up after {out.startup_s:.1f}s"
+        )
+    return result

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bench.report import Metric, Result
 from bench.scenarios import Context
-from bench.scenarios.cron import run_cron
+from bench.scenarios.cron import cron_scenario
 
 METRICS = [
     Metric("p50", "start lag p50", "ms", "lower", 0),
@@ -35,48 +35,14 @@ def run(
     cron: str = "* * * * *",
     warmup: float = 0.0,
 ) -> Result:
-    result = Result(
+    return cron_scenario(
+        ctx,
         "scale",
-        {
-            "jobs": jobs,
-            "cron": cron,
-            "replicas": replicas,
-            "fire times": fire_times,
-            "repeats": ctx.repeats,
-            "concurrency": ctx.concurrency or "default (16)",
-        },
         METRICS,
+        jobs=jobs,
+        replicas=replicas,
+        fire_times=fire_times,
+        cron=cron,
+        warmup=warmup,
+        settle=180.0,
     )
-    worker = {"concurrency": ctx.concurrency} if ctx.concurrency else None
-    for r in range(ctx.repeats):
-        out = ctx.guarded(
-            f"scale r{r}",
-            lambda r=r: run_cron(
-                ctx.server,
-                ctx.dir(f"scale/r{r}"),
-                label="scale",
-                jobs=jobs,
-                replicas=replicas,
-                cron=cron,
-                fires=fire_times,
-                warmup=warmup,
-                worker=worker,
-                settle=180.0,
-            ),
-        )
-        for key, value in out.summary().items():
-            if any(m.key == key for m in METRICS):
-                result.add("jobrunner", key, value)
-        if out.skipped:
-            result.note(f"r{r}: skipped slots by reason {dict(out.skipped)}")
-        if out.not_succeeded:
-            result.note(f"r{r}: rows neither succeeded nor skipped {dict(out.not_succeeded)}")
-        if any(c != 0 for c in out.exit_codes):
-            result.note(f"r{r}: replica exit codes after SIGTERM {out.exit_codes}")
-        s = out.summary()
-        ctx.say(
-            f"  scale r{r}: p50 {s['p50'] or 0:.0f} ms, p99 {s['p99'] or 0:.0f} ms, "
-            f"{out.rows}/{out.expected} rows, dup {s['duplicates']}, missed {s['missed']}, "
-            f"RSS {[round(x) for x in out.rss_mib]} MiB, up after {out.startup_s:.1f}s"
-        )
-    return result
