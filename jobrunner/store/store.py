@@ -45,6 +45,13 @@ from jobrunner.store.tables import (
 )
 
 NOTIFY_CHANNEL = queries.NOTIFY_CHANNEL
+# The claim and outcome transactions look runs up by index only (see `_queue_tx`).
+_INDEX_PLANS = sa.select(
+    *(
+        sa.func.set_config(setting, "off", True)
+        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_hashjoin")
+    )
+)
 FORGET_WORKERS_AFTER = 3600.0  # seconds a dead worker's row stays visible as stale
 
 
@@ -350,7 +357,7 @@ class Store:
         """
         if limit <= 0 or not policies:
             return Claim()
-        with self.engine.begin() as conn:
+        with self._queue_tx() as conn:
             held = _held_locks(conn)
             saturated = [
                 name
@@ -483,6 +490,24 @@ class Store:
         with self.engine.begin() as new:
             yield new
 
+    @contextmanager
+    def _queue_tx(self) -> Iterator[sa.Connection]:
+        """A transaction of the worker's hot path (claim, outcomes), whose statements look
+        runs up by index only, whatever the table's statistics say.
+
+        Statistics lag the queue: autoanalyze runs at most once a minute, so right after a
+        burst (a bulk enqueue, thousands of slots at one minute) PostgreSQL believes a
+        handful of runs are queued and plans a bitmap scan of the whole backlog plus a sort
+        for the claim, and a hash join over the table for the start. Measured with 20,000
+        queued runs: 7-30 ms per claim of 200 instead of 0.3 ms. `set_config(..., true)`
+        lasts for this transaction only (no session state, so PgBouncer's transaction
+        pooling is fine); every statement in it has an index path.
+        """
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(_INDEX_PLANS)
+            yield conn
+
     def heartbeat(self, worker_id: str, lease_ttl: float, *, housekeeping: bool) -> Heartbeat:
         """A worker's periodic pass in one transaction: renew its leases (`renew`), take over
         expired ones (`reap`) and read the catalog (`catalog_state`). With `housekeeping` also
@@ -549,7 +574,7 @@ class Store:
         """
         if not outcomes:
             return set()
-        with self.engine.begin() as conn:
+        with self._queue_tx() as conn:
             # A lease row still names this worker and this run only if nobody took it over:
             # the reaper clears worker_id, a takeover or `replace` changes it and the run_id.
             ids = [o.lease.run_id for o in outcomes]
@@ -565,9 +590,13 @@ class Store:
                 return set()
             plain = [o.lease.run_id for o in mine if o.status == "succeeded" and not o.reason]
             if plain:  # the common case in one statement
+                # By id only: these runs are running, as this worker held their leases until
+                # the release above (every path that ends a run moves or releases its lease
+                # in the same transaction). A `status` condition here would let the planner
+                # scan the running runs' index instead, which stale statistics make it do.
                 conn.execute(
                     job_runs.update()
-                    .where(_any(conn, job_runs.c.id, plain), job_runs.c.status == "running")
+                    .where(_any(conn, job_runs.c.id, plain))
                     .values(status="succeeded", finished_at=db_now())
                 )
             written_plain = set(plain)

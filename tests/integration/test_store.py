@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -112,9 +113,8 @@ def test_head_constant_matches_the_migration_scripts() -> None:
 
 
 def test_schema_behind_is_refused_and_names_db_upgrade(store: Store) -> None:
-    with store.engine.begin() as conn:
-        conn.execute(sa.text("DROP INDEX ix_job_runs_correlation"))  # a real 0001 schema
-        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0001'"))
+    with store.engine.begin() as conn:  # a real 0001 schema, through the migrations' downgrades
+        command.downgrade(migrate._alembic_config(conn), "0001")
     with pytest.raises(SchemaOutOfDate, match="jobrunner db upgrade"):
         migrate.init_if_empty(store.engine)
     assert migrate.status(store.engine).current == "0001"  # `run` never changes it
