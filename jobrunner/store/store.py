@@ -8,6 +8,7 @@ in its own transaction and says what it guarantees. "now" is always the database
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -436,47 +437,22 @@ class Store:
         """Take free lease rows (insert, or update a released row) in one statement."""
         if not wanted:
             return []
-        leases = [(run.job_name, slot, run.id) for run, slot in wanted]
-        params: list[dict[str, Any]] | None = None
+        stmt = _acquire_statement(self.dialect)
+        lease = {"worker": worker_id, "ttl": lease_ttl}
         if self.dialect == "postgresql":
-            # The rows as three array parameters: one statement text whatever the batch size,
-            # prepared once by psycopg (a multi-row VALUES is re-rendered for every size).
-            rows = _unnest(
-                ("j", sa.String(), [j for j, _, _ in leases]),
-                ("s", sa.Integer(), [s for _, s, _ in leases]),
-                ("r", sa.BigInteger(), [r for _, _, r in leases]),
+            result = conn.execute(
+                stmt,
+                {
+                    "v_j": [run.job_name for run, _ in wanted],
+                    "v_s": [slot for _, slot in wanted],
+                    "v_r": [run.id for run, _ in wanted],
+                    **lease,
+                },
             )
-            source = sa.select(
-                rows.c.j, rows.c.s, rows.c.r, sa.literal(worker_id), sa.literal(1),
-                db_now(), db_now(lease_ttl),
-            )  # fmt: skip
-            stmt = self._insert(job_locks).from_select(
-                ["job_name", "slot", "run_id", "worker_id", "fence", "acquired_at", "expires_at"],
-                source,
+        else:
+            result = conn.execute(
+                stmt, [{"j": run.job_name, "s": slot, "r": run.id, **lease} for run, slot in wanted]
             )
-        else:  # SQLite: executemany, compiled once, batched by SQLAlchemy (insertmanyvalues)
-            stmt = self._insert(job_locks).values(
-                job_name=sa.bindparam("j"),
-                slot=sa.bindparam("s"),
-                run_id=sa.bindparam("r"),
-                worker_id=worker_id,
-                fence=1,
-                acquired_at=db_now(),
-                expires_at=db_now(lease_ttl),
-            )
-            params = [{"j": j, "s": s, "r": r} for j, s, r in leases]
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["job_name", "slot"],
-            set_={
-                "run_id": stmt.excluded.run_id,
-                "worker_id": stmt.excluded.worker_id,
-                "fence": job_locks.c.fence + 1,
-                "acquired_at": stmt.excluded.acquired_at,
-                "expires_at": stmt.excluded.expires_at,
-            },
-            where=job_locks.c.worker_id.is_(None),
-        ).returning(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence)
-        result = conn.execute(upsert) if params is None else conn.execute(upsert, params)
         return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f in result]
 
     # -- leases ---------------------------------------------------------------------------
@@ -578,12 +554,9 @@ class Store:
             # A lease row still names this worker and this run only if nobody took it over:
             # the reaper clears worker_id, a takeover or `replace` changes it and the run_id.
             ids = [o.lease.run_id for o in outcomes]
-            held = (job_locks.c.worker_id == worker_id) & _any(conn, job_locks.c.run_id, ids)
+            release, succeeded = _finish_statements(self.dialect)
             released = {
-                (r.job_name, r.slot)
-                for r in conn.execute(
-                    _release(held).returning(job_locks.c.job_name, job_locks.c.slot)
-                )
+                (j, slot) for j, slot in conn.execute(release, {"worker": worker_id, "ids": ids})
             }
             mine = [o for o in outcomes if (o.lease.job_name, o.lease.slot) in released]
             if not mine:
@@ -594,11 +567,7 @@ class Store:
                 # the release above (every path that ends a run moves or releases its lease
                 # in the same transaction). A `status` condition here would let the planner
                 # scan the running runs' index instead, which stale statistics make it do.
-                conn.execute(
-                    job_runs.update()
-                    .where(_any(conn, job_runs.c.id, plain))
-                    .values(status="succeeded", finished_at=db_now())
-                )
+                conn.execute(succeeded, {"ids": plain})
             written_plain = set(plain)
             others = [o for o in mine if o.lease.run_id not in written_plain]
             if others:
@@ -846,23 +815,80 @@ def _any(conn: sa.Connection, column: Any, values: Sequence[Any]) -> sa.ColumnEl
     return column.in_(values)  # type: ignore[no-any-return]
 
 
-def _unnest(*columns: tuple[str, Any, Sequence[Any]]) -> Any:
-    """PostgreSQL `unnest(:a, :b, ...) AS v(a, b, ...)`: rows passed as one array per column."""
-    arrays = [
-        sa.bindparam(f"v_{name}", list(values), type_=postgresql.ARRAY(kind))
-        for name, kind, values in columns
-    ]
+def _in(dialect: str, column: Any, name: str) -> sa.ColumnElement[bool]:
+    """`column IN :name` with the list given at execution, for statements built once: on
+    PostgreSQL `= ANY(:name)`, one array parameter (see `_any`)."""
+    if dialect == "postgresql":
+        array = sa.bindparam(name, type_=postgresql.ARRAY(column.type))
+        return column == sa.any_(array)  # type: ignore[no-any-return]
+    return column.in_(sa.bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+
+def _unnest(*columns: tuple[str, Any]) -> Any:
+    """PostgreSQL `unnest(:v_a, :v_b, ...) AS v(a, b, ...)`: rows passed as one array per
+    column, given at execution as parameters `v_a`, `v_b`, ..."""
+    arrays = [sa.bindparam(f"v_{name}", type_=postgresql.ARRAY(kind)) for name, kind in columns]
     return (
         sa.func.unnest(*arrays)
-        .table_valued(*(sa.column(name, kind) for name, kind, _ in columns))
+        .table_valued(*(sa.column(name, kind) for name, kind in columns))
         .render_derived(name="v")
     )
 
 
+@functools.cache
+def _finish_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
+    """Built once: release this worker's leases of `:ids` (RETURNING the rows released),
+    and record the runs `:ids` succeeded."""
+    held = (job_locks.c.worker_id == sa.bindparam("worker", type_=sa.String())) & _in(
+        dialect, job_locks.c.run_id, "ids"
+    )
+    release = _release(held).returning(job_locks.c.job_name, job_locks.c.slot)
+    succeeded = (
+        job_runs.update()
+        .where(_in(dialect, job_runs.c.id, "ids"))
+        .values(status="succeeded", finished_at=db_now())
+    )
+    return release, succeeded
+
+
+@functools.cache
+def _acquire_statement(dialect: str) -> Any:
+    """Take free lease rows: insert, or update a released row (`worker_id` NULL); RETURNING
+    the leases taken. Built once per dialect; rows and lease given at execution."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    worker = sa.bindparam("worker", type_=sa.String())
+    expires = db_now(sa.bindparam("ttl", type_=sa.Float()))
+    columns = ["job_name", "slot", "run_id", "worker_id", "fence", "acquired_at", "expires_at"]
+    if dialect == "postgresql":
+        # The rows as three array parameters: one statement text whatever the batch size,
+        # prepared once by psycopg (a multi-row VALUES is re-rendered for every size).
+        rows = _unnest(("j", sa.String()), ("s", sa.Integer()), ("r", sa.BigInteger()))
+        source = sa.select(rows.c.j, rows.c.s, rows.c.r, worker, sa.literal(1), db_now(), expires)
+        stmt = insert(job_locks).from_select(columns, source)
+    else:  # SQLite: executemany, batched by SQLAlchemy (insertmanyvalues)
+        values = [sa.bindparam("j"), sa.bindparam("s"), sa.bindparam("r"), worker, 1, db_now()]
+        stmt = insert(job_locks).values(dict(zip(columns, [*values, expires], strict=True)))
+    return stmt.on_conflict_do_update(
+        index_elements=["job_name", "slot"],
+        set_={
+            "run_id": stmt.excluded.run_id,
+            "worker_id": stmt.excluded.worker_id,
+            "fence": job_locks.c.fence + 1,
+            "acquired_at": stmt.excluded.acquired_at,
+            "expires_at": stmt.excluded.expires_at,
+        },
+        where=job_locks.c.worker_id.is_(None),
+    ).returning(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence)
+
+
+_HELD_LOCKS = sa.select(*(job_locks.c[k] for k in LockRow.__dataclass_fields__)).where(
+    job_locks.c.worker_id.is_not(None)
+)
+
+
 def _held_locks(conn: sa.Connection) -> dict[str, dict[int, LockRow]]:
     held: dict[str, dict[int, LockRow]] = defaultdict(dict)
-    cols = [job_locks.c[k] for k in LockRow.__dataclass_fields__]
-    for r in conn.execute(sa.select(*cols).where(job_locks.c.worker_id.is_not(None))).all():
+    for r in conn.execute(_HELD_LOCKS).all():
         job_name, slot, run_id, worker_id, fence, acquired_at, expires_at = r
         held[job_name][slot] = LockRow(
             job_name=job_name,
@@ -880,6 +906,24 @@ def _candidates(
     conn: sa.Connection, limit: int, jobs: list[str], saturated: list[str]
 ) -> tuple[list[tuple[Run, bool]], datetime | None]:
     """Due queued runs (locked, SKIP LOCKED), each with its job's paused flag, and db now."""
+    query = _candidates_query(conn.dialect.name, bool(saturated))
+    params: dict[str, Any] = {"jobs": jobs, "limit": limit}
+    if saturated:
+        params["saturated"] = saturated
+    names = job_runs.c.keys()
+    width = len(names)
+    out = []
+    now = None
+    for row in conn.execute(query, params).all():
+        out.append((Run(**dict(zip(names, row[:width], strict=True))), bool(row[width])))
+        now = row[width + 1]
+    return out, now
+
+
+@functools.cache
+def _candidates_query(dialect: str, saturated: bool) -> sa.Select[Any]:
+    """The claim's read, built once: due queued runs of `:jobs` in claim order, at most
+    `:limit`, locked; with `saturated`, runs of `:saturated` jobs only if scheduled."""
     paused = (
         sa.select(jobrunner_jobs.c.paused)
         .where(jobrunner_jobs.c.name == job_runs.c.job_name)
@@ -892,24 +936,17 @@ def _candidates(
         .where(
             job_runs.c.status == "queued",
             job_runs.c.run_at <= db_now(),
-            _any(conn, job_runs.c.job_name, jobs),
+            _in(dialect, job_runs.c.job_name, "jobs"),
         )
         .order_by(job_runs.c.run_at, job_runs.c.id)
-        .limit(limit)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True, of=job_runs)
     )
     if saturated:
         query = query.where(
-            (job_runs.c.trigger == "schedule") | ~_any(conn, job_runs.c.job_name, saturated)
+            (job_runs.c.trigger == "schedule") | ~_in(dialect, job_runs.c.job_name, "saturated")
         )
-    names = job_runs.c.keys()
-    width = len(names)
-    out = []
-    now = None
-    for row in conn.execute(query).all():
-        out.append((Run(**dict(zip(names, row[:width], strict=True))), bool(row[width])))
-        now = row[width + 1]
-    return out, now
+    return query
 
 
 def _next_expiry_in(conn: sa.Connection, worker_id: str) -> float | None:
@@ -926,14 +963,17 @@ def _next_expiry_in(conn: sa.Connection, worker_id: str) -> float | None:
 def _next_due(conn: sa.Connection, jobs: list[str]) -> tuple[datetime | None, datetime]:
     """The earliest future `run_at` of a queued run of these jobs (to sleep until it), and
     the database's now."""
-    row = conn.execute(
-        sa.select(sa.func.min(job_runs.c.run_at), db_now()).where(
-            job_runs.c.status == "queued",
-            job_runs.c.run_at > db_now(),
-            _any(conn, job_runs.c.job_name, jobs),
-        )
-    ).one()
+    row = conn.execute(_next_due_query(conn.dialect.name), {"jobs": jobs}).one()
     return row[0], row[1]
+
+
+@functools.cache
+def _next_due_query(dialect: str) -> sa.Select[Any]:
+    return sa.select(sa.func.min(job_runs.c.run_at), db_now()).where(
+        job_runs.c.status == "queued",
+        job_runs.c.run_at > db_now(),
+        _in(dialect, job_runs.c.job_name, "jobs"),
+    )
 
 
 class _Slots:
@@ -1015,24 +1055,39 @@ def _start(
     runs = [run for run, _ in wanted] + [run for run, _ in replace]
     # Each run as it was read (queued); it is now running under its lease.
     started = [ClaimedRun(run=r, lease=by_run[r.id]) for r in runs if r.id in by_run]
-    if started and conn.dialect.name == "postgresql":  # one statement, fixed text
-        rows = _unnest(
-            ("id", sa.BigInteger(), [c.run.id for c in started]),
-            ("fence", sa.BigInteger(), [c.lease.fence for c in started]),
-        )
-        conn.execute(
+    if not started:
+        return started
+    stmt = _start_statement(conn.dialect.name)
+    run = {"worker": worker_id, "now": now}
+    if conn.dialect.name == "postgresql":
+        ids, fences = [c.run.id for c in started], [c.lease.fence for c in started]
+        conn.execute(stmt, {"v_id": ids, "v_fence": fences, **run})
+    else:
+        conn.execute(stmt, [{"rid": c.run.id, "f": c.lease.fence, **run} for c in started])
+    return started
+
+
+@functools.cache
+def _start_statement(dialect: str) -> sa.Update:
+    """Mark claimed runs running under their leases: one statement of fixed text on
+    PostgreSQL (ids and fences as arrays), executemany on SQLite."""
+    started = {
+        "status": "running",
+        "worker_id": sa.bindparam("worker", type_=sa.String()),
+        "started_at": sa.bindparam("now", type_=UTCDateTime()),
+    }
+    if dialect == "postgresql":
+        rows = _unnest(("id", sa.BigInteger()), ("fence", sa.BigInteger()))
+        return (
             job_runs.update()
             .where(job_runs.c.id == rows.c.id)
-            .values(status="running", worker_id=worker_id, fence=rows.c.fence, started_at=now)
+            .values(fence=rows.c.fence, **started)
         )
-    elif started:
-        conn.execute(
-            job_runs.update()
-            .where(job_runs.c.id == sa.bindparam("rid"))
-            .values(status="running", worker_id=worker_id, fence=sa.bindparam("f"), started_at=now),
-            [{"rid": c.run.id, "f": c.lease.fence} for c in started],
-        )
-    return started
+    return (
+        job_runs.update()
+        .where(job_runs.c.id == sa.bindparam("rid"))
+        .values(fence=sa.bindparam("f"), **started)
+    )
 
 
 def _finish_skipped(conn: sa.Connection, skipped: list[tuple[Run, str]]) -> None:
