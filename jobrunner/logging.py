@@ -7,11 +7,12 @@ and libraries go through the same renderer. Passwords in database URLs are maske
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import structlog
 
@@ -85,11 +86,42 @@ def configure_logging(
 
 
 class _NamedWriter(structlog.WriteLogger):
-    """Writes rendered lines to the stream; has a `name` for `add_logger_name`."""
+    """Writes rendered lines to the stream; has a `name` for `add_logger_name`.
+
+    On a thread that runs an event loop (the worker's), lines go to the stream's byte buffer
+    and are flushed once the loop's current callbacks are done: a worker under load
+    finishes many runs per loop iteration, and a write system call per line cost about 7%
+    of its CPU in a drain (the stream, stderr, is line-buffered). Lines from other threads,
+    and streams without a byte buffer, are written and flushed at once, as before. Stdlib
+    records go through the same byte buffer, so the order of lines is kept."""
 
     def __init__(self, file: TextIO, name: str) -> None:
         super().__init__(file)
         self.name = name
+        self._bytes: BinaryIO | None = getattr(file, "buffer", None)
+        self._encoding = getattr(file, "encoding", None) or "utf-8"
+        self._flush_due = False
+
+    def msg(self, message: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self._bytes is None:
+            super().msg(message)
+            return
+        self._bytes.write((message + "\n").encode(self._encoding, "backslashreplace"))
+        if not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self._flush_bytes)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+    def _flush_bytes(self) -> None:
+        self._flush_due = False
+        assert self._bytes is not None
+        self._bytes.flush()
 
 
 def get_logger(name: str = "jobrunner") -> Any:
