@@ -49,17 +49,27 @@ def failure(exc: BaseException, url: str) -> tuple[str, int] | None:
 
 
 GC_THRESHOLD = (10_000, 10, 10)  # the first generation is collected every 10,000 allocations
+SWITCH_INTERVAL = 0.0005  # seconds a busy thread keeps the GIL while another waits (5 ms)
 
 
-def _tune_gc() -> None:
-    """Garbage collection for a long-running worker: what start-up loaded (modules, the job
-    functions, the engine) lives as long as the process, so it is frozen out of the
-    collector's passes, and the youngest generation is collected less often (the default,
-    700 allocations, is a collection every few runs under load). Measured in a drain of
-    20,000 runs: collections took 80-300 ms of the worker's 1.7 s of CPU, 5-40 ms after."""
+def _tune_interpreter() -> None:
+    """The interpreter's settings for a long-running worker, measured in drains of 20,000
+    and 30,000 runs:
+
+    - Garbage collection: what start-up loaded (modules, job functions, the engine) lives
+      as long as the process, so it is frozen out of the collector's passes, and the
+      youngest generation is collected less often (the default, every 700 allocations, is
+      a collection every few runs). Collections took 80-300 ms of the worker's 1.7 s of
+      CPU, 5-40 ms after.
+    - Thread switches: the store's calls block in a small thread pool while the event loop
+      runs jobs. When a reply arrives, its thread waits for the loop to hand over the GIL,
+      by default for up to 5 ms, and a claim is about six statements in turn. At 0.5 ms
+      the drain rate rose by about 12% (median of 5 pairs, 7,142 -> 8,012 runs/s).
+    """
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def run_worker(config: Path | None) -> int:
@@ -77,7 +87,7 @@ def run_worker(config: Path | None) -> int:
 
     configure_logging(cfg.logging.format, cfg.logging.level)
     store = Store.from_url(cfg.database.url)
-    _tune_gc()
+    _tune_interpreter()
     try:
         code = asyncio.run(Worker(cfg, store).run())
     except Exception as exc:

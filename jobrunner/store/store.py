@@ -915,7 +915,7 @@ def _candidates(
     out = []
     now = None
     for row in conn.execute(query, params).all():
-        out.append((Run(**dict(zip(names, row[:width], strict=True))), bool(row[width])))
+        out.append((Run.from_columns(names, row[:width]), bool(row[width])))
         now = row[width + 1]
     return out, now
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from jobrunner import daemon
 from jobrunner.daemon import run_args
 from jobrunner.executor import Cancelled
 
@@ -65,6 +67,26 @@ def test_run_does_not_load_the_cli_libraries() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_worker_process_tunes_collection_and_thread_switches() -> None:
+    # In a child: freezing would keep this test process's objects forever.
+    code = (
+        "import gc, json, sys\n"
+        "from jobrunner import daemon\n"
+        "def state():\n"
+        "    return [gc.get_threshold(), gc.get_freeze_count(), sys.getswitchinterval()]\n"
+        "before = state()\n"
+        "daemon._tune_interpreter()\n"
+        "print(json.dumps([before, state()]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    before, after = json.loads(done.stdout)
+    assert before[1] == 0 and after[1] > 1000  # start-up's objects are frozen
+    assert tuple(after[0]) == daemon.GC_THRESHOLD != tuple(before[0])
+    assert after[2] == pytest.approx(daemon.SWITCH_INTERVAL) and before[2] > after[2]
 
 
 def test_cancelled_behaves_like_an_event() -> None:
