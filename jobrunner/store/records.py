@@ -80,7 +80,7 @@ class Policy:
 
 @dataclass(frozen=True, kw_only=True)
 class Lease:
-    """A lease this worker holds in `job_locks`."""
+    """A lease in `job_locks`: the run holding one slot of a job, with its fence token."""
 
     job_name: str
     slot: int

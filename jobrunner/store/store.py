@@ -359,7 +359,7 @@ class Store:
         if limit <= 0 or not policies:
             return Claim()
         with self._queue_tx() as conn:
-            held = _held_locks(conn)
+            held = _held_leases(conn)
             saturated = [
                 name
                 for name, pol in policies.items()
@@ -381,12 +381,12 @@ class Store:
         worker_id: str,
         candidates: list[tuple[Run, bool]],
         policies: Mapping[str, Policy],
-        held: dict[str, dict[int, LockRow]],
+        held: dict[str, dict[int, Lease]],
         lease_ttl: float,
     ) -> Claim:
         wanted: list[tuple[Run, int]] = []
         skipped: list[tuple[Run, str]] = []
-        replace: list[tuple[Run, LockRow]] = []
+        replace: list[tuple[Run, Lease]] = []
         slots: dict[str, _Slots] = {}
         waiting = 0
         for run, paused in candidates:
@@ -881,24 +881,16 @@ def _acquire_statement(dialect: str) -> Any:
     ).returning(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence)
 
 
-_HELD_LOCKS = sa.select(*(job_locks.c[k] for k in LockRow.__dataclass_fields__)).where(
-    job_locks.c.worker_id.is_not(None)
-)
+_HELD_LEASES = sa.select(
+    job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence
+).where(job_locks.c.worker_id.is_not(None))
 
 
-def _held_locks(conn: sa.Connection) -> dict[str, dict[int, LockRow]]:
-    held: dict[str, dict[int, LockRow]] = defaultdict(dict)
-    for r in conn.execute(_HELD_LOCKS).all():
-        job_name, slot, run_id, worker_id, fence, acquired_at, expires_at = r
-        held[job_name][slot] = LockRow(
-            job_name=job_name,
-            slot=slot,
-            run_id=run_id,
-            worker_id=worker_id,
-            fence=fence,
-            acquired_at=acquired_at,
-            expires_at=expires_at,
-        )
+def _held_leases(conn: sa.Connection) -> dict[str, dict[int, Lease]]:
+    """Every held lease (of any worker), by job and slot: what a claim decides with."""
+    held: dict[str, dict[int, Lease]] = defaultdict(dict)
+    for job_name, slot, run_id, fence in conn.execute(_HELD_LEASES).all():
+        held[job_name][slot] = Lease(job_name=job_name, slot=slot, run_id=run_id, fence=fence)
     return held
 
 
@@ -979,7 +971,7 @@ def _next_due_query(dialect: str) -> sa.Select[Any]:
 class _Slots:
     """Hands out free lease slots of one job during one claim (slot numbers 0, 1, ...)."""
 
-    def __init__(self, held: dict[int, LockRow], capacity: int | None) -> None:
+    def __init__(self, held: dict[int, Lease], capacity: int | None) -> None:
         self.held = held
         self.capacity = capacity
         self.busy = set(held)
@@ -1011,7 +1003,7 @@ def _free_slot(busy: set[int], capacity: int | None) -> int | None:
 
 
 def _replace(
-    conn: sa.Connection, worker_id: str, replace: list[tuple[Run, LockRow]], lease_ttl: float
+    conn: sa.Connection, worker_id: str, replace: list[tuple[Run, Lease]], lease_ttl: float
 ) -> list[Lease]:
     """Move a held lease to a new run (overlap `replace`); the old run is recorded cancelled."""
     leases = []
@@ -1048,7 +1040,7 @@ def _start(
     now: datetime,
     worker_id: str,
     wanted: list[tuple[Run, int]],
-    replace: list[tuple[Run, LockRow]],
+    replace: list[tuple[Run, Lease]],
     leases: list[Lease],
 ) -> list[ClaimedRun]:
     by_run = {lease.run_id: lease for lease in leases}
