@@ -157,7 +157,7 @@ class Worker:
         self.last_heartbeat = time.monotonic()  # last heartbeat pass, successful or not
         self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="jobrunner-db")
         self._timetable: Timetable | None = None
-        self._lookahead = LOOKAHEAD
+        self._lookahead = MAX_LOOKAHEAD  # until a pass has been timed (see schedule_once)
         self._signals = 0
         self._listener: Listener | None = None
         self._catalog_hashes: dict[str, str] = {}
@@ -351,8 +351,9 @@ class Worker:
         Slots are written ahead of their time (queued, `run_at` = the slot), so at the fire
         time every replica's claimer, sleeping until the earliest `run_at`, only has to claim:
         the start lag is one claim, not a write and a claim. The look-ahead is twice the
-        last pass's duration (at least `LOOKAHEAD`, at most `MAX_LOOKAHEAD`), so that
-        thousands of jobs due at the same minute are still written before it.
+        last pass's duration (at least `LOOKAHEAD`, at most `MAX_LOOKAHEAD`, the most before
+        the first pass), so that thousands of jobs due at the same minute are still written
+        before it, the first minute after start included.
         """
         table = self._timetable
         assert table is not None
