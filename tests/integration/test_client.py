@@ -108,6 +108,7 @@ def test_idempotency_key_returns_the_first_run_per_job(client: Client) -> None:
     first = client.enqueue("report", {"n": 1}, idempotency_key="k")
     again = client.enqueue("report", {"n": 2}, idempotency_key="k")
     assert again.id == first.id and again.kwargs == {"n": 1}
+    assert first == again == client.get_run(first.id)  # the record returned is the row
     assert client.enqueue("other", idempotency_key="k").id != first.id  # keys are per job
     assert len(client.list_runs()) == 2
 
@@ -116,6 +117,7 @@ def test_run_at_delays_the_run(client: Client) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
     run = client.enqueue("report", run_at=later)
     assert abs((run.run_at - later).total_seconds()) < 0.001
+    assert client.get_run(run.id) == run
 
 
 def test_list_runs_filters_newest_first(client: Client) -> None:
