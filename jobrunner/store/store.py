@@ -266,11 +266,7 @@ class Store:
             for s in slots
         ]
         with self.engine.begin() as conn:
-            if self.dialect == "postgresql":  # one array per column (see _slots_statement)
-                arrays = {f"v_{key}": [row[key] for row in rows] for key in rows[0]}
-                inserted = len(conn.execute(stmt, arrays).all())
-            else:
-                inserted = len(conn.execute(stmt, rows).all())
+            inserted = len(conn.execute(stmt, _rows(self.dialect, rows)).all())
             if any(s.status == "queued" for s in slots):
                 self._notify(conn, "slots")
             return inserted
@@ -424,22 +420,9 @@ class Store:
         """Take free lease rows (insert, or update a released row) in one statement."""
         if not wanted:
             return []
-        stmt = _acquire_statement(self.dialect)
-        lease = {"worker": worker_id, "ttl": lease_ttl}
-        if self.dialect == "postgresql":
-            result = conn.execute(
-                stmt,
-                {
-                    "v_j": [run.job_name for run, _ in wanted],
-                    "v_s": [slot for _, slot in wanted],
-                    "v_r": [run.id for run, _ in wanted],
-                    **lease,
-                },
-            )
-        else:
-            result = conn.execute(
-                stmt, [{"j": run.job_name, "s": slot, "r": run.id, **lease} for run, slot in wanted]
-            )
+        rows = [{"j": run.job_name, "s": slot, "r": run.id} for run, slot in wanted]
+        params = _rows(self.dialect, rows, worker=worker_id, ttl=lease_ttl)
+        result = conn.execute(_acquire_statement(self.dialect), params)
         return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f in result]
 
     # -- leases ---------------------------------------------------------------------------
@@ -911,6 +894,15 @@ def _acquire_statement(dialect: str) -> Any:
     ).returning(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence)
 
 
+def _rows(dialect: str, rows: list[dict[str, Any]], **same: Any) -> Any:
+    """Execution parameters for rows of a statement built for both dialects: on PostgreSQL
+    one array per key (`v_<key>`, see `_unnest`), on SQLite the rows for an executemany;
+    `same` holds the parameters every row shares."""
+    if dialect == "postgresql":
+        return {**{f"v_{key}": [row[key] for row in rows] for key in rows[0]}, **same}
+    return [{**row, **same} for row in rows]
+
+
 _HELD_LEASES = sa.select(
     job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence
 ).where(job_locks.c.worker_id.is_not(None))
@@ -1079,32 +1071,25 @@ def _start(
     started = [ClaimedRun(run=r, lease=by_run[r.id]) for r in runs if r.id in by_run]
     if not started:
         return started
-    stmt = _start_statement(conn.dialect.name)
-    run = {"worker": worker_id, "now": now}
-    if conn.dialect.name == "postgresql":
-        ids, fences = [c.run.id for c in started], [c.lease.fence for c in started]
-        conn.execute(stmt, {"v_id": ids, "v_fence": fences, **run})
-    else:
-        conn.execute(stmt, [{"rid": c.run.id, "f": c.lease.fence, **run} for c in started])
+    rows = [{"rid": c.run.id, "f": c.lease.fence} for c in started]
+    params = _rows(conn.dialect.name, rows, worker=worker_id, now=now)
+    conn.execute(_start_statement(conn.dialect.name), params)
     return started
 
 
 @functools.cache
 def _start_statement(dialect: str) -> sa.Update:
-    """Mark claimed runs running under their leases: one statement of fixed text on
-    PostgreSQL (ids and fences as arrays), executemany on SQLite."""
+    """Mark claimed runs (`rid`) running under their leases (fence `f`): one statement of
+    fixed text on PostgreSQL (see `_rows`), executemany on SQLite."""
     started = {
         "status": "running",
         "worker_id": sa.bindparam("worker", type_=sa.String()),
         "started_at": sa.bindparam("now", type_=UTCDateTime()),
     }
     if dialect == "postgresql":
-        rows = _unnest(("id", sa.BigInteger()), ("fence", sa.BigInteger()))
-        return (
-            job_runs.update()
-            .where(job_runs.c.id == rows.c.id)
-            .values(fence=rows.c.fence, **started)
-        )
+        rows = _unnest(("rid", sa.BigInteger()), ("f", sa.BigInteger()))
+        update = job_runs.update().where(job_runs.c.id == rows.c.rid)
+        return update.values(fence=rows.c.f, **started)
     return (
         job_runs.update()
         .where(job_runs.c.id == sa.bindparam("rid"))
