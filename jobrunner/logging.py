@@ -93,7 +93,8 @@ class _NamedWriter(structlog.WriteLogger):
     finishes many runs per loop iteration, and a write system call per line cost about 7%
     of its CPU in a drain (the stream, stderr, is line-buffered). Lines from other threads,
     and streams without a byte buffer, are written and flushed at once, as before. Stdlib
-    records go through the same byte buffer, so the order of lines is kept."""
+    records go through the same byte buffer, so the order of lines is kept, provided the
+    text layer holds no partial text (stderr is line-buffered)."""
 
     def __init__(self, file: TextIO, name: str) -> None:
         super().__init__(file)
