@@ -239,9 +239,11 @@ class Store:
             rows = conn.execute(
                 sa.select(job_runs.c.job_name, sa.func.max(job_runs.c.scheduled_for))
                 .where(
-                    _any(conn, job_runs.c.job_name, names), job_runs.c.scheduled_for.is_not(None)
+                    _in(self.dialect, job_runs.c.job_name, "names"),
+                    job_runs.c.scheduled_for.is_not(None),
                 )
-                .group_by(job_runs.c.job_name)
+                .group_by(job_runs.c.job_name),
+                {"names": names},
             )
             return {row[0]: row[1] for row in rows}
 
@@ -776,18 +778,10 @@ def _release(where: sa.ColumnElement[bool]) -> sa.Update:
     )
 
 
-def _any(conn: sa.Connection, column: Any, values: Sequence[Any]) -> sa.ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter whatever the count,
-    so the statement text (and psycopg's prepared form) stays the same."""
-    if conn.dialect.name == "postgresql":
-        array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
-        return column == sa.any_(array)  # type: ignore[no-any-return]
-    return column.in_(values)  # type: ignore[no-any-return]
-
-
 def _in(dialect: str, column: Any, name: str) -> sa.ColumnElement[bool]:
-    """`column IN :name` with the list given at execution, for statements built once: on
-    PostgreSQL `= ANY(:name)`, one array parameter (see `_any`)."""
+    """`column IN :name`, the list given at execution. On PostgreSQL `= ANY(:name)`: one
+    array parameter whatever the count, so the statement text (and psycopg's prepared form)
+    stays the same."""
     if dialect == "postgresql":
         array = sa.bindparam(name, type_=postgresql.ARRAY(column.type))
         return column == sa.any_(array)  # type: ignore[no-any-return]
