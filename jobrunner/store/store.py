@@ -38,6 +38,7 @@ from jobrunner.store.records import (
 )
 from jobrunner.store.tables import (
     FINAL_STATUSES,
+    PgArray,
     UTCDateTime,
     job_locks,
     job_runs,
@@ -345,10 +346,12 @@ class Store:
             return Claim()
         with self._queue_tx() as conn:
             held = _held_leases(conn)
-            saturated = [
+            saturated = [  # by the held leases: far fewer than the jobs, with many jobs
                 name
-                for name, pol in policies.items()
-                if pol.capacity is not None and len(held.get(name, ())) >= pol.capacity
+                for name, slots in held.items()
+                if (pol := policies.get(name)) is not None
+                and (cap := pol.capacity) is not None
+                and len(slots) >= cap
             ]
             candidates, now = _candidates(conn, limit, list(policies), saturated)
             claim = Claim(now=now)
@@ -783,7 +786,7 @@ def _in(dialect: str, column: Any, name: str) -> sa.ColumnElement[bool]:
     array parameter whatever the count, so the statement text (and psycopg's prepared form)
     stays the same."""
     if dialect == "postgresql":
-        array = sa.bindparam(name, type_=postgresql.ARRAY(column.type))
+        array = sa.bindparam(name, type_=PgArray.of(column.type))
         return column == sa.any_(array)  # type: ignore[no-any-return]
     return column.in_(sa.bindparam(name, expanding=True))  # type: ignore[no-any-return]
 
@@ -791,7 +794,7 @@ def _in(dialect: str, column: Any, name: str) -> sa.ColumnElement[bool]:
 def _unnest(*columns: tuple[str, Any]) -> Any:
     """PostgreSQL `unnest(:v_a, :v_b, ...) AS v(a, b, ...)`: rows passed as one array per
     column, given at execution as parameters `v_a`, `v_b`, ..."""
-    arrays = [sa.bindparam(f"v_{name}", type_=postgresql.ARRAY(kind)) for name, kind in columns]
+    arrays = [sa.bindparam(f"v_{name}", type_=PgArray.of(kind)) for name, kind in columns]
     return (
         sa.func.unnest(*arrays)
         .table_valued(*(sa.column(name, kind) for name, kind in columns))

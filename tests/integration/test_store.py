@@ -12,12 +12,13 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
 
 from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound, SchemaOutOfDate
 from jobrunner.store import migrate
 from jobrunner.store.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
 from jobrunner.store.store import Store
-from jobrunner.store.tables import job_locks, job_runs, jobrunner_workers, metadata
+from jobrunner.store.tables import PgArray, job_locks, job_runs, jobrunner_workers, metadata
 
 FORBID = Policy(overlap="forbid", misfire_grace=3600)
 
@@ -157,6 +158,46 @@ def test_timestamps_are_aware_utc(store: Store) -> None:
     assert run.enqueued_at.tzinfo is not None and run.enqueued_at.utcoffset() == timedelta(0)
     assert abs((store.now() - datetime.now(UTC)).total_seconds()) < 5
     assert store.get_run(run.id).run_at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ("varchar", ["a", 'q"uote', "back\\slash", "", "NULL", "sp ace", "{x,y}", "é", None]),
+        ("varchar", ["job-1", "job.2:x"]),
+        ("varchar", []),
+        ("bigint", [1, None, -3, 2**62]),
+        ("integer", [0, 7]),
+        ("timestamptz", [datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=UTC), None]),
+    ],
+)
+@pytest.mark.parametrize("server", ["pg_url", "pgbouncer_url"])
+def test_array_parameters_arrive_as_given(
+    request: pytest.FixtureRequest, server: str, kind: str, values: list[Any]
+) -> None:
+    """`PgArray` (PostgreSQL only; SQLite takes lists as an expanding IN) writes array
+    literals itself: quoting, escapes, NULL and empty arrays survive."""
+    engine = Store.from_url(request.getfixturevalue(server)).engine
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(sa.bindparam("v", type_=PgArray(kind))), {"v": values})
+        assert got.scalar() == values
+    engine.dispose()
+
+
+def test_array_parameter_refuses_naive_datetimes() -> None:
+    with pytest.raises(ValueError, match="naive datetime"):
+        PgArray("timestamptz").process_bind_param([datetime(2026, 1, 1)], postgresql.dialect())
+    with pytest.raises(ValueError, match="array kind"):
+        PgArray("json")
+
+
+def test_claims_with_thousands_of_jobs(store: Store) -> None:
+    """Job names go to the database as one array: every job among 3,000 is claimable."""
+    names = [f"job-{i}" for i in range(3000)]
+    store.insert_slots([slot(n, past()) for n in names])
+    policies = dict.fromkeys(names, FORBID)
+    started = store.claim(worker_id="w1", limit=5000, policies=policies, lease_ttl=30).started
+    assert sorted(c.run.job_name for c in started) == sorted(names)
 
 
 def test_insert_slots_is_idempotent_under_concurrency(store: Store) -> None:
