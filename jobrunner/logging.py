@@ -8,9 +8,12 @@ and libraries go through the same renderer. Passwords in database URLs are maske
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any, BinaryIO, TextIO
 
@@ -28,19 +31,84 @@ def mask_secrets(text: str) -> str:
 
 def _mask_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if isinstance(value, str) and ("://" in value or "password=" in value.lower()):
+        # `://` or `=` first: two scans in C that most values fail, before the patterns.
+        if value.__class__ is str and ("://" in value or "=" in value):
             event[key] = mask_secrets(value)
+    return event
+
+
+# The processors below do what structlog's merge_contextvars, TimeStamper(fmt="iso",
+# utc=True) and JSONRenderer do, with less work per line: the worker writes a line per run,
+# and those three took 13.5 of the 22.6 us such a line cost (7.4 of them in json.dumps,
+# which builds an encoder on every call when given `default`).
+
+_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+
+
+def _merge_contextvars(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The context bound with `structlog.contextvars.bind_contextvars`; the event's own keys
+    win."""
+    for var, value in contextvars.copy_context().items():
+        name = var.name
+        if name.startswith(_PREFIX) and value is not Ellipsis:
+            event.setdefault(name[len(_PREFIX) :], value)
+    return event
+
+
+_second: tuple[int, str] = (0, "")
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`timestamp`: UTC, ISO 8601 with microseconds (`2026-11-25T19:27:43.156828Z`); the
+    date and time of day formatted once a second."""
+    global _second
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    event["timestamp"] = f"{_second[1]}.{nanos // 1000:06d}Z"
     return event
 
 
 def _shared_processors() -> list[Any]:
     return [
-        structlog.contextvars.merge_contextvars,
+        _merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
         structlog.processors.format_exc_info,
         _mask_processor,
     ]
+
+
+def _json_default(value: Any) -> Any:
+    """What JSON cannot hold: the object's `__structlog__()` if it has one, else its repr."""
+    to_log = getattr(value, "__structlog__", None)
+    return to_log() if callable(to_log) else repr(value)
+
+
+def _json_dumps(event: Any, **_: Any) -> str:
+    """`json.dumps(event, default=_json_default)`, with the encoder built once."""
+    if _ENCODE is None:  # no C accelerator
+        return json.dumps(event, default=_json_default)
+    return "".join(_ENCODE(event, 0))
+
+
+_ENCODE = (
+    None
+    if json.encoder.c_make_encoder is None
+    else json.encoder.c_make_encoder(
+        None,  # no circular-reference bookkeeping (a cycle raises RecursionError)
+        _json_default,
+        json.encoder.encode_basestring_ascii,
+        None,  # indent
+        ": ",
+        ", ",
+        False,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan
+    )
+)
 
 
 def configure_logging(
@@ -57,7 +125,7 @@ def configure_logging(
     if format == "auto":
         format = "console" if stream.isatty() else "json"
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_dumps)
         if format == "json"
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )

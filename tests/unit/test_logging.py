@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -77,3 +79,52 @@ def test_lines_from_a_thread_without_a_loop_are_written_at_once(stream: TextIO) 
     assert seen == [1]
     (line,) = lines(stream)
     assert line["password_url"] == "postgresql://u:***@db/x"
+
+
+class _Money:
+    def __structlog__(self) -> str:
+        return "12.50 EUR"
+
+
+class _Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+def test_line_fields_context_timestamp_and_values_json_cannot_hold(stream: TextIO) -> None:
+    """The processors written for speed keep what structlog's own did: context from
+    contextvars (the event's keys win), level and logger, an ISO UTC timestamp with
+    microseconds, `__structlog__()` or repr for other values, and masking in every value."""
+    structlog.contextvars.bind_contextvars(worker_id="w-1", job="from-context")
+    try:
+        before = datetime.now(UTC)
+        get_logger("jobrunner.test").warning(
+            "event",
+            job="from-event",
+            money=_Money(),
+            thing=_Opaque(),
+            dsn="host=db user=u password=hunter2",
+            n=1.5,
+        )
+        after = datetime.now(UTC)
+        logging.getLogger("lib").info("stdlib", extra={"url": "redis://:pw@cache/0"})
+    finally:
+        structlog.contextvars.clear_contextvars()
+    first, second = lines(stream)
+    stamp = str(first.pop("timestamp"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before - timedelta(microseconds=1) <= at <= after
+    assert first == {
+        "event": "event",
+        "job": "from-event",
+        "worker_id": "w-1",
+        "money": "12.50 EUR",
+        "thing": "<opaque>",
+        "dsn": "host=db user=u password=***",
+        "n": 1.5,
+        "level": "warning",
+        "logger": "jobrunner.test",
+    }
+    assert second["url"] == "redis://:***@cache/0"
+    assert second["worker_id"] == "w-1" and second["logger"] == "lib"
