@@ -94,10 +94,11 @@ def _json_dumps(event: Any, **_: Any) -> str:
     return "".join(_ENCODE(event, 0))
 
 
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
 _ENCODE = (
     None
-    if json.encoder.c_make_encoder is None
-    else json.encoder.c_make_encoder(
+    if _make_encoder is None
+    else _make_encoder(
         None,  # no circular-reference bookkeeping (a cycle raises RecursionError)
         _json_default,
         json.encoder.encode_basestring_ascii,
