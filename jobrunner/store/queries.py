@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from jobrunner.errors import BadInput, InvalidArguments, JobNotFound, RunNotFound
 from jobrunner.store.engine import db_now
 from jobrunner.store.records import CatalogEntry, Run
-from jobrunner.store.tables import RUN_STATUSES, UTCDateTime, job_runs, jobrunner_jobs
+from jobrunner.store.tables import KEYED, RUN_STATUSES, UTCDateTime, job_runs, jobrunner_jobs
 
 if TYPE_CHECKING:  # importing sqlalchemy.ext.asyncio needs greenlet: only the async path does
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -267,7 +267,9 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
     )
     stmt = insert(dialect, job_runs).from_select(_ENQUEUE_COLUMNS, source)
     if idempotent:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["job_name", "idempotency_key"])
+        stmt = stmt.on_conflict_do_nothing(
+            index_elements=["job_name", "idempotency_key"], index_where=KEYED
+        )
     # Only what the database chose (`enqueue` has the rest): the 20 columns' descriptions
     # and values cost the client about as much as the rest of the call.
     chosen = [job_runs.c[k] for k in ("id", "run_at", "max_attempts", "enqueued_at")]

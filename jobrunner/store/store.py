@@ -38,6 +38,8 @@ from jobrunner.store.records import (
 )
 from jobrunner.store.tables import (
     FINAL_STATUSES,
+    SCHEDULED,
+    SLOT_KEY,
     PgArray,
     UTCDateTime,
     job_locks,
@@ -841,7 +843,7 @@ def _slots_statement(dialect: str) -> Any:
         insert = postgresql.insert(job_runs).from_select(list(values), sa.select(*values.values()))
     else:
         insert = sqlite.insert(job_runs).values(values)
-    stmt = insert.on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
+    stmt = insert.on_conflict_do_nothing(index_elements=SLOT_KEY, index_where=SCHEDULED)
     return stmt.returning(job_runs.c.id)
 
 
@@ -1129,7 +1131,7 @@ def _queue_retries(conn: sa.Connection, insert: Any, delays: Mapping[int, float]
     stmt = (
         insert(job_runs)
         .from_select(columns, source)
-        .on_conflict_do_nothing(index_elements=["job_name", "scheduled_for", "attempt"])
+        .on_conflict_do_nothing(index_elements=SLOT_KEY, index_where=SCHEDULED)
     )
     conn.execute(stmt, [{"rid": rid, "delay": delay} for rid, delay in delays.items()])
     note = queries.notify(conn.dialect.name, "retry")

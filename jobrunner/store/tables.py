@@ -180,14 +180,35 @@ job_runs = sa.Table(
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("correlation_id", sa.String(200), nullable=True),
     sa.Column("retry_of", sa.BigInteger(), nullable=True),
-    sa.UniqueConstraint("job_name", "scheduled_for", "attempt", name="uq_job_runs_slot_attempt"),
-    sa.UniqueConstraint("job_name", "idempotency_key", name="uq_job_runs_idempotency"),
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="ck_job_runs_status"
     ),
     sa.CheckConstraint(
         "trigger IN (" + ", ".join(f"'{t}'" for t in TRIGGERS) + ")", name="ck_job_runs_trigger"
     ),
+)
+# Guarantee 1 as a constraint: one row per (job, slot, attempt) of scheduled runs. Unique
+# indexes only where a conflict is possible (migration 0005): runs without a slot or an
+# idempotency key wrote an entry into both on every status change.
+SCHEDULED = job_runs.c.scheduled_for.is_not(None)
+KEYED = job_runs.c.idempotency_key.is_not(None)
+SLOT_KEY = ["job_name", "scheduled_for", "attempt"]
+sa.Index(
+    "uq_job_runs_slot_attempt",
+    job_runs.c.job_name,
+    job_runs.c.scheduled_for,
+    job_runs.c.attempt,
+    unique=True,
+    postgresql_where=SCHEDULED,
+    sqlite_where=SCHEDULED,
+)
+sa.Index(
+    "uq_job_runs_idempotency",
+    job_runs.c.job_name,
+    job_runs.c.idempotency_key,
+    unique=True,
+    postgresql_where=KEYED,
+    sqlite_where=KEYED,
 )
 sa.Index(  # claim order: a claim reads its batch off this index, no sort
     "ix_job_runs_queued",
