@@ -122,6 +122,25 @@ def test_schema_behind_is_refused_and_names_db_upgrade(store: Store) -> None:
     assert migrate.upgrade(store.engine).up_to_date
 
 
+def test_upgrade_to_partial_unique_keys_keeps_rows_and_constraints(store: Store) -> None:
+    """Migration 0005 (rebuilds the table on SQLite): rows survive, the slot key and the
+    idempotency key still refuse a second row, and the downgrade restores the constraints."""
+    with store.engine.begin() as conn:
+        command.downgrade(migrate._alembic_config(conn), "0004")
+    publish(store, "a")
+    at = past(30)
+    store.insert_slots([slot("a", at)])
+    keyed = store.enqueue("a", {"n": 1}, idempotency_key="k")
+    assert migrate.upgrade(store.engine).up_to_date
+    assert store.insert_slots([slot("a", at)]) == 0
+    assert store.enqueue("a", {"n": 2}, idempotency_key="k").id == keyed.id
+    assert store.enqueue("a").id != store.enqueue("a").id  # no key: no conflict
+    with store.engine.begin() as conn:
+        command.downgrade(migrate._alembic_config(conn), "0004")
+        assert conn.execute(sa.select(sa.func.count()).select_from(job_runs)).scalar() == 4
+    assert migrate.upgrade(store.engine).up_to_date
+
+
 def test_schema_from_a_newer_jobrunner_is_refused_as_such(store: Store) -> None:
     with store.engine.begin() as conn:
         conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999'"))
