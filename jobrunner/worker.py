@@ -597,8 +597,8 @@ class Worker:
             self.wake_recorder.clear()
             while self.pending:
                 delay = await self._guard(backoff, self._flush)
-                if self.pending:
-                    await asyncio.sleep(delay or 0.1)
+                if delay:  # a database error: back off, then write them again
+                    await asyncio.sleep(delay)
 
     async def _flush(self) -> float:
         """Write pending outcomes in one transaction; frees their capacity."""
