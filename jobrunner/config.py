@@ -338,7 +338,7 @@ class JobConfig:
     @cached_property  # parsed once: the scheduler asks for it on every tick
     def schedule(self) -> Schedule | None:
         """The cron schedule in the job's zone, or None for a job that is only enqueued."""
-        return None if self.cron is None else Schedule(self.cron, self.timezone)
+        return None if self.cron is None else Schedule.of(self.cron, self.timezone)
 
     def definition(self) -> dict[str, Any]:
         """Every setting as JSON-able values (durations in seconds, the zone by its key).

@@ -33,15 +33,19 @@ both passes of a repeated wall time for fixed jobs.
 from __future__ import annotations
 
 import copy
+import functools
 import heapq
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice, takewhile
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
+
+T = TypeVar("T")
 
 __all__ = ["ALIASES", "Schedule", "next_fire_times", "validate_cron"]
 
@@ -75,6 +79,7 @@ def validate_cron(expr: str) -> None:
     _normalize(expr)
 
 
+@functools.lru_cache(maxsize=4096)  # a spec is checked with croniter field by field: once
 def _normalize(expr: str) -> str:
     """Return the 5- or 6-field form of `expr` (aliases expanded), or raise ValueError."""
     text = " ".join(expr.split())
@@ -152,12 +157,36 @@ class Schedule:
     tz: ZoneInfo
     _walker: croniter[datetime] = field(init=False, repr=False, compare=False)
     _interval: bool = field(init=False, repr=False, compare=False)
+    # Answers already computed (see `of`), bounded: (method, arguments) -> result.
+    _memo: dict[tuple[object, ...], object] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         text = _normalize(self.cron)
         hour = text.split()[1]
         object.__setattr__(self, "_walker", croniter(text, _PROBE, ret_type=datetime))
         object.__setattr__(self, "_interval", hour == "*" or "/" in hour)
+        object.__setattr__(self, "_memo", {})
+
+    @staticmethod
+    def of(cron: str, tz: ZoneInfo) -> Schedule:
+        """The one shared `Schedule` of `cron` in `tz`.
+
+        Jobs with the same spec share it, and with it the answers it has computed: 10,000
+        jobs `* * * * *` ask for the same next fire time after the same slot, and croniter
+        took about a second of CPU per replica to answer each of them anew, at the minute.
+        """
+        return _shared(cron, tz)
+
+    def _remember(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+        memo = self._memo
+        value = memo.get(key, _MISSING)
+        if value is not _MISSING:
+            return value  # type: ignore[return-value]
+        value = compute()
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = value
+        return value
 
     @property
     def is_interval(self) -> bool:
@@ -167,6 +196,9 @@ class Schedule:
     def next_after(self, at: datetime) -> datetime:
         """The first fire time strictly after the aware instant `at`, in UTC."""
         _require_aware(at, "at")
+        return self._remember(("next", at), lambda: self._next_after(at))
+
+    def _next_after(self, at: datetime) -> datetime:
         for seconds in self._walk(at, forward=True):
             return _utc(seconds)
         raise ValueError(f"{self.cron!r} has no fire time after {at.isoformat()}")
@@ -180,6 +212,10 @@ class Schedule:
         """
         _require_aware(start, "start")
         _require_aware(end, "end")
+        key = ("between", start, end, limit)
+        return list(self._remember(key, lambda: tuple(self._between(start, end, limit))))
+
+    def _between(self, start: datetime, end: datetime, limit: int | None) -> list[datetime]:
         if limit is None:
             stop = end.timestamp()
             return [_utc(s) for s in takewhile(lambda s: s <= stop, self._walk(start, True))]
@@ -256,6 +292,15 @@ class Schedule:
         # a skipped wall time: fold=0 reads it with the offset before the gap, so `first` lies
         # after the gap's end and `second` before it
         return () if self._interval else (_gap_end(self.tz, second, first),)
+
+
+_MEMO_SIZE = 64  # answers kept per schedule; a scheduler pass asks a handful
+_MISSING = object()
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared(cron: str, tz: ZoneInfo) -> Schedule:
+    return Schedule(cron, tz)
 
 
 def next_fire_times(cron: str, tz: ZoneInfo, after: datetime, n: int) -> list[datetime]:

@@ -460,3 +460,37 @@ AWARE = utc(2026, 5, 1, 12)
 def test_naive_datetimes_are_rejected(call: Callable[[Schedule], object]) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         call(Schedule("0 * * * *", BERLIN))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York"])
+@pytest.mark.parametrize("expr", ["* * * * *", "30 2 * * *", "0 */2 * * *", "*/15 * * * * *"])
+def test_shared_schedule_answers_as_a_fresh_one(expr: str, zone: str) -> None:
+    """`Schedule.of` is shared by every job with the spec and remembers its answers; they
+    equal a fresh schedule's, across DST days, asked again and in any order."""
+    tz = ZoneInfo(zone)
+    shared = Schedule.of(expr, tz)
+    assert Schedule.of(" ".join(expr.split()), tz) is shared
+    assert Schedule.of(expr, ZoneInfo("Asia/Tokyo")) is not shared
+    starts = [
+        datetime(2026, 3, 29, 0, 0, 5, tzinfo=UTC) + timedelta(minutes=37 * i) for i in range(40)
+    ]
+    starts += [datetime(2026, 11, 1, 4, 59, 59, tzinfo=UTC), *reversed(starts)]
+    for at in starts:
+        fresh = Schedule(expr, tz)
+        assert shared.next_after(at) == fresh.next_after(at)
+        end = at + timedelta(hours=3)
+        assert shared.between(at, end, limit=5) == fresh.between(at, end, limit=5)
+        assert shared.between(at, at + timedelta(minutes=5)) == fresh.between(
+            at, at + timedelta(minutes=5)
+        )
+
+
+def test_remembered_answers_are_copies_and_bounded() -> None:
+    schedule = Schedule.of("* * * * *", ZoneInfo("UTC"))
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    first = schedule.between(at, at + timedelta(minutes=3))
+    first.clear()  # a caller's list is its own
+    assert len(schedule.between(at, at + timedelta(minutes=3))) == 3
+    for minute in range(500):
+        schedule.next_after(at + timedelta(minutes=minute))
+    assert 0 < len(schedule._memo) <= 64
