@@ -47,6 +47,21 @@ def test_run_finished_counts_by_job_and_status_and_observes_duration() -> None:
     assert value(m, "jobrunner_run_duration_seconds_bucket", job="report", le="1.0") == 2
 
 
+def test_prepared_jobs_export_zero_series_and_count_on_from_there() -> None:
+    m = Metrics("w", "v", "h")
+    m.prepare([("cron-job", True), ("queue-job", False)])
+    assert value(m, "jobrunner_runs_total", job="cron-job", status="succeeded") == 0
+    assert value(m, "jobrunner_run_duration_seconds_count", job="queue-job") == 0
+    assert value(m, "jobrunner_fire_lag_seconds_count", job="cron-job") == 0
+    names = {(s.name, s.labels.get("job")) for s in samples(m)}
+    assert ("jobrunner_fire_lag_seconds_count", "queue-job") not in names  # never scheduled
+    assert ("jobrunner_last_success_timestamp_seconds", "cron-job") not in names
+    m.run_started("cron-job", 0.25)
+    m.run_finished("cron-job", "succeeded", 0.5)
+    assert value(m, "jobrunner_runs_total", job="cron-job", status="succeeded") == 1
+    assert value(m, "jobrunner_fire_lag_seconds_sum", job="cron-job") == 0.25
+
+
 def test_last_success_is_set_only_by_a_success() -> None:
     m = Metrics("w", "v", "h")
     m.run_finished("a", "failed", 1)
