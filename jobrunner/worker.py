@@ -278,7 +278,6 @@ class Worker:
                 tg.create_task(self._heartbeat())
                 tg.create_task(self._recorder())
                 tg.create_task(self._pruner())
-                tg.create_task(self._prepare_metrics())
                 await self.stopping.wait()
                 await self._drain()
                 raise _Stop
@@ -287,14 +286,6 @@ class Worker:
         finally:
             await self._finish()
         return 0
-
-    async def _prepare_metrics(self) -> None:
-        """Create every job's metric series shortly after start, 100 jobs per loop
-        iteration, rather than at each job's first run (see `Metrics.prepare`)."""
-        jobs = [(job.name, job.cron is not None) for job in self.config.jobs]
-        for first in range(0, len(jobs), 100):
-            self.metrics.prepare(jobs[first : first + 100])
-            await asyncio.sleep(0)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -45,21 +47,6 @@ def test_run_finished_counts_by_job_and_status_and_observes_duration() -> None:
     assert value(m, "jobrunner_run_duration_seconds_count", job="report") == 3
     assert value(m, "jobrunner_run_duration_seconds_sum", job="report") == 3.7
     assert value(m, "jobrunner_run_duration_seconds_bucket", job="report", le="1.0") == 2
-
-
-def test_prepared_jobs_export_zero_series_and_count_on_from_there() -> None:
-    m = Metrics("w", "v", "h")
-    m.prepare([("cron-job", True), ("queue-job", False)])
-    assert value(m, "jobrunner_runs_total", job="cron-job", status="succeeded") == 0
-    assert value(m, "jobrunner_run_duration_seconds_count", job="queue-job") == 0
-    assert value(m, "jobrunner_fire_lag_seconds_count", job="cron-job") == 0
-    names = {(s.name, s.labels.get("job")) for s in samples(m)}
-    assert ("jobrunner_fire_lag_seconds_count", "queue-job") not in names  # never scheduled
-    assert ("jobrunner_last_success_timestamp_seconds", "cron-job") not in names
-    m.run_started("cron-job", 0.25)
-    m.run_finished("cron-job", "succeeded", 0.5)
-    assert value(m, "jobrunner_runs_total", job="cron-job", status="succeeded") == 1
-    assert value(m, "jobrunner_fire_lag_seconds_sum", job="cron-job") == 0.25
 
 
 def test_last_success_is_set_only_by_a_success() -> None:
@@ -168,3 +155,38 @@ def test_operations_guide_names_only_exported_metrics() -> None:
     assert metrics, "the guide documents the metrics"
     assert metrics <= exported | documented, sorted(metrics - exported - documented)
     assert documented <= metrics, sorted(documented - metrics)
+
+
+def test_per_job_histograms_expose_what_prometheus_client_would() -> None:
+    """The per-job series are plain numbers turned into families at scrape time: their
+    samples equal those of prometheus-client's own Histogram and Counter fed the same runs,
+    bucket bounds included (a value equal to a bound falls in that bucket)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from jobrunner.metrics import DURATION_BUCKETS
+
+    reference = CollectorRegistry()
+    hist = Histogram("jobrunner_run_duration_seconds", "d", ["job"], buckets=DURATION_BUCKETS,
+                     registry=reference)  # fmt: skip
+    runs = Counter("jobrunner_runs", "r", ["job", "status"], registry=reference)
+    m = Metrics("w", "v", "h")
+    rng = random.Random(7)
+    values = [*DURATION_BUCKETS, 0.0, 7200.0] + [rng.expovariate(0.5) for _ in range(300)]
+    for i, duration in enumerate(values):
+        job, status = f"job-{i % 3}", ("succeeded", "failed")[i % 2]
+        m.run_finished(job, status, duration)
+        hist.labels(job).observe(duration)
+        runs.labels(job, status).inc()
+
+    def kept(samples_: list[Sample]) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), round(s.value, 9))
+            for s in samples_
+            if s.name.startswith(("jobrunner_run_duration_seconds", "jobrunner_runs_total"))
+            and not s.name.endswith("_created")
+        }
+
+    body = generate_latest(reference).decode()
+    expected = [s for f in text_string_to_metric_families(body) for s in f.samples]
+    assert kept(samples(m)) == kept(expected)
+    assert value(m, "jobrunner_run_duration_seconds_bucket", job="job-0", le="0.005") >= 1
