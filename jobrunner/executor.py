@@ -81,6 +81,9 @@ class Result:
     error: dict[str, str] | None = None
 
 
+_SUCCEEDED = Result(status="succeeded")  # immutable: one for every run that succeeds
+
+
 def error_info(exc: BaseException) -> dict[str, str]:
     kind = type(exc)
     name = (
@@ -171,7 +174,7 @@ class Executor:
             return Result(status="failed", error=error_info(exc))
         except Exception as exc:
             return Result(status="failed", error=error_info(exc))
-        return Result(status="succeeded")
+        return _SUCCEEDED
 
     async def _in_process(
         self,
