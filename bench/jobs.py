@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 
@@ -17,12 +18,15 @@ def noop_sync() -> None:
 
 
 async def record(ctx: Any) -> None:
-    """Appends one line per start to $BENCH_STARTS (O_APPEND), to count duplicate starts."""
+    """Appends one line per start to $BENCH_STARTS (O_APPEND), to count duplicate starts and
+    to time when the job function began (`t`, this host's clock)."""
+    began = time.time()
     path = os.environ.get("BENCH_STARTS")
     if not path:
         return
     line = json.dumps(
         {
+            "t": began,
             "job": ctx.job_name,
             "run_id": ctx.run_id,
             "slot": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
