@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +117,7 @@ def _int_item(value: int | None) -> str:
     return "NULL" if value is None else str(value)
 
 
+@functools.lru_cache(maxsize=1024)  # slots due together share their instants
 def _time_item(value: datetime | None) -> str:
     if value is None:
         return "NULL"
