@@ -446,7 +446,7 @@ class Store:
             stmt = _acquire_statement(self.dialect)
             params = _rows(self.dialect, rows, worker=worker_id, ttl=lease_ttl)
         result = conn.execute(stmt, params)
-        return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f in result]
+        return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f in result.all()]
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -549,7 +549,8 @@ class Store:
             ids = [o.lease.run_id for o in outcomes]
             release, succeeded = _finish_statements(self.dialect)
             released = {
-                (j, slot) for j, slot in conn.execute(release, {"worker": worker_id, "ids": ids})
+                (j, slot)
+                for j, slot in conn.execute(release, {"worker": worker_id, "ids": ids}).all()
             }
             mine = [o for o in outcomes if (o.lease.job_name, o.lease.slot) in released]
             if not mine:
@@ -960,12 +961,14 @@ def _candidates(
         params["saturated"] = saturated
     names = job_runs.c.keys()
     width = len(names)
-    out = []
-    now = None
-    for row in conn.execute(query, params).all():
-        out.append((Run.from_columns(names, row[:width]), bool(row[width])))
-        now = row[width + 1]
+    rows = conn.execute(query, params).all()
+    out = [(Run.from_columns(names, row[:width]), bool(row[width])) for row in rows]
+    # `_now` comes raw (the same in every row): converted once, not once per row.
+    now = _NOW_TYPE.process_result_value(rows[-1][width + 1], conn.dialect) if rows else None
     return out, now
+
+
+_NOW_TYPE = UTCDateTime()
 
 
 @functools.cache
@@ -979,7 +982,9 @@ def _candidates_query(dialect: str, saturated: bool) -> sa.Select[Any]:
     )
     query = (
         sa.select(
-            job_runs, sa.func.coalesce(paused, sa.false()).label("_paused"), db_now().label("_now")
+            job_runs,
+            sa.func.coalesce(paused, sa.false()).label("_paused"),
+            sa.type_coerce(db_now(), sa.types.NullType()).label("_now"),
         )
         .where(
             job_runs.c.status == "queued",
