@@ -450,6 +450,7 @@ class Worker:
         free = self.capacity
         if free <= 0 or self.stopping.is_set():
             return poll
+        sent = time.monotonic()
         claim = await self.db(
             self.store.claim,
             worker_id=self.id,
@@ -473,7 +474,10 @@ class Worker:
         if self._backlog and self.capacity > 0:
             return 0.0
         if claim.next_due is not None and claim.now is not None:
-            return min(max((claim.next_due - claim.now).total_seconds(), 0.001), poll)
+            # `now` is the database's clock when the claim began: the time the claim took
+            # is already gone (a slot was started that much late, 2-10 ms, before).
+            until = (claim.next_due - claim.now).total_seconds() - (time.monotonic() - sent)
+            return min(max(until, 0.001), poll)
         return poll
 
     def _claimable(self) -> Mapping[str, Policy]:
