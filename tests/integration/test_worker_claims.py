@@ -4,7 +4,11 @@ limited concurrency whose outcome is still unwritten (their lease is held until 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from jobrunner.config import load_config
 from jobrunner.store.records import Slot
@@ -55,6 +59,48 @@ def test_a_claim_leaves_out_limited_jobs_with_unwritten_outcomes(tmp_path: Path)
                 if a.task is not None:
                     await asyncio.wait([a.task], timeout=5)
             await worker._flush()
+            worker.executor.shutdown()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+
+
+def test_runs_of_one_claim_all_begin_before_any_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim's runs begin first, their outcomes, lines and metrics come after: with 2,500
+    runs in a claim, recording each before the next began made the last begin 35% later."""
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv("JR_STARTS", str(events))  # sysjobs.noop_async appends its start
+    url = f"sqlite:///{tmp_path / 'jr.db'}"
+    jobs = [{"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"}]
+    cfg = load_config(write_config(tmp_path / "jr.toml", url, jobs))
+    store = Store.from_url(url)
+    worker = Worker(cfg, store)
+    record = worker._record
+
+    def spy(active: Any, *args: Any) -> None:  # the real method, noted in the same file
+        with open(events, "a") as f:
+            f.write(json.dumps({"event": "recorded", "run_id": active.claimed.run.id}) + "\n")
+        record(active, *args)
+
+    worker._record = spy  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await worker.start()
+        try:
+            ids = {store.enqueue("queue").id for _ in range(5)}
+            await worker.claim_once()
+            await asyncio.wait([a.task for a in worker.active.values() if a.task], timeout=10)
+            seen = [json.loads(line) for line in events.read_text().splitlines()]
+            order = [e["event"] for e in seen if e["event"] in ("start", "recorded")]
+            assert order == ["start"] * 5 + ["recorded"] * 5
+            assert {e["run_id"] for e in seen} == ids
+            await worker._flush()
+            assert {r.status for r in store.list_runs(job="queue")} == {"succeeded"}
+        finally:
             worker.executor.shutdown()
 
     try:
