@@ -74,6 +74,14 @@ def _le_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
     return tuple(floatToGoString(b) for b in (*bounds, math.inf))  # type: ignore[no-untyped-call]
 
 
+def _series(table: dict[str, _Buckets], job: str, bounds: tuple[float, ...]) -> _Buckets:
+    """The histogram series of `job` in `table`, made on first use."""
+    series = table.get(job)
+    if series is None:
+        series = table[job] = _Buckets(bounds)
+    return series
+
+
 class _PerJob(Collector):
     """The per-job series (runs by status, duration, fire lag, last success) as plain numbers,
     turned into metric families when scraped.
@@ -91,16 +99,10 @@ class _PerJob(Collector):
         self.last_success: dict[str, float] = {}
 
     def duration(self, job: str) -> _Buckets:
-        series = self.durations.get(job)
-        if series is None:
-            series = self.durations[job] = _Buckets(DURATION_BUCKETS)
-        return series
+        return _series(self.durations, job, DURATION_BUCKETS)
 
     def fire_lag(self, job: str) -> _Buckets:
-        series = self.fire_lags.get(job)
-        if series is None:
-            series = self.fire_lags[job] = _Buckets(FIRE_LAG_BUCKETS)
-        return series
+        return _series(self.fire_lags, job, FIRE_LAG_BUCKETS)
 
     def collect(self) -> Iterator[Metric]:
         runs = CounterMetricFamily(

@@ -236,6 +236,25 @@ def test_insert_slots_is_idempotent_under_concurrency(store: Store) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(job_runs)).scalar() == 20
 
 
+def test_claimed_runs_are_recorded_running_under_their_lease(store: Store) -> None:
+    """The claim's start (on PostgreSQL in the lease insert's statement, on SQLite its own)
+    records each run `running` on this worker with its lease's fence and a start time;
+    runs left out stay queued."""
+    publish(store, "q", "forbidden")
+    ids = [store.enqueue("q").id for _ in range(3)]
+    left = store.enqueue("forbidden").id
+    claim = store.claim(
+        worker_id="w1", limit=10, policies={"q": Policy(overlap="allow")}, lease_ttl=30
+    )
+    assert sorted(c.run.id for c in claim.started) == sorted(ids)
+    for c in claim.started:
+        row = store.get_run(c.run.id)
+        assert (row.status, row.worker_id, row.fence) == ("running", "w1", c.lease.fence)
+        assert row.started_at is not None and claim.now is not None
+        assert abs((row.started_at - claim.now).total_seconds()) < 1
+    assert store.get_run(left).status == "queued"
+
+
 def test_concurrent_claimers_never_get_the_same_run(store: Store) -> None:
     publish(store, "q")
     for i in range(200):
