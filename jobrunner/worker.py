@@ -62,6 +62,7 @@ T = TypeVar("T")
 log = get_logger("jobrunner.worker")
 LOOKAHEAD = timedelta(milliseconds=500)  # slots are recorded at least this long before due
 MAX_LOOKAHEAD = timedelta(seconds=2)  # ... and at most this long (see schedule_once)
+CLAIM_AHEAD = 0.05  # seconds: runs due this soon are claimed now and begin at their time
 HOUSEKEEPING_EVERY = 5  # heartbeats between checks that need not run every time
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError)
 
@@ -84,6 +85,7 @@ class Active:
     claimed: ClaimedRun
     job: JobConfig
     ctx: JobContext
+    begin_at: float = 0.0  # time.monotonic() when it is due (claimed ahead of its time)
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None  # lost | cancelled | shutdown
 
@@ -459,6 +461,7 @@ class Worker:
             limit=free,
             policies=self._claimable(),
             lease_ttl=self.lease_ttl,
+            ahead=CLAIM_AHEAD,
         )
         for run, reason in claim.skipped:
             self.metrics.slot_skipped(run.job_name, reason)
@@ -470,14 +473,14 @@ class Worker:
                 run_id=run.id,
             )
         for claimed in claim.started:
-            self._launch(claimed, claim.now)
+            self._launch(claimed, claim.now, sent)
         got = len(claim.started) + len(claim.skipped)
         self._backlog = got >= free
         if self._backlog and self.capacity > 0:
             return 0.0
         if claim.next_due is not None and claim.now is not None:
             # `now` is the database's clock when the claim began: the time the claim took
-            # is already gone (a slot was started that much late, 2-10 ms, before).
+            # is already gone.
             until = (claim.next_due - claim.now).total_seconds() - (time.monotonic() - sent)
             return min(max(until, 0.001), poll)
         return poll
@@ -488,7 +491,9 @@ class Worker:
             return self.policies
         return {n: pol for n, pol in self.policies.items() if n not in self._unwritten}
 
-    def _launch(self, claimed: ClaimedRun, claimed_at: datetime | None) -> None:
+    def _launch(self, claimed: ClaimedRun, claimed_at: datetime | None, sent: float) -> None:
+        """Start a task for a claimed run; one claimed ahead of its `run_at` waits for it,
+        measured by the database's clock from when the claim was sent (`claimed_at`)."""
         run = claimed.run
         job = self.jobs[run.job_name]
         context = {
@@ -510,6 +515,8 @@ class Worker:
             log=self._log.bind(**context),
         )
         active = Active(claimed=claimed, job=job, ctx=ctx)
+        if claimed_at is not None and run.run_at > claimed_at:
+            active.begin_at = sent + (run.run_at - claimed_at).total_seconds()
         self.active[run.id] = active
         self.executing += 1
         self._unstarted += 1
@@ -522,15 +529,19 @@ class Worker:
         kwargs = {**job.kwargs, **run.kwargs}
         if job.accepts_ctx:
             kwargs["ctx"] = active.ctx
-        started = time.monotonic()
-        now = datetime.now(UTC)
-        lag = (now - run.run_at).total_seconds()
-        slot = run.scheduled_for if run.trigger == "schedule" else None
-        self.metrics.run_started(job.name, None if slot is None else (now - slot).total_seconds())
-        active.ctx.log.debug("run started", lag_seconds=lag, fence=active.claimed.lease.fence)
         limit = job.timeout.total_seconds() if job.timeout else None
         assert job.fn is not None
+        started, lag = time.monotonic(), 0.0
         try:
+            if active.begin_at > started:  # claimed ahead of its time
+                await asyncio.sleep(active.begin_at - started)
+                started = time.monotonic()
+            now = datetime.now(UTC)
+            lag = (now - run.run_at).total_seconds()
+            slot = run.scheduled_for if run.trigger == "schedule" else None
+            fire_lag = None if slot is None else (now - slot).total_seconds()
+            self.metrics.run_started(job.name, fire_lag)
+            active.ctx.log.debug("run started", lag_seconds=lag, fence=active.claimed.lease.fence)
             result = await self.executor.call(
                 job.fn,
                 is_async=job.is_async,

@@ -105,7 +105,9 @@ class Claim:
     replaced: list[int] = field(default_factory=list)
     waiting: int = 0  # candidates left queued because their job is at capacity
     now: datetime | None = None
-    next_due: datetime | None = None  # earliest future run_at among queued runs (if looked up)
+    # When a claim may find more (by the database's clock): the earliest `run_at` of a run
+    # claimed ahead but left queued, or of one due later less `ahead` (when looked up).
+    next_due: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

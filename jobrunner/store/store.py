@@ -330,7 +330,13 @@ class Store:
     # -- claiming -------------------------------------------------------------------------
 
     def claim(
-        self, *, worker_id: str, limit: int, policies: Mapping[str, Policy], lease_ttl: float
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        policies: Mapping[str, Policy],
+        lease_ttl: float,
+        ahead: float = 0.0,
     ) -> Claim:
         """Start up to `limit` due queued runs of the given jobs on this worker.
 
@@ -343,6 +349,12 @@ class Store:
         recorded `cancelled` (reason `replaced`). Manual runs, retries and catch-up slots
         (reason `catch-up`) of a job at capacity stay queued and run after the holder. Runs of
         jobs not in `policies` are never touched.
+
+        With `ahead` (seconds), runs due within that time are claimed too, so that the claim
+        is done when they are due: each is recorded running from its `run_at`, and the worker
+        begins it then. Such a run is only taken if its job has a free lease slot now; every
+        other decision (skip, replace, wait) is left to a claim at its due time.
+        `Claim.next_due` says when to claim again.
         """
         if limit <= 0 or not policies:
             return Claim()
@@ -355,13 +367,17 @@ class Store:
                 and (cap := pol.capacity) is not None
                 and len(slots) >= cap
             ]
-            candidates, now = _candidates(conn, limit, list(policies), saturated)
+            candidates, now = _candidates(conn, limit, list(policies), saturated, ahead)
             claim = Claim(now=now)
             if candidates and now is not None:
                 claim = self._decide(conn, now, worker_id, candidates, policies, held, lease_ttl)
             if len(candidates) < limit:
-                next_due, db_time = _next_due(conn, list(policies))
-                claim = dataclasses.replace(claim, next_due=next_due, now=claim.now or db_time)
+                beyond, db_time = _next_due(conn, list(policies), ahead)
+                if beyond is not None:  # claim it `ahead` before, unless one held back is sooner
+                    beyond -= timedelta(seconds=ahead)
+                    if claim.next_due is None or beyond < claim.next_due:
+                        claim = dataclasses.replace(claim, next_due=beyond)
+                claim = dataclasses.replace(claim, now=claim.now or db_time)
             return claim
 
     def _decide(
@@ -379,9 +395,20 @@ class Store:
         replace: list[tuple[Run, Lease]] = []
         slots: dict[str, _Slots] = {}
         waiting = 0
+        held_back: datetime | None = None  # the first run not due yet that was left queued
         for run, paused in candidates:
             pol = policies[run.job_name]
             scheduled = run.trigger == "schedule"
+            if run.run_at > now:  # claimed ahead: only onto a free lease slot
+                lanes = slots.get(run.job_name)
+                if lanes is None:
+                    lanes = slots[run.job_name] = _Slots(held.get(run.job_name, {}), pol.capacity)
+                slot = None if paused and scheduled else lanes.take()
+                if slot is not None:
+                    wanted.append((run, slot))
+                elif held_back is None or run.run_at < held_back:
+                    held_back = run.run_at
+                continue
             if scheduled and paused:
                 skipped.append((run, "paused"))
                 continue
@@ -423,6 +450,7 @@ class Store:
             replaced=[old.run_id for _, old in replace if old.run_id is not None],
             waiting=max(waiting, 0),
             now=now,
+            next_due=held_back,
         )
 
     def _acquire(
@@ -910,6 +938,11 @@ def _acquire_statement(dialect: str) -> Any:
     ).returning(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence)
 
 
+# A run claimed ahead of its `run_at` (see `Store.claim`) starts then, not at the claim.
+_CLAIMED_AT = sa.bindparam("now", type_=UTCDateTime())
+_STARTED_AT = sa.case((job_runs.c.run_at > _CLAIMED_AT, job_runs.c.run_at), else_=_CLAIMED_AT)
+
+
 @functools.cache
 def _acquire_and_start_statement() -> sa.Select[Any]:
     """PostgreSQL: `_acquire_statement` as a data-modifying CTE whose leases' runs one UPDATE
@@ -921,7 +954,7 @@ def _acquire_and_start_statement() -> sa.Select[Any]:
         .values(
             status="running",
             worker_id=sa.bindparam("worker", type_=sa.String()),
-            started_at=sa.bindparam("now", type_=UTCDateTime()),
+            started_at=_STARTED_AT,
             fence=taken.c.fence,
         )
     )
@@ -952,11 +985,12 @@ def _held_leases(conn: sa.Connection) -> dict[str, dict[int, Lease]]:
 
 
 def _candidates(
-    conn: sa.Connection, limit: int, jobs: list[str], saturated: list[str]
+    conn: sa.Connection, limit: int, jobs: list[str], saturated: list[str], ahead: float
 ) -> tuple[list[tuple[Run, bool]], datetime | None]:
-    """Due queued runs (locked, SKIP LOCKED), each with its job's paused flag, and db now."""
+    """Queued runs due within `ahead` seconds (locked, SKIP LOCKED), each with its job's
+    paused flag, and db now."""
     query = _candidates_query(conn.dialect.name, bool(saturated))
-    params: dict[str, Any] = {"jobs": jobs, "limit": limit}
+    params: dict[str, Any] = {"jobs": jobs, "limit": limit, "ahead": ahead}
     if saturated:
         params["saturated"] = saturated
     names = job_runs.c.keys()
@@ -969,12 +1003,14 @@ def _candidates(
 
 
 _NOW_TYPE = UTCDateTime()
+_AHEAD = sa.bindparam("ahead", type_=sa.Float())
 
 
 @functools.cache
 def _candidates_query(dialect: str, saturated: bool) -> sa.Select[Any]:
-    """The claim's read, built once: due queued runs of `:jobs` in claim order, at most
-    `:limit`, locked; with `saturated`, runs of `:saturated` jobs only if scheduled."""
+    """The claim's read, built once: queued runs of `:jobs` due within `:ahead` seconds in
+    claim order, at most `:limit`, locked; with `saturated`, runs of `:saturated` jobs only
+    if scheduled."""
     paused = (
         sa.select(jobrunner_jobs.c.paused)
         .where(jobrunner_jobs.c.name == job_runs.c.job_name)
@@ -988,7 +1024,7 @@ def _candidates_query(dialect: str, saturated: bool) -> sa.Select[Any]:
         )
         .where(
             job_runs.c.status == "queued",
-            job_runs.c.run_at <= db_now(),
+            job_runs.c.run_at <= db_now(_AHEAD),
             _in(dialect, job_runs.c.job_name, "jobs"),
         )
         .order_by(job_runs.c.run_at, job_runs.c.id)
@@ -1013,10 +1049,12 @@ def _next_expiry_in(conn: sa.Connection, worker_id: str) -> float | None:
     return None if first is None else (first - now).total_seconds()
 
 
-def _next_due(conn: sa.Connection, jobs: list[str]) -> tuple[datetime | None, datetime]:
-    """The earliest future `run_at` of a queued run of these jobs (to sleep until it), and
-    the database's now."""
-    row = conn.execute(_next_due_query(conn.dialect.name), {"jobs": jobs}).one()
+def _next_due(
+    conn: sa.Connection, jobs: list[str], ahead: float
+) -> tuple[datetime | None, datetime]:
+    """The earliest `run_at` of a queued run of these jobs due later than `ahead` seconds
+    from now (to sleep until it), and the database's now."""
+    row = conn.execute(_next_due_query(conn.dialect.name), {"jobs": jobs, "ahead": ahead}).one()
     return row[0], row[1]
 
 
@@ -1024,7 +1062,7 @@ def _next_due(conn: sa.Connection, jobs: list[str]) -> tuple[datetime | None, da
 def _next_due_query(dialect: str) -> sa.Select[Any]:
     return sa.select(sa.func.min(job_runs.c.run_at), db_now()).where(
         job_runs.c.status == "queued",
-        job_runs.c.run_at > db_now(),
+        job_runs.c.run_at > db_now(_AHEAD),
         _in(dialect, job_runs.c.job_name, "jobs"),
     )
 
@@ -1111,7 +1149,7 @@ def _start_statement(dialect: str) -> sa.Update:
     started = {
         "status": "running",
         "worker_id": sa.bindparam("worker", type_=sa.String()),
-        "started_at": sa.bindparam("now", type_=UTCDateTime()),
+        "started_at": _STARTED_AT,
     }
     if dialect == "postgresql":
         rows = _unnest(("rid", sa.BigInteger()), ("f", sa.BigInteger()))

@@ -255,6 +255,54 @@ def test_claimed_runs_are_recorded_running_under_their_lease(store: Store) -> No
     assert store.get_run(left).status == "queued"
 
 
+def future(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def test_claim_ahead_takes_runs_due_soon_and_starts_them_at_their_time(store: Store) -> None:
+    """A run due within `ahead` is claimed now and recorded running from its `run_at`; one
+    due later is not touched, and `next_due` is when to claim it (`ahead` before it)."""
+    soon, later = future(20), future(300)
+    store.insert_slots([slot("a", soon), slot("b", later)])
+    pol = {"a": FORBID, "b": FORBID}
+    plain = store.claim(worker_id="w", limit=5, policies=pol, lease_ttl=30)
+    assert plain.started == [] and plain.next_due == soon
+    claim = store.claim(worker_id="w", limit=5, policies=pol, lease_ttl=30, ahead=60)
+    assert [c.run.job_name for c in claim.started] == ["a"] and claim.skipped == []
+    row = store.get_run(claim.started[0].run.id)
+    assert (row.status, row.started_at) == ("running", soon)
+    assert claim.next_due == later - timedelta(seconds=60)
+    assert store.slot_runs("b", later, later)[0].status == "queued"
+
+
+def test_claim_ahead_leaves_decisions_to_the_due_time(store: Store) -> None:
+    """A run not due yet whose job has no free lease slot, or that is a paused slot, is
+    neither skipped nor replaced ahead of time: it stays queued, and `next_due` is its time,
+    so that a claim then decides (the holder may have finished by then)."""
+    publish(store, "busy", "swap", "off")
+    store.set_paused("off", True)
+    store.insert_slots([slot("busy", past(10)), slot("swap", past(10))])
+    pol = {
+        "busy": FORBID,
+        "swap": Policy(overlap="replace", misfire_grace=3600),
+        "off": FORBID,
+    }
+    holders = store.claim(worker_id="w1", limit=5, policies=pol, lease_ttl=30)
+    assert len(holders.started) == 2
+    due = future(20)
+    store.insert_slots([slot("busy", due), slot("swap", due), slot("off", due)])
+    claim = store.claim(worker_id="w2", limit=5, policies=pol, lease_ttl=30, ahead=60)
+    assert claim.started == [] and claim.skipped == [] and claim.replaced == []
+    assert claim.next_due == due
+    for job in ("busy", "swap", "off"):
+        assert store.slot_runs(job, due, due)[0].status == "queued"
+    # Once the holder's outcome is written, the next claim ahead takes the slot.
+    busy = next(c for c in holders.started if c.run.job_name == "busy")
+    store.finish("w1", [Outcome(lease=busy.lease, status="succeeded")])
+    after = store.claim(worker_id="w2", limit=5, policies=pol, lease_ttl=30, ahead=60)
+    assert [c.run.job_name for c in after.started] == ["busy"]
+
+
 def test_concurrent_claimers_never_get_the_same_run(store: Store) -> None:
     publish(store, "q")
     for i in range(200):

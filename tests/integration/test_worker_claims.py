@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,47 +15,24 @@ import pytest
 from jobrunner.config import load_config
 from jobrunner.store.records import Slot
 from jobrunner.store.store import Store
-from jobrunner.worker import Worker
+from jobrunner.worker import CLAIM_AHEAD, Worker
 from tests.support import write_config
 
 
-def test_a_claim_leaves_out_limited_jobs_with_unwritten_outcomes(tmp_path: Path) -> None:
+def sqlite_worker(tmp_path: Path, jobs: list[dict[str, Any]]) -> tuple[Store, Worker]:
     url = f"sqlite:///{tmp_path / 'jr.db'}"
-    jobs = [
-        {"name": "exclusive", "func": "sysjobs:noop_async"},  # overlap = "forbid": one at a time
-        {"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"},
-    ]
     cfg = load_config(write_config(tmp_path / "jr.toml", url, jobs))
     store = Store.from_url(url)
-    worker = Worker(cfg, store)
+    return store, Worker(cfg, store)
+
+
+def run_with(store: Store, worker: Worker, body: Callable[[], Awaitable[None]]) -> None:
+    """Start the worker, run `body`, then let its runs end and write their outcomes."""
 
     async def scenario() -> None:
         await worker.start()
         try:
-            assert set(worker._claimable()) == {"exclusive", "queue"}
-            run = store.enqueue("exclusive")
-            assert await worker.claim_once() >= 0
-            (active,) = worker.active.values()
-            assert active.claimed.run.id == run.id
-            await asyncio.wait_for(active.task, 10)  # type: ignore[arg-type]
-            # finished, outcome not yet written: its lease is still held
-            assert worker.pending and set(worker._claimable()) == {"queue"}
-            now = store.now()
-            store.insert_slots([Slot(job_name="exclusive", scheduled_for=now, run_at=now)])
-            store.enqueue("queue")
-            await worker.claim_once()
-            started = [a.claimed.run.job_name for a in worker.active.values()]
-            # the finished run and the queue run: the exclusive slot waits, it is not skipped
-            # as an overlap, and it is not started either while the lease is held
-            assert sorted(started) == ["exclusive", "queue"]
-            await worker._flush()
-            assert set(worker._claimable()) == {"exclusive", "queue"}
-            await worker.claim_once()
-            runs = store.list_runs(job="exclusive")
-            assert [r.status for r in runs if r.trigger == "schedule"] in (
-                ["running"],
-                ["succeeded"],
-            )
+            await body()
         finally:
             for a in list(worker.active.values()):
                 if a.task is not None:
@@ -67,6 +46,42 @@ def test_a_claim_leaves_out_limited_jobs_with_unwritten_outcomes(tmp_path: Path)
         store.close()
 
 
+def test_a_claim_leaves_out_limited_jobs_with_unwritten_outcomes(tmp_path: Path) -> None:
+    jobs = [
+        {"name": "exclusive", "func": "sysjobs:noop_async"},  # overlap = "forbid": one at a time
+        {"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"},
+    ]
+    store, worker = sqlite_worker(tmp_path, jobs)
+
+    async def body() -> None:
+        assert set(worker._claimable()) == {"exclusive", "queue"}
+        run = store.enqueue("exclusive")
+        assert await worker.claim_once() >= 0
+        (active,) = worker.active.values()
+        assert active.claimed.run.id == run.id
+        await asyncio.wait_for(active.task, 10)  # type: ignore[arg-type]
+        # finished, outcome not yet written: its lease is still held
+        assert worker.pending and set(worker._claimable()) == {"queue"}
+        now = store.now()
+        store.insert_slots([Slot(job_name="exclusive", scheduled_for=now, run_at=now)])
+        store.enqueue("queue")
+        await worker.claim_once()
+        started = [a.claimed.run.job_name for a in worker.active.values()]
+        # the finished run and the queue run: the exclusive slot waits, it is not skipped
+        # as an overlap, and it is not started either while the lease is held
+        assert sorted(started) == ["exclusive", "queue"]
+        await worker._flush()
+        assert set(worker._claimable()) == {"exclusive", "queue"}
+        await worker.claim_once()
+        runs = store.list_runs(job="exclusive")
+        assert [r.status for r in runs if r.trigger == "schedule"] in (
+            ["running"],
+            ["succeeded"],
+        )
+
+    run_with(store, worker, body)
+
+
 def test_runs_of_one_claim_all_begin_before_any_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,11 +89,8 @@ def test_runs_of_one_claim_all_begin_before_any_is_recorded(
     runs in a claim, recording each before the next began made the last begin 35% later."""
     events = tmp_path / "events.jsonl"
     monkeypatch.setenv("JR_STARTS", str(events))  # sysjobs.noop_async appends its start
-    url = f"sqlite:///{tmp_path / 'jr.db'}"
     jobs = [{"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"}]
-    cfg = load_config(write_config(tmp_path / "jr.toml", url, jobs))
-    store = Store.from_url(url)
-    worker = Worker(cfg, store)
+    store, worker = sqlite_worker(tmp_path, jobs)
     record = worker._record
 
     def spy(active: Any, *args: Any) -> None:  # the real method, noted in the same file
@@ -88,22 +100,40 @@ def test_runs_of_one_claim_all_begin_before_any_is_recorded(
 
     worker._record = spy  # type: ignore[method-assign]
 
-    async def scenario() -> None:
-        await worker.start()
-        try:
-            ids = {store.enqueue("queue").id for _ in range(5)}
-            await worker.claim_once()
-            await asyncio.wait([a.task for a in worker.active.values() if a.task], timeout=10)
-            seen = [json.loads(line) for line in events.read_text().splitlines()]
-            order = [e["event"] for e in seen if e["event"] in ("start", "recorded")]
-            assert order == ["start"] * 5 + ["recorded"] * 5
-            assert {e["run_id"] for e in seen} == ids
-            await worker._flush()
-            assert {r.status for r in store.list_runs(job="queue")} == {"succeeded"}
-        finally:
-            worker.executor.shutdown()
+    async def body() -> None:
+        ids = {store.enqueue("queue").id for _ in range(5)}
+        await worker.claim_once()
+        await asyncio.wait([a.task for a in worker.active.values() if a.task], timeout=10)
+        seen = [json.loads(line) for line in events.read_text().splitlines()]
+        order = [e["event"] for e in seen if e["event"] in ("start", "recorded")]
+        assert order == ["start"] * 5 + ["recorded"] * 5
+        assert {e["run_id"] for e in seen} == ids
+        await worker._flush()
+        assert {r.status for r in store.list_runs(job="queue")} == {"succeeded"}
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        store.close()
+    run_with(store, worker, body)
+
+
+def test_a_run_claimed_ahead_begins_at_its_time_not_at_the_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claimer takes a slot due within `CLAIM_AHEAD` at once (so its claim is done when
+    it is due), records it running from its `run_at`, and the job begins then, not before."""
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv("JR_STARTS", str(events))
+    store, worker = sqlite_worker(tmp_path, [{"name": "tick", "func": "sysjobs:noop_async"}])
+
+    async def body() -> None:
+        due = store.now() + timedelta(seconds=CLAIM_AHEAD * 0.8)
+        store.insert_slots([Slot(job_name="tick", scheduled_for=due, run_at=due)])
+        await worker.claim_once()
+        (active,) = worker.active.values()
+        assert active.claimed.run.run_at == due
+        assert store.get_run(active.claimed.run.id).started_at == due
+        await asyncio.wait_for(active.task, 10)  # type: ignore[arg-type]
+        (start,) = [json.loads(line) for line in events.read_text().splitlines()[:1]]
+        assert start["t"] >= due.timestamp() - 0.002  # the host's clock is SQLite's
+        await worker._flush()
+        assert store.get_run(active.claimed.run.id).status == "succeeded"
+
+    run_with(store, worker, body)
