@@ -74,7 +74,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency",
         type=int,
         default=None,
-        help="jobrunner [worker] concurrency (default: jobrunner's default)",
+        help="jobrunner [worker] concurrency (default: throughput 200, scale one replica's share "
+        "of the jobs, the others jobrunner's default 16)",
     )
     p.add_argument("--cron", default=None, help="scale: cron of every job (default * * * * *)")
     p.add_argument("--lease-ttl", default="30s", help="failover: lease_ttl (default 30s)")

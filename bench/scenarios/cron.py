@@ -200,9 +200,12 @@ def cron_scenario(
     cron: str,
     warmup: float,
     settle: float = 60.0,
+    concurrency: int | None = None,
 ) -> Result:
     """A cron scenario (firelag, scale): `ctx.repeats` fresh runs of `run_cron`, each
-    summarised into `metrics`; skips, unfinished rows and bad exit codes become notes."""
+    summarised into `metrics`; skips, unfinished rows and bad exit codes become notes.
+    The replicas' concurrency: `--concurrency`, else the scenario's, else jobrunner's default."""
+    concurrency = ctx.concurrency or concurrency
     result = Result(
         label,
         {
@@ -211,11 +214,11 @@ def cron_scenario(
             "replicas": replicas,
             "fire times": fire_times,
             "repeats": ctx.repeats,
-            "concurrency": ctx.concurrency or "default (16)",
+            "concurrency": concurrency or "default (16)",
         },
         metrics,
     )
-    worker = {"concurrency": ctx.concurrency} if ctx.concurrency else None
+    worker = {"concurrency": concurrency} if concurrency else None
     for r in range(ctx.repeats):
         out = ctx.guarded(
             f"{label} r{r}",

@@ -47,4 +47,7 @@ def run(
         cron=cron,
         warmup=warmup,
         settle=180.0,
+        # Sized for the workload, as operations.md advises: each replica can start its share
+        # of a minute's slots at once (with the default 16, 10,000 slots take ~160 claims).
+        concurrency=-(-jobs // replicas),
     )

@@ -5,6 +5,12 @@ public client API (`enqueue_each`), drained by the first worker count; one fille
 bulk path (`enqueue_bulk`), drained by the second. runs/s from the database = runs succeeded /
 (last finish - first start); wall = runs / (worker spawn to queue empty), which includes the
 workers' start-up.
+
+jobrunner runs with `[worker] concurrency = 200` unless `--concurrency` says otherwise:
+pgqueuer's entrypoint has no concurrency limit (its default), and a claim takes at most the
+free places, so with jobrunner's default of 16 its claims hold 16 runs against pgqueuer's
+unbounded dispatch. One more drain per repeat (bulk-filled, 1 worker) runs jobrunner with its
+default 16, reported on its own row.
 """
 
 from __future__ import annotations
@@ -34,6 +40,17 @@ def metrics(workers: Sequence[int]) -> list[Metric]:
             ),
             Metric(f"cpu_us_{k}", f"worker CPU per run, {k} worker(s)", "us", "lower", 0),
         ]
+    out += [
+        Metric(
+            "db_rate_default",
+            f"drain with 1 worker at jobrunner's default concurrency ({DEFAULT_CONCURRENCY}), "
+            "database time",
+            "runs/s",
+            "higher",
+            0,
+        ),
+        Metric("cpu_us_default", "worker CPU per run, default concurrency", "us", "lower", 0),
+    ]
     return out
 
 
@@ -44,6 +61,10 @@ def plan(workers: Sequence[int]) -> list[tuple[str, int]]:
     return [("each", workers[0]), *(("bulk", k) for k in workers[1:])]
 
 
+CONCURRENCY = 200  # jobrunner's, unless --concurrency (see the module's docstring)
+DEFAULT_CONCURRENCY = 16  # jobrunner's own default (config.example.toml)
+
+
 def run(ctx: Context, size: int = 20_000, workers: Sequence[int] = (1, 2)) -> Result:
     result = Result(
         "throughput",
@@ -51,9 +72,10 @@ def run(ctx: Context, size: int = 20_000, workers: Sequence[int] = (1, 2)) -> Re
             "runs": size,
             "workers": list(workers),
             "repeats": ctx.repeats,
-            "jobrunner concurrency": ctx.concurrency or "default (16)",
+            "jobrunner concurrency": ctx.concurrency or CONCURRENCY,
             "procrastinate concurrency": 10,
             "pgqueuer batch_size": 10,
+            "pgqueuer concurrency_limit": "0 (unlimited, its default)",
         },
         metrics(workers),
     )
@@ -61,12 +83,26 @@ def run(ctx: Context, size: int = 20_000, workers: Sequence[int] = (1, 2)) -> Re
         for name in ctx.systems:
             for mode, k in plan(workers):
                 drain(ctx, result, name, mode, k, size, r)
+            if name == "jobrunner":
+                drain(ctx, result, name, "bulk", 1, size, r, DEFAULT_CONCURRENCY)
     return result
 
 
-def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int, r: int) -> None:
-    label = f"throughput {name} r{r} {mode}/{k}"
-    m = ctx.guarded(label, lambda: measure(ctx, name, mode, k, size, r))
+def drain(
+    ctx: Context,
+    result: Result,
+    name: str,
+    mode: str,
+    k: int,
+    size: int,
+    r: int,
+    concurrency: int | None = None,
+) -> None:
+    """One fill and drain; with `concurrency` (jobrunner), at that concurrency, reported
+    on the `_default` rows only."""
+    label = f"throughput {name} r{r} {mode}/{k}" + (f" c{concurrency}" if concurrency else "")
+    conc = concurrency or ctx.concurrency or CONCURRENCY
+    m = ctx.guarded(label, lambda: measure(ctx, name, mode, k, size, r, conc))
     if not m["done"] or m["n"] != size:
         result.note(f"{label}: {m['n']} of {size} runs succeeded (drained: {m['done']})")
     if any(c != 0 for c in m["codes"]):
@@ -75,10 +111,15 @@ def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int,
     db_rate = (
         n / (last - first) if first is not None and last is not None and last > first else None
     )
-    result.add(name, f"enqueue_{mode}", size / m["secs"])
-    result.add(name, f"db_rate_{k}", db_rate)
-    result.add(name, f"wall_rate_{k}", n / wall if m["done"] else None)
-    result.add(name, f"cpu_us_{k}", m["cpu"] / n * 1e6 if n else None)
+    cpu_us = m["cpu"] / n * 1e6 if n else None
+    if concurrency:
+        result.add(name, "db_rate_default", db_rate)
+        result.add(name, "cpu_us_default", cpu_us)
+    else:
+        result.add(name, f"enqueue_{mode}", size / m["secs"])
+        result.add(name, f"db_rate_{k}", db_rate)
+        result.add(name, f"wall_rate_{k}", n / wall if m["done"] else None)
+        result.add(name, f"cpu_us_{k}", cpu_us)
     result.extra.setdefault("rss_mib", {}).setdefault(name, []).append(round(m["rss"], 1))
     ctx.say(
         f"  {label}: enqueue {size / m['secs']:,.0f}/s; drain {_f(db_rate)}/s (db), "
@@ -87,11 +128,13 @@ def drain(ctx: Context, result: Result, name: str, mode: str, k: int, size: int,
     )
 
 
-def measure(ctx: Context, name: str, mode: str, k: int, size: int, r: int) -> dict[str, Any]:
-    workdir = ctx.dir(f"throughput/{name}-r{r}-{mode}")
+def measure(
+    ctx: Context, name: str, mode: str, k: int, size: int, r: int, concurrency: int
+) -> dict[str, Any]:
+    workdir = ctx.dir(f"throughput/{name}-r{r}-{mode}-c{concurrency}")
     with ctx.server.fresh(f"tp_{name}") as url:
         system = SYSTEMS[name](
-            url, workdir, concurrency=ctx.concurrency if name == "jobrunner" else None
+            url, workdir, concurrency=concurrency if name == "jobrunner" else None
         )
         system.setup()
         try:
