@@ -4,7 +4,8 @@ Small services, each one `async def ..._once()` plus a thin loop, supervised by 
 (if a service dies, the worker stops loudly):
 
 - scheduler: sleeps until the next fire time (a heap), records due slots in one statement;
-- claimer: claims due queued runs up to free capacity and starts them;
+- claimer: claims due queued runs up to free capacity and starts them; it wakes `CLAIM_AHEAD`
+  before the next due run, so that the claim is done by then and the run begins on time;
 - heartbeat: renews all leases and `last_seen` in one transaction, cancels runs whose lease is
   gone or whose cancel was requested, and reaps leases of dead peers;
 - recorder: writes outcomes of runs that finished close together in one transaction;
@@ -446,9 +447,10 @@ class Worker:
     async def claim_once(self) -> float:
         """Claim due runs up to free capacity and start them.
 
-        Returns 0 when there may be more to claim at once, else seconds to sleep: until the
-        earliest future queued run, at most the poll interval (enqueues and finished runs wake
-        the claimer earlier).
+        Runs due within `CLAIM_AHEAD` are claimed too and begin at their time. Returns 0 when
+        there may be more to claim at once, else seconds to sleep: until `CLAIM_AHEAD` before
+        the earliest future queued run, at most the poll interval (enqueues and finished runs
+        wake the claimer earlier).
         """
         poll = self._poll_interval()
         free = self.capacity
