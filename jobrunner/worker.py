@@ -465,6 +465,7 @@ class Worker:
             lease_ttl=self.lease_ttl,
             ahead=CLAIM_AHEAD,
         )
+        returned = time.monotonic()
         for run, reason in claim.skipped:
             self.metrics.slot_skipped(run.job_name, reason)
             log.info(
@@ -475,7 +476,7 @@ class Worker:
                 run_id=run.id,
             )
         for claimed in claim.started:
-            self._launch(claimed, claim.now, sent)
+            self._launch(claimed, claim.clock, returned)
         got = len(claim.started) + len(claim.skipped)
         self._backlog = got >= free
         if self._backlog and self.capacity > 0:
@@ -493,9 +494,9 @@ class Worker:
             return self.policies
         return {n: pol for n, pol in self.policies.items() if n not in self._unwritten}
 
-    def _launch(self, claimed: ClaimedRun, claimed_at: datetime | None, sent: float) -> None:
-        """Start a task for a claimed run; one claimed ahead of its `run_at` waits for it,
-        measured by the database's clock from when the claim was sent (`claimed_at`)."""
+    def _launch(self, claimed: ClaimedRun, clock: datetime | None, returned: float) -> None:
+        """Start a task for a claimed run; one claimed ahead of its `run_at` waits for it:
+        by the database's `clock` as the claim read it, counted from when it `returned`."""
         run = claimed.run
         job = self.jobs[run.job_name]
         context = {
@@ -517,8 +518,8 @@ class Worker:
             log=self._log.bind(**context),
         )
         active = Active(claimed=claimed, job=job, ctx=ctx)
-        if claimed_at is not None and run.run_at > claimed_at:
-            active.begin_at = sent + (run.run_at - claimed_at).total_seconds()
+        if clock is not None and run.run_at > clock:
+            active.begin_at = returned + (run.run_at - clock).total_seconds()
         self.active[run.id] = active
         self.executing += 1
         self._unstarted += 1

@@ -108,6 +108,11 @@ class Claim:
     # When a claim may find more (by the database's clock): the earliest `run_at` of a run
     # claimed ahead but left queued, or of one due later less `ahead` (when looked up).
     next_due: datetime | None = None
+    # The database's clock read after the leases were taken: a run claimed ahead of its
+    # `run_at` waits for it by this reading, counted from when the claim returned, so that
+    # it never begins early (`now`, the transaction's start, came an unknown delay after
+    # the claim was sent).
+    clock: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -434,7 +434,7 @@ class Store:
                 skipped.append((run, "overlap"))  # a run from before still holds the lease
             else:
                 waiting += 1  # runs after the holder: a catch-up slot, or one of this batch
-        acquired = self._acquire(conn, now, worker_id, wanted, lease_ttl)
+        acquired, clock = self._acquire(conn, now, worker_id, wanted, lease_ttl)
         moved = _replace(conn, worker_id, replace, lease_ttl)
         waiting += len(wanted) - len(acquired) + len(replace) - len(moved)
         by_run = {lease.run_id: lease for lease in acquired + moved}
@@ -451,6 +451,7 @@ class Store:
             waiting=max(waiting, 0),
             now=now,
             next_due=held_back,
+            clock=clock,
         )
 
     def _acquire(
@@ -460,21 +461,25 @@ class Store:
         worker_id: str,
         wanted: list[tuple[Run, int]],
         lease_ttl: float,
-    ) -> list[Lease]:
+    ) -> tuple[list[Lease], datetime | None]:
         """Take free lease rows (insert, or update a released row) in one statement. On
         PostgreSQL the same statement marks the runs that got a lease running (a
-        data-modifying CTE: one round trip less per claim); on SQLite `_start` does."""
+        data-modifying CTE: one round trip less per claim); on SQLite `_start` does.
+        Also returns the database's clock as the statement ended (`Claim.clock`)."""
         if not wanted:
-            return []
+            return [], None
         rows = [{"j": run.job_name, "s": slot, "r": run.id} for run, slot in wanted]
         if self.dialect == "postgresql":
             stmt = _acquire_and_start_statement()
             params = _rows(self.dialect, rows, worker=worker_id, ttl=lease_ttl, now=now)
-        else:
-            stmt = _acquire_statement(self.dialect)
-            params = _rows(self.dialect, rows, worker=worker_id, ttl=lease_ttl)
-        result = conn.execute(stmt, params)
-        return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f in result.all()]
+            got = conn.execute(stmt, params).all()
+            clock = max((row[4] for row in got), default=None)
+            return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f, _ in got], clock
+        stmt = _acquire_statement(self.dialect)
+        params = _rows(self.dialect, rows, worker=worker_id, ttl=lease_ttl)
+        got = conn.execute(stmt, params).all()
+        clock = datetime.now(UTC)  # SQLite's clock is this host's
+        return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f in got], clock
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -958,7 +963,8 @@ def _acquire_and_start_statement() -> sa.Select[Any]:
             fence=taken.c.fence,
         )
     )
-    leases = sa.select(taken.c.job_name, taken.c.slot, taken.c.run_id, taken.c.fence)
+    clock = sa.func.clock_timestamp(type_=UTCDateTime())  # when the row was returned
+    leases = sa.select(taken.c.job_name, taken.c.slot, taken.c.run_id, taken.c.fence, clock)
     return leases.add_cte(start.cte("started"))
 
 

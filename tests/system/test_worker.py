@@ -62,6 +62,15 @@ def test_three_replicas_start_each_slot_exactly_once(
             if s["event"] == "start"
         )
         assert started and max(started.values()) == 1, "a slot was started twice"
+        # Slots are claimed up to CLAIM_AHEAD early, but a job never begins before its slot's
+        # time (the database's clock is this host's; 1 ms for rounding).
+        early = [
+            (s["job"], s["slot"], round(datetime.fromisoformat(s["slot"]).timestamp() - s["t"], 4))
+            for s in starts(str(starts_file))
+            if s["event"] == "start"
+            and s["t"] < datetime.fromisoformat(s["slot"]).timestamp() - 0.001
+        ]
+        assert early == [], f"jobs began before their slot (job, slot, seconds early): {early}"
         workers_used = {s["worker"] for s in starts(str(starts_file))}
         assert len(workers_used) >= 2, "the load should spread over replicas"
     finally:
