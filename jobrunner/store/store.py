@@ -372,7 +372,9 @@ class Store:
             if candidates and now is not None:
                 claim = self._decide(conn, now, worker_id, candidates, policies, held, lease_ttl)
             if len(candidates) < limit:
-                beyond, db_time = _next_due(conn, list(policies), ahead)
+                beyond, db_time, clock = _next_due(conn, list(policies), ahead)
+                if claim.clock is not None:  # a later reading: runs claimed ahead wait less
+                    claim = dataclasses.replace(claim, clock=max(claim.clock, clock))
                 if beyond is not None:  # claim it `ahead` before, unless one held back is sooner
                     beyond -= timedelta(seconds=ahead)
                     if claim.next_due is None or beyond < claim.next_due:
@@ -1057,16 +1059,20 @@ def _next_expiry_in(conn: sa.Connection, worker_id: str) -> float | None:
 
 def _next_due(
     conn: sa.Connection, jobs: list[str], ahead: float
-) -> tuple[datetime | None, datetime]:
+) -> tuple[datetime | None, datetime, datetime]:
     """The earliest `run_at` of a queued run of these jobs due later than `ahead` seconds
-    from now (to sleep until it), and the database's now."""
-    row = conn.execute(_next_due_query(conn.dialect.name), {"jobs": jobs, "ahead": ahead}).one()
-    return row[0], row[1]
+    from now (to sleep until it), the database's now, and its clock as the query ended."""
+    dialect = conn.dialect.name
+    row = conn.execute(_next_due_query(dialect), {"jobs": jobs, "ahead": ahead}).one()
+    return row[0], row[1], row[2] if dialect == "postgresql" else datetime.now(UTC)
 
 
 @functools.cache
 def _next_due_query(dialect: str) -> sa.Select[Any]:
-    return sa.select(sa.func.min(job_runs.c.run_at), db_now()).where(
+    columns: list[sa.ColumnElement[Any]] = [sa.func.min(job_runs.c.run_at), db_now()]
+    if dialect == "postgresql":
+        columns.append(sa.func.clock_timestamp(type_=UTCDateTime()))
+    return sa.select(*columns).where(
         job_runs.c.status == "queued",
         job_runs.c.run_at > db_now(_AHEAD),
         _in(dialect, job_runs.c.job_name, "jobs"),
