@@ -481,12 +481,15 @@ class Worker:
         self._backlog = got >= free
         if self._backlog and self.capacity > 0:
             return 0.0
-        if claim.next_due is not None and claim.now is not None:
-            # `now` is the database's clock when the claim began: the time the claim took
-            # is already gone.
+        if claim.next_due is None:
+            return poll
+        if claim.clock is not None:  # read late in the claim: counted from its return
+            until = (claim.next_due - claim.clock).total_seconds() - (time.monotonic() - returned)
+        elif claim.now is not None:  # when the claim's transaction began, after it was sent
             until = (claim.next_due - claim.now).total_seconds() - (time.monotonic() - sent)
-            return min(max(until, 0.001), poll)
-        return poll
+        else:
+            return poll
+        return min(max(until, 0.001), poll)
 
     def _claimable(self) -> Mapping[str, Policy]:
         """The jobs a claim may take runs of: all but limited jobs with an unwritten outcome."""

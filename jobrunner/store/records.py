@@ -105,13 +105,14 @@ class Claim:
     replaced: list[int] = field(default_factory=list)
     waiting: int = 0  # candidates left queued because their job is at capacity
     now: datetime | None = None
-    # When a claim may find more (by the database's clock): the earliest `run_at` of a run
-    # claimed ahead but left queued, or of one due later less `ahead` (when looked up).
+    # When a claim may find more (by the database's clock): the `run_at` of a run due within
+    # `ahead` but left queued (held back, or held by a peer's claim), else that of the next
+    # run due later, less `ahead` (when looked up).
     next_due: datetime | None = None
-    # The database's clock read after the leases were taken: a run claimed ahead of its
-    # `run_at` waits for it by this reading, counted from when the claim returned, so that
-    # it never begins early (`now`, the transaction's start, came an unknown delay after
-    # the claim was sent).
+    # The database's clock read late in the claim (after the leases were taken, and by the
+    # next-due query): a run claimed ahead of its `run_at` waits for it by this reading,
+    # counted from when the claim returned, so that it never begins early (`now`, the
+    # transaction's start, came an unknown delay after the claim was sent).
     clock: datetime | None = None
 
 

@@ -372,14 +372,18 @@ class Store:
             if candidates and now is not None:
                 claim = self._decide(conn, now, worker_id, candidates, policies, held, lease_ttl)
             if len(candidates) < limit:
-                beyond, db_time, clock = _next_due(conn, list(policies), ahead)
-                if claim.clock is not None:  # a later reading: runs claimed ahead wait less
-                    claim = dataclasses.replace(claim, clock=max(claim.clock, clock))
-                if beyond is not None:  # claim it `ahead` before, unless one held back is sooner
-                    beyond -= timedelta(seconds=ahead)
-                    if claim.next_due is None or beyond < claim.next_due:
-                        claim = dataclasses.replace(claim, next_due=beyond)
-                claim = dataclasses.replace(claim, now=claim.now or db_time)
+                later, db_time, clock = _next_due(conn, list(policies))
+                # The latest clock reading: runs claimed ahead wait (and the claimer sleeps) less.
+                clock = max(clock, claim.clock) if claim.clock is not None else clock
+                now = claim.now or db_time
+                claim = dataclasses.replace(claim, now=now, clock=clock)
+                if later is not None:
+                    # A run due within `ahead` is still queued: a peer's claim holds it (or
+                    # held it back); claim at its time. Else claim `ahead` before it.
+                    if later > now + timedelta(seconds=ahead):
+                        later -= timedelta(seconds=ahead)
+                    if claim.next_due is None or later < claim.next_due:
+                        claim = dataclasses.replace(claim, next_due=later)
             return claim
 
     def _decide(
@@ -440,6 +444,9 @@ class Store:
         moved = _replace(conn, worker_id, replace, lease_ttl)
         waiting += len(wanted) - len(acquired) + len(replace) - len(moved)
         by_run = {lease.run_id: lease for lease in acquired + moved}
+        for run, _ in wanted:  # a peer's claim took the lease slot first: try at its time
+            if run.run_at > now and run.id not in by_run:
+                held_back = run.run_at if held_back is None else min(held_back, run.run_at)
         runs = [run for run, _ in wanted] + [run for run, _ in replace]
         # Each run as it was read (queued); it is now running under its lease.
         started = [ClaimedRun(run=r, lease=by_run[r.id]) for r in runs if r.id in by_run]
@@ -1057,13 +1064,11 @@ def _next_expiry_in(conn: sa.Connection, worker_id: str) -> float | None:
     return None if first is None else (first - now).total_seconds()
 
 
-def _next_due(
-    conn: sa.Connection, jobs: list[str], ahead: float
-) -> tuple[datetime | None, datetime, datetime]:
-    """The earliest `run_at` of a queued run of these jobs due later than `ahead` seconds
-    from now (to sleep until it), the database's now, and its clock as the query ended."""
+def _next_due(conn: sa.Connection, jobs: list[str]) -> tuple[datetime | None, datetime, datetime]:
+    """The earliest future `run_at` of a queued run of these jobs (to sleep until it), the
+    database's now, and its clock as the query ended."""
     dialect = conn.dialect.name
-    row = conn.execute(_next_due_query(dialect), {"jobs": jobs, "ahead": ahead}).one()
+    row = conn.execute(_next_due_query(dialect), {"jobs": jobs}).one()
     return row[0], row[1], row[2] if dialect == "postgresql" else datetime.now(UTC)
 
 
@@ -1074,7 +1079,7 @@ def _next_due_query(dialect: str) -> sa.Select[Any]:
         columns.append(sa.func.clock_timestamp(type_=UTCDateTime()))
     return sa.select(*columns).where(
         job_runs.c.status == "queued",
-        job_runs.c.run_at > db_now(_AHEAD),
+        job_runs.c.run_at > db_now(),
         _in(dialect, job_runs.c.job_name, "jobs"),
     )
 

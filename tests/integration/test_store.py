@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,7 @@ def test_claim_ahead_leaves_decisions_to_the_due_time(store: Store) -> None:
     }
     holders = store.claim(worker_id="w1", limit=5, policies=pol, lease_ttl=30)
     assert len(holders.started) == 2
-    due = future(20)
+    due = future(1.0)
     store.insert_slots([slot("busy", due), slot("swap", due), slot("off", due)])
     claim = store.claim(worker_id="w2", limit=5, policies=pol, lease_ttl=30, ahead=60)
     assert claim.started == [] and claim.skipped == [] and claim.replaced == []
@@ -301,6 +302,36 @@ def test_claim_ahead_leaves_decisions_to_the_due_time(store: Store) -> None:
     store.finish("w1", [Outcome(lease=busy.lease, status="succeeded")])
     after = store.claim(worker_id="w2", limit=5, policies=pol, lease_ttl=30, ahead=60)
     assert [c.run.job_name for c in after.started] == ["busy"]
+    # At the due time a claim decides the others: the paused slot is skipped, the replace
+    # slot takes its holder's lease.
+    time.sleep(max((due - datetime.now(UTC)).total_seconds(), 0) + 0.05)
+    then = store.claim(worker_id="w2", limit=5, policies=pol, lease_ttl=30, ahead=60)
+    assert [(r.job_name, why) for r, why in then.skipped] == [("off", "paused")]
+    swap = next(c for c in holders.started if c.run.job_name == "swap")
+    assert [c.run.job_name for c in then.started] == ["swap"] and then.replaced == [swap.run.id]
+
+
+def test_a_run_due_soon_that_a_peer_holds_is_still_a_wake_up_time(pg_url: str) -> None:
+    """Replicas claim ahead together: a run due within `ahead` that a peer's claim has locked
+    (SKIP LOCKED leaves it out) stays this claimer's next wake-up, at its own time, so that
+    a claim then decides it should the peer not (draining, at capacity, failing)."""
+    store = Store.from_url(pg_url)
+    try:
+        due = future(20)
+        store.insert_slots([slot("a", due), slot("b", future(300))])
+        peer = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            with peer.begin() as conn:
+                conn.execute(
+                    sa.select(job_runs.c.id).where(job_runs.c.job_name == "a").with_for_update()
+                )
+                pol = {"a": FORBID, "b": FORBID}
+                claim = store.claim(worker_id="w", limit=5, policies=pol, lease_ttl=30, ahead=60)
+                assert claim.started == [] and claim.next_due == due
+        finally:
+            peer.dispose()
+    finally:
+        store.close()
 
 
 def test_concurrent_claimers_never_get_the_same_run(store: Store) -> None:

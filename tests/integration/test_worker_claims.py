@@ -19,8 +19,11 @@ from jobrunner.worker import CLAIM_AHEAD, Worker
 from tests.support import write_config
 
 
-def sqlite_worker(tmp_path: Path, jobs: list[dict[str, Any]]) -> tuple[Store, Worker]:
-    url = f"sqlite:///{tmp_path / 'jr.db'}"
+def new_worker(
+    tmp_path: Path, jobs: list[dict[str, Any]], url: str | None = None
+) -> tuple[Store, Worker]:
+    """A worker and its store on `url` (default: a new SQLite file)."""
+    url = url or f"sqlite:///{tmp_path / 'jr.db'}"
     cfg = load_config(write_config(tmp_path / "jr.toml", url, jobs))
     store = Store.from_url(url)
     return store, Worker(cfg, store)
@@ -39,6 +42,8 @@ def run_with(store: Store, worker: Worker, body: Callable[[], Awaitable[None]]) 
                     await asyncio.wait([a.task], timeout=5)
             await worker._flush()
             worker.executor.shutdown()
+            if worker._listener is not None:
+                worker._listener.stop()
 
     try:
         asyncio.run(scenario())
@@ -51,7 +56,7 @@ def test_a_claim_leaves_out_limited_jobs_with_unwritten_outcomes(tmp_path: Path)
         {"name": "exclusive", "func": "sysjobs:noop_async"},  # overlap = "forbid": one at a time
         {"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"},
     ]
-    store, worker = sqlite_worker(tmp_path, jobs)
+    store, worker = new_worker(tmp_path, jobs)
 
     async def body() -> None:
         assert set(worker._claimable()) == {"exclusive", "queue"}
@@ -90,7 +95,7 @@ def test_runs_of_one_claim_all_begin_before_any_is_recorded(
     events = tmp_path / "events.jsonl"
     monkeypatch.setenv("JR_STARTS", str(events))  # sysjobs.noop_async appends its start
     jobs = [{"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"}]
-    store, worker = sqlite_worker(tmp_path, jobs)
+    store, worker = new_worker(tmp_path, jobs)
     record = worker._record
 
     def spy(active: Any, *args: Any) -> None:  # the real method, noted in the same file
@@ -114,14 +119,18 @@ def test_runs_of_one_claim_all_begin_before_any_is_recorded(
     run_with(store, worker, body)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_run_claimed_ahead_begins_at_its_time_not_at_the_claim(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, backend: str
 ) -> None:
     """The claimer takes a slot due within `CLAIM_AHEAD` at once (so its claim is done when
-    it is due), records it running from its `run_at`, and the job begins then, not before."""
+    it is due), records it running from its `run_at`, and the job begins then, not before
+    (by the database's clock, which is this host's here)."""
     events = tmp_path / "events.jsonl"
     monkeypatch.setenv("JR_STARTS", str(events))
-    store, worker = sqlite_worker(tmp_path, [{"name": "tick", "func": "sysjobs:noop_async"}])
+    url = None if backend == "sqlite" else request.getfixturevalue("pg_url")
+    jobs = [{"name": "tick", "func": "sysjobs:noop_async"}]
+    store, worker = new_worker(tmp_path, jobs, url)
 
     async def body() -> None:
         due = store.now() + timedelta(seconds=CLAIM_AHEAD * 0.8)
@@ -132,7 +141,7 @@ def test_a_run_claimed_ahead_begins_at_its_time_not_at_the_claim(
         assert store.get_run(active.claimed.run.id).started_at == due
         await asyncio.wait_for(active.task, 10)  # type: ignore[arg-type]
         (start,) = [json.loads(line) for line in events.read_text().splitlines()[:1]]
-        assert start["t"] >= due.timestamp() - 0.001  # the host's clock is SQLite's
+        assert start["t"] >= due.timestamp() - 0.001
         await worker._flush()
         assert store.get_run(active.claimed.run.id).status == "succeeded"
 
