@@ -615,6 +615,11 @@ class Store:
                         error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
                         reason=sa.func.coalesce(sa.bindparam("why"), job_runs.c.reason),
                         finished_at=db_now(),
+                        # a run claimed ahead and cancelled before its time never began
+                        started_at=sa.case(
+                            (job_runs.c.started_at > db_now(), db_now()),
+                            else_=job_runs.c.started_at,
+                        ),
                     ),
                     [
                         {"rid": o.lease.run_id, "st": o.status, "err": o.error, "why": o.reason}

@@ -311,6 +311,20 @@ def test_claim_ahead_leaves_decisions_to_the_due_time(store: Store) -> None:
     assert [c.run.job_name for c in then.started] == ["swap"] and then.replaced == [swap.run.id]
 
 
+def test_a_run_cancelled_before_its_time_is_recorded_as_never_begun(store: Store) -> None:
+    """A run claimed ahead and cancelled (shutdown, cancel, lost lease) before its `run_at`
+    does not keep a start after its finish."""
+    store.insert_slots([slot("a", future(30))])
+    (claimed,) = store.claim(
+        worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30, ahead=60
+    ).started
+    outcome = Outcome(lease=claimed.lease, status="cancelled", reason="shutdown")
+    assert store.finish("w", [outcome]) == {claimed.run.id}
+    row = store.get_run(claimed.run.id)
+    assert row.status == "cancelled" and row.started_at is not None
+    assert row.finished_at is not None and row.started_at == row.finished_at
+
+
 def test_a_run_due_soon_that_a_peer_holds_is_still_a_wake_up_time(pg_url: str) -> None:
     """Replicas claim ahead together: a run due within `ahead` that a peer's claim has locked
     (SKIP LOCKED leaves it out) stays this claimer's next wake-up, at its own time, so that
