@@ -401,19 +401,20 @@ class Store:
         replace: list[tuple[Run, Lease]] = []
         slots: dict[str, _Slots] = {}
         waiting = 0
-        held_back: datetime | None = None  # the first run not due yet that was left queued
+
+        def lanes_of(name: str, pol: Policy) -> _Slots:
+            lanes = slots.get(name)
+            if lanes is None:
+                lanes = slots[name] = _Slots(held.get(name, {}), pol.capacity)
+            return lanes
+
         for run, paused in candidates:
             pol = policies[run.job_name]
             scheduled = run.trigger == "schedule"
-            if run.run_at > now:  # claimed ahead: only onto a free lease slot
-                lanes = slots.get(run.job_name)
-                if lanes is None:
-                    lanes = slots[run.job_name] = _Slots(held.get(run.job_name, {}), pol.capacity)
-                slot = None if paused and scheduled else lanes.take()
+            if run.run_at > now:  # claimed ahead: only onto a free lease slot, else left queued
+                slot = None if paused and scheduled else lanes_of(run.job_name, pol).take()
                 if slot is not None:
                     wanted.append((run, slot))
-                elif held_back is None or run.run_at < held_back:
-                    held_back = run.run_at
                 continue
             if scheduled and paused:
                 skipped.append((run, "paused"))
@@ -425,9 +426,7 @@ class Store:
             ):
                 skipped.append((run, "misfired"))
                 continue
-            lanes = slots.get(run.job_name)
-            if lanes is None:
-                lanes = slots[run.job_name] = _Slots(held.get(run.job_name, {}), pol.capacity)
+            lanes = lanes_of(run.job_name, pol)
             slot = lanes.take()
             if slot is not None:
                 wanted.append((run, slot))
@@ -444,9 +443,12 @@ class Store:
         moved = _replace(conn, worker_id, replace, lease_ttl)
         waiting += len(wanted) - len(acquired) + len(replace) - len(moved)
         by_run = {lease.run_id: lease for lease in acquired + moved}
-        for run, _ in wanted:  # a peer's claim took the lease slot first: try at its time
-            if run.run_at > now and run.id not in by_run:
-                held_back = run.run_at if held_back is None else min(held_back, run.run_at)
+        # Runs not due yet and left queued (their job had no free lease slot, or a peer's
+        # claim took it first): claim again at the first one's time.
+        held_back = min(
+            (run.run_at for run, _ in candidates if run.run_at > now and run.id not in by_run),
+            default=None,
+        )
         runs = [run for run, _ in wanted] + [run for run, _ in replace]
         # Each run as it was read (queued); it is now running under its lease.
         started = [ClaimedRun(run=r, lease=by_run[r.id]) for r in runs if r.id in by_run]
