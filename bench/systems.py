@@ -108,8 +108,8 @@ class Jobrunner(System):
 
     def setup(self) -> None:
         from jobrunner.config import load_config
+        from jobrunner.records import catalog_entries
         from jobrunner.store import migrate
-        from jobrunner.store.records import catalog_entries
         from jobrunner.store.store import Store
 
         worker = {} if self.concurrency is None else {"concurrency": self.concurrency}

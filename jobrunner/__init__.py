@@ -22,7 +22,7 @@ from jobrunner.errors import (
 if TYPE_CHECKING:
     from jobrunner.client import AsyncClient, Client
     from jobrunner.executor import JobContext
-    from jobrunner.store.records import Run
+    from jobrunner.records import Run
 
 __version__ = "0.1.0"
 
@@ -30,7 +30,7 @@ _LAZY = {
     "AsyncClient": "jobrunner.client",
     "Client": "jobrunner.client",
     "JobContext": "jobrunner.executor",
-    "Run": "jobrunner.store.records",
+    "Run": "jobrunner.records",
 }
 
 __all__ = [

@@ -34,8 +34,8 @@ from jobrunner.cli import (
 )
 from jobrunner.config import Config, format_duration, parse_duration
 from jobrunner.ledger import SlotReport, Surroundings, explain, summarize
+from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
-from jobrunner.store.records import CatalogEntry, Run
 from jobrunner.store.store import Store
 from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES
 

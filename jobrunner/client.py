@@ -26,10 +26,10 @@ import sqlalchemy as sa
 import structlog
 
 from jobrunner.errors import BadInput
+from jobrunner.records import CatalogEntry, Run
 from jobrunner.store import queries
 from jobrunner.store.engine import create_engine, postgres_options
 from jobrunner.store.queries import Op
-from jobrunner.store.records import CatalogEntry, Run
 from jobrunner.store.store import Store
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet: imported only when used

@@ -37,8 +37,8 @@ from starlette.concurrency import run_in_threadpool
 
 from jobrunner.client import AsyncClient, Client
 from jobrunner.errors import BadInput, JobNotFound, RunNotFound
+from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
-from jobrunner.store.records import CatalogEntry, Run
 from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES, TRIGGERS
 
 __all__ = ["EnqueueRequest", "ErrorOut", "JobOut", "RunOut", "create_router"]

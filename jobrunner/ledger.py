@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from jobrunner.config import format_duration
-from jobrunner.store.records import CatalogEntry, Run, WorkerRow
+from jobrunner.records import CatalogEntry, Run, WorkerRow
 
 State = Literal["ran", "skipped", "queued", "running", "no row", "unexpected"]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from jobrunner.config import JobConfig
-from jobrunner.store.records import Slot
+from jobrunner.records import Slot
 
 OVERDUE = timedelta(seconds=5)
 CATCH_UP = "catch-up"  # reason on a missed slot that runs: it waits for the lease, never skips

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlalchemy as sa
 import structlog
 
 from jobrunner import __version__
@@ -44,9 +43,8 @@ from jobrunner.health import database_ready, probe_loop
 from jobrunner.http import HttpServer, start_http
 from jobrunner.logging import get_logger
 from jobrunner.metrics import Metrics
-from jobrunner.scheduler import Plan, Timetable
-from jobrunner.store import migrate
-from jobrunner.store.records import (
+from jobrunner.policy import retry_after
+from jobrunner.records import (
     CatalogEntry,
     ClaimedRun,
     Outcome,
@@ -54,6 +52,9 @@ from jobrunner.store.records import (
     WorkerInfo,
     catalog_entries,
 )
+from jobrunner.scheduler import Plan, Timetable
+from jobrunner.store import migrate
+from jobrunner.store.engine import DB_ERRORS
 from jobrunner.store.store import Store
 
 if TYPE_CHECKING:
@@ -65,18 +66,10 @@ LOOKAHEAD = timedelta(milliseconds=500)  # slots are recorded at least this long
 MAX_LOOKAHEAD = timedelta(seconds=2)  # ... and at most this long (see schedule_once)
 CLAIM_AHEAD = 0.05  # seconds: runs due this soon are claimed now and begin at their time
 HOUSEKEEPING_EVERY = 5  # heartbeats between checks that need not run every time
-DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError)
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-def retry_delay(job: JobConfig, attempt: int, rand: Callable[[], float] = random.random) -> float:
-    """`retry_backoff` x 2^(attempt-1), capped at `retry_backoff_max`, with +-25% jitter."""
-    base = job.retry_backoff.total_seconds() * 2.0 ** (attempt - 1)
-    capped = min(base, job.retry_backoff_max.total_seconds())
-    return capped * (0.75 + rand() / 2)
 
 
 @dataclass(kw_only=True)
@@ -586,10 +579,13 @@ class Worker:
             status, error = "cancelled", None
         else:
             status, error = result.status, result.error
-        retry_in = None
-        retryable = status in ("failed", "timed_out") or reason == "shutdown"
-        if retryable and run.attempt < run.max_attempts:
-            retry_in = 0.0 if reason == "shutdown" else retry_delay(job, run.attempt)
+        retry_in = retry_after(
+            status=status,
+            attempt=run.attempt,
+            max_attempts=run.max_attempts,
+            stop_reason=reason,
+            job=job,
+        )
         self.metrics.run_finished(job.name, status, duration)
         log_fn = active.ctx.log.info if status == "succeeded" else active.ctx.log.warning
         log_fn(

@@ -11,6 +11,15 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from jobrunner.store.tables import UTCDateTime
 
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DBAPIError,
+    OSError,
+)
+"""What a database that is down, restarting or unreachable raises through the store: callers
+catch these (and back off) without importing the driver."""
+
 
 class db_now(FunctionElement[Any]):
     """The database's clock, optionally shifted by `seconds`, as a UTC timestamp.

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobrunner.errors import BadInput, InvalidArguments, JobNotFound, RunNotFound
+from jobrunner.records import CatalogEntry, Run
 from jobrunner.store.engine import db_now
-from jobrunner.store.records import CatalogEntry, Run
 from jobrunner.store.tables import KEYED, RUN_STATUSES, UTCDateTime, job_runs, jobrunner_jobs
 
 if TYPE_CHECKING:  # importing sqlalchemy.ext.asyncio needs greenlet: only the async path does

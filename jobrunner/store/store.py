@@ -19,9 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobrunner.errors import JobNotFound
-from jobrunner.store import queries
-from jobrunner.store.engine import create_engine, db_now
-from jobrunner.store.records import (
+from jobrunner.records import (
     CatalogEntry,
     Claim,
     ClaimedRun,
@@ -36,6 +34,8 @@ from jobrunner.store.records import (
     WorkerInfo,
     WorkerRow,
 )
+from jobrunner.store import queries
+from jobrunner.store.engine import create_engine, db_now
 from jobrunner.store.tables import (
     FINAL_STATUSES,
     SCHEDULED,

@@ -24,7 +24,7 @@ from jobrunner import (
     RunNotFound,
 )
 from jobrunner.errors import BadInput
-from jobrunner.store.records import CatalogEntry, Policy
+from jobrunner.records import CatalogEntry, Policy
 from jobrunner.store.store import NOTIFY_CHANNEL, Store
 
 

@@ -9,7 +9,7 @@ from contextvars import ContextVar
 import structlog
 
 from jobrunner import AsyncClient, Client
-from jobrunner.store.records import CatalogEntry
+from jobrunner.records import CatalogEntry
 from jobrunner.store.store import Store
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)

@@ -14,7 +14,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from jobrunner import AsyncClient, Client
 from jobrunner.fastapi import create_router
-from jobrunner.store.records import CatalogEntry, Outcome, Policy
+from jobrunner.records import CatalogEntry, Outcome, Policy
 from jobrunner.store.store import Store
 
 with warnings.catch_warnings():

@@ -16,8 +16,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects import postgresql
 
 from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound, SchemaOutOfDate
+from jobrunner.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
 from jobrunner.store import migrate
-from jobrunner.store.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
 from jobrunner.store.store import Store
 from jobrunner.store.tables import PgArray, job_locks, job_runs, jobrunner_workers, metadata
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from jobrunner.config import load_config
-from jobrunner.store.records import Slot
+from jobrunner.records import Slot
 from jobrunner.store.store import Store
 from jobrunner.worker import CLAIM_AHEAD, Worker
 from tests.support import write_config

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from jobrunner.store.records import CatalogEntry
+from jobrunner.records import CatalogEntry
 from jobrunner.store.store import Store
 from tests.support import Workers, run_cli, wait_for, write_config
 from tests.system.sysjobs import starts

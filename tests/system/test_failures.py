@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from jobrunner.records import Run
 from jobrunner.store import migrate
-from jobrunner.store.records import Run
 from jobrunner.store.store import Store
 from tests.support import WorkerProcess, Workers, run_cli, wait_for, write_config
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jobrunner.store.records import Run
+from jobrunner.records import Run
 from jobrunner.store.store import Store
 from tests.support import WorkerProcess, Workers, run_cli, wait_for, write_config
 from tests.system import isojobs

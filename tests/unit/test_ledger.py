@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobrunner.ledger import Surroundings, explain, summarize, why_no_row
-from jobrunner.store.records import CatalogEntry, Run, WorkerRow
+from jobrunner.records import CatalogEntry, Run, WorkerRow
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 JOB = CatalogEntry(name="tick", cron="* * * * *", timezone="UTC", config_hash="new", definition={})

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from jobrunner.config import JobConfig, load_config
+from jobrunner.policy import retry_delay
 from jobrunner.scheduler import LEDGER_LIMIT, OVERDUE, Timetable, plan_slots
-from jobrunner.worker import retry_delay
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
