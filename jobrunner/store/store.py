@@ -34,7 +34,7 @@ from jobrunner.records import (
     WorkerInfo,
     WorkerRow,
 )
-from jobrunner.store import queries
+from jobrunner.store import migrate, queries
 from jobrunner.store.engine import create_engine, db_now
 from jobrunner.store.tables import (
     FINAL_STATUSES,
@@ -73,6 +73,15 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def prepare_schema(self) -> migrate.SchemaStatus:
+        return migrate.init_if_empty(self.engine)
+
+    def schema_status(self) -> migrate.SchemaStatus:
+        return migrate.status(self.engine)
+
+    def upgrade_schema(self, revision: str = "head") -> migrate.SchemaStatus:
+        return migrate.upgrade(self.engine, revision)
 
     # -- clock ---------------------------------------------------------------------------
 

@@ -1,0 +1,161 @@
+"""What each consumer of the store may call: one Protocol per consumer.
+
+- `WorkerPort`: the worker daemon (register, schedule slots, claim, heartbeat, finish).
+- `AdminPort`: admin tools (the CLI): the catalog, run history, leases, workers, pruning,
+  the schema.
+- `ClientPort`: web apps (`jobrunner.Client`): enqueue by job name and observe.
+
+`jobrunner.store.access` implements each over one engine, running the operations of the topic
+modules (`claim`, `leases`, `slots`, `catalog`, `history`, `queue`), where every statement
+lives. Each method is one transaction and says what it guarantees; "now" is always the
+database's clock. Consumers import this module only for types: code that takes a port
+is tested with the real implementation on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from jobrunner.records import (
+        CatalogEntry,
+        Claim,
+        Heartbeat,
+        LockRow,
+        Outcome,
+        Policy,
+        Run,
+        Slot,
+        WorkerInfo,
+        WorkerRow,
+    )
+    from jobrunner.store.migrate import SchemaStatus
+
+
+class _Common(Protocol):
+    dialect: str
+
+    def now(self) -> datetime:
+        """The database's clock (UTC)."""
+        ...
+
+    def schema_status(self) -> SchemaStatus:
+        """The schema's revision against the one this jobrunner needs."""
+        ...
+
+    def list_workers(self) -> list[WorkerRow]:
+        """Every registered worker, oldest first (stale ones until they are forgotten)."""
+        ...
+
+    def prune(self, *, older_than: timedelta | None, keep_last: int = 0) -> int:
+        """Delete finished runs older than `older_than`, keeping the newest `keep_last` per
+        job; returns how many were deleted."""
+        ...
+
+    def close(self) -> None:
+        """Dispose the engine (if this store created it)."""
+        ...
+
+
+class WorkerPort(_Common, Protocol):
+    """What a worker needs."""
+
+    def prepare_schema(self) -> SchemaStatus:
+        """Create the schema in an empty database (under a lock: replicas starting together
+        do not race); refuse a schema that is behind (SchemaOutOfDate)."""
+        ...
+
+    def register_worker(self, info: WorkerInfo) -> datetime: ...
+
+    def set_worker_state(self, worker_id: str, state: str) -> None: ...
+
+    def deregister_worker(self, worker_id: str) -> None: ...
+
+    def publish_catalog(self, entries: Sequence[CatalogEntry], worker_id: str) -> None: ...
+
+    def catalog_state(self, live_within: float) -> dict[str, tuple[str, bool]]: ...
+
+    def slot_cursors(self, job_names: Iterable[str]) -> dict[str, datetime]: ...
+
+    def insert_slots(self, slots: Sequence[Slot]) -> int: ...
+
+    def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        policies: Mapping[str, Policy],
+        lease_ttl: float,
+        ahead: float = 0.0,
+    ) -> Claim: ...
+
+    def heartbeat(self, worker_id: str, lease_ttl: float, *, housekeeping: bool) -> Heartbeat: ...
+
+    def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]: ...
+
+    def reap(
+        self, *, lease_ttl: float, retry_in: float = 0.0, orphans: bool = True
+    ) -> list[Run]: ...
+
+
+class ClientPort(Protocol):
+    """What a web app's client needs: enqueue by name, observe, cancel."""
+
+    def enqueue(
+        self,
+        job_name: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Run: ...
+
+    def enqueue_many(
+        self,
+        job_name: str,
+        kwargs_list: Sequence[Mapping[str, Any] | None],
+        *,
+        run_at: datetime | None = None,
+        correlation_id: str | None = None,
+    ) -> list[int]: ...
+
+    def get_run(self, run_id: int) -> Run: ...
+
+    def list_runs(
+        self,
+        *,
+        job: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        correlation_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]: ...
+
+    def list_jobs(self) -> list[CatalogEntry]: ...
+
+    def get_job(self, name: str) -> CatalogEntry: ...
+
+    def cancel_run(self, run_id: int) -> Run: ...
+
+
+class AdminPort(_Common, ClientPort, Protocol):
+    """What admin tools need: everything a client may do, and the ledger, leases, workers."""
+
+    def upgrade_schema(self, revision: str = "head") -> SchemaStatus: ...
+
+    def set_paused(self, name: str, paused: bool) -> None: ...
+
+    def run_attempts(self, run_id: int) -> list[Run]: ...
+
+    def slot_runs(self, job: str, since: datetime, until: datetime) -> list[Run]: ...
+
+    def slot_bounds(self, job: str) -> tuple[datetime | None, datetime | None]: ...
+
+    def has_runs(self, job: str) -> bool: ...
+
+    def last_outcomes(self) -> dict[str, Run]: ...
+
+    def list_locks(self) -> list[LockRow]: ...
