@@ -21,7 +21,7 @@ from jobrunner.errors import (
 
 if TYPE_CHECKING:
     from jobrunner.client import AsyncClient, Client
-    from jobrunner.executor import JobContext
+    from jobrunner.context import JobContext
     from jobrunner.records import Run
 
 __version__ = "0.1.0"
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "AsyncClient": "jobrunner.client",
     "Client": "jobrunner.client",
-    "JobContext": "jobrunner.executor",
+    "JobContext": "jobrunner.context",
     "Run": "jobrunner.records",
 }
 

@@ -83,7 +83,7 @@ def run_worker(config: Path | None) -> int:
         return 2
     from jobrunner.logging import configure_logging
     from jobrunner.store.store import Store
-    from jobrunner.worker import Worker
+    from jobrunner.worker.supervisor import Worker
 
     configure_logging(cfg.logging.format, cfg.logging.level)
     store = Store.from_url(cfg.database.url)

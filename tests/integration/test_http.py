@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobrunner.health import check_http, database_ready, probe_loop
-from jobrunner.http import Check, HttpServer, start_http
-from jobrunner.metrics import Metrics
 from jobrunner.store.store import Store
+from jobrunner.worker.http import Check, HttpServer, start_http
+from jobrunner.worker.metrics import Metrics
 
 
 def get(port: int, path: str, timeout: float = 5) -> tuple[int, str, str]:

@@ -15,7 +15,7 @@ import pytest
 from jobrunner.config import load_config
 from jobrunner.records import Slot
 from jobrunner.store.store import Store
-from jobrunner.worker import CLAIM_AHEAD, Worker
+from jobrunner.worker.supervisor import CLAIM_AHEAD, Worker
 from tests.support import write_config
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from jobrunner import daemon
+from jobrunner.context import Cancelled
 from jobrunner.daemon import run_args
-from jobrunner.executor import Cancelled
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_run_does_not_load_the_cli_libraries() -> None:
         "import sys\n"
         "from jobrunner.__main__ import _structlog_without_rich\n"
         "_structlog_without_rich()\n"
-        "import jobrunner.daemon, jobrunner.worker, jobrunner.logging\n"
+        "import jobrunner.daemon, jobrunner.worker.supervisor, jobrunner.logging\n"
         "print(sorted(m for m in ('typer', 'pydantic', 'rich', 'alembic') if m in sys.modules))\n"
         "import rich.console\n"  # still importable afterwards
     )

@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from jobrunner.metrics import Metrics
+from jobrunner.worker.metrics import Metrics
 from tests.support import ROOT
 
 
@@ -163,7 +163,7 @@ def test_per_job_histograms_expose_what_prometheus_client_would() -> None:
     bucket bounds included (a value equal to a bound falls in that bucket)."""
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
-    from jobrunner.metrics import DURATION_BUCKETS
+    from jobrunner.worker.metrics import DURATION_BUCKETS
 
     reference = CollectorRegistry()
     hist = Histogram("jobrunner_run_duration_seconds", "d", ["job"], buckets=DURATION_BUCKETS,

@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 import pytest
 import structlog
 
-from jobrunner.executor import Executor, JobContext, Result
-from jobrunner.isolation import ProcessPool, unpicklable
+from jobrunner.context import JobContext, Result
 from jobrunner.logging import configure_logging
+from jobrunner.worker.executor import Executor
+from jobrunner.worker.isolation import ProcessPool, unpicklable
 from tests.system import isojobs
 
 ROOT = Path(__file__).resolve().parents[2]

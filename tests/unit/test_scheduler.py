@@ -9,7 +9,7 @@ import pytest
 
 from jobrunner.config import JobConfig, load_config
 from jobrunner.policy import retry_delay
-from jobrunner.scheduler import LEDGER_LIMIT, OVERDUE, Timetable, plan_slots
+from jobrunner.worker.timetable import LEDGER_LIMIT, OVERDUE, Timetable, plan_slots
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

@@ -37,12 +37,10 @@ import structlog
 
 from jobrunner import __version__
 from jobrunner.config import Config, JobConfig
+from jobrunner.context import JobContext, Result
 from jobrunner.errors import ClockSkew
-from jobrunner.executor import Executor, JobContext, Result
 from jobrunner.health import database_ready, probe_loop
-from jobrunner.http import HttpServer, start_http
 from jobrunner.logging import get_logger
-from jobrunner.metrics import Metrics
 from jobrunner.policy import retry_after
 from jobrunner.records import (
     CatalogEntry,
@@ -52,10 +50,13 @@ from jobrunner.records import (
     WorkerInfo,
     catalog_entries,
 )
-from jobrunner.scheduler import Plan, Timetable
 from jobrunner.store import migrate
 from jobrunner.store.engine import DB_ERRORS
 from jobrunner.store.store import Store
+from jobrunner.worker.executor import Executor
+from jobrunner.worker.http import HttpServer, start_http
+from jobrunner.worker.metrics import Metrics
+from jobrunner.worker.timetable import Plan, Timetable
 
 if TYPE_CHECKING:
     from jobrunner.store.listen import Listener

@@ -1,6 +1,6 @@
 """Prometheus metrics of one worker process, in a registry of its own.
 
-The worker calls the methods below; the HTTP server (`jobrunner.http`) serves `render()` at
+The worker calls the methods below; the HTTP server (`jobrunner.worker.http`) serves `render()` at
 `/metrics`. The per-run methods (`run_started`, `run_finished`) are called by the worker's
 event loop only (they update plain numbers, see `_PerJob`); the others go to prometheus-client
 metrics, which any thread may touch. docs/operations.md says what each metric means and gives

@@ -1,5 +1,5 @@
 """Run one job call: async jobs on the loop, sync jobs in a bounded thread pool or, with
-`isolation = "process"`, in a pool of child processes (`jobrunner.isolation`).
+`isolation = "process"`, in a pool of child processes (`jobrunner.worker.isolation`).
 
 Sync jobs run through `contextvars.copy_context().run`, so the run's log context follows them
 into the thread. Python cannot stop a thread: at a timeout or cancel a sync job's
@@ -14,88 +14,20 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import threading
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-if TYPE_CHECKING:
-    from jobrunner.isolation import ProcessPool
+from jobrunner.context import JobContext, Result, error_info
 
-Status = Literal["succeeded", "failed", "timed_out"]
+if TYPE_CHECKING:
+    from jobrunner.worker.isolation import ProcessPool
+
 Isolation = Literal["thread", "process"]
 
-
-class Cancelled:
-    """`ctx.cancelled`: set when the run must stop; `is_set()`, `set()` and `wait(timeout)`
-    as on `threading.Event`. The Event behind `wait` is made on first use, so the many
-    runs that never wait do not pay for one."""
-
-    __slots__ = ("_event", "_flag")
-    _lock = threading.Lock()
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._event: threading.Event | None = None
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def set(self) -> None:
-        with self._lock:
-            self._flag = True
-            if self._event is not None:
-                self._event.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        with self._lock:
-            if self._event is None:
-                self._event = threading.Event()
-                if self._flag:
-                    self._event.set()
-        return self._event.wait(timeout)
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobContext:
-    """What a job that declares a `ctx` parameter receives."""
-
-    run_id: int
-    job_name: str
-    scheduled_for: datetime | None
-    attempt: int
-    worker_id: str
-    fence: int
-    correlation_id: str | None
-    log: Any
-    cancelled: Cancelled | threading.Event = field(default_factory=Cancelled)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Result:
-    status: Status
-    error: dict[str, str] | None = None
-
-
 _SUCCEEDED = Result(status="succeeded")  # immutable: one for every run that succeeds
-
-
-def error_info(exc: BaseException) -> dict[str, str]:
-    kind = type(exc)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    return {
-        "type": name,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
 
 
 _NO_DEADLINE = contextlib.nullcontext()
@@ -116,7 +48,7 @@ class Executor:
     @property
     def process_pool(self) -> ProcessPool:
         if self._process_pool is None:
-            from jobrunner.isolation import ProcessPool
+            from jobrunner.worker.isolation import ProcessPool
 
             self._process_pool = ProcessPool(self.processes, import_paths=self.import_paths)
         return self._process_pool

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from jobrunner.metrics import Metrics
+from jobrunner.worker.metrics import Metrics
 
 __all__ = ["Check", "HttpServer", "start_http"]
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import structlog
 
+from jobrunner.context import JobContext, error_info
 from jobrunner.logging import get_logger
 
 START_METHOD = "forkserver"
@@ -271,8 +272,6 @@ class ProcessPool:
 
 
 def _error(exc: BaseException, prefix: str = "") -> ErrorInfo:
-    from jobrunner.executor import error_info
-
     info = error_info(exc)
     info["message"] = prefix + info["message"]
     return info
@@ -381,8 +380,6 @@ def _reset_child(state: _ChildState) -> None:
 
 
 def _run(call: Call, state: _ChildState) -> ErrorInfo | None:
-    from jobrunner.executor import JobContext
-
     for path in reversed(call.import_paths):
         if path not in sys.path:
             sys.path.insert(0, path)

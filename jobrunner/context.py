@@ -1,0 +1,87 @@
+"""What a run is and how it ended, shared by the worker and the job processes (pure: no I/O).
+
+- `JobContext`: what a job that declares a `ctx` parameter receives; `Cancelled` is its
+  `ctx.cancelled` flag.
+- `Result`: how one call of a job function ended; `error_info` is the error part of it.
+
+Kept below both `jobrunner.worker.executor` (which calls jobs in this process) and
+`jobrunner.worker.isolation` (which calls them in child processes and rebuilds the context
+there), so that neither imports the other for these types.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = ["Cancelled", "JobContext", "Result", "Status", "error_info"]
+
+Status = Literal["succeeded", "failed", "timed_out"]
+
+
+class Cancelled:
+    """`ctx.cancelled`: set when the run must stop; `is_set()`, `set()` and `wait(timeout)`
+    as on `threading.Event`. The Event behind `wait` is made on first use, so the many
+    runs that never wait do not pay for one."""
+
+    __slots__ = ("_event", "_flag")
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._lock:
+            self._flag = True
+            if self._event is not None:
+                self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._flag:
+                    self._event.set()
+        return self._event.wait(timeout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobContext:
+    """What a job that declares a `ctx` parameter receives."""
+
+    run_id: int
+    job_name: str
+    scheduled_for: datetime | None
+    attempt: int
+    worker_id: str
+    fence: int
+    correlation_id: str | None
+    log: Any
+    cancelled: Cancelled | threading.Event = field(default_factory=Cancelled)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    status: Status
+    error: dict[str, str] | None = None
+
+
+def error_info(exc: BaseException) -> dict[str, str]:
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return {
+        "type": name,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
