@@ -969,6 +969,42 @@ def test_config_hash(write: WriteFn) -> None:
     assert load(write(two.replace("retries = 1", "retries = 2"), "j.toml")).config_hash != base
 
 
+CUSTOM_WORKER = """[worker]
+concurrency = 4
+processes = 3
+lease_ttl = "1m"
+heartbeat = "15s"
+timezone = "Europe/Berlin"
+poll_interval = "500ms"
+max_clock_skew = "2s"
+shutdown_grace = "1m30s"
+"""
+
+
+def test_hashes_are_pinned(write: WriteFn) -> None:
+    """Workers of different versions compare these hashes during a rolling deploy: a change
+    of a definition (a key added to it, a value written differently) must be deliberate."""
+    full = load(write(FULL_JOB))
+    assert full.jobs[0].definition_hash == "26d95b8e71e9def9"
+    assert full.config_hash == "c858e2cb3abfe92f"
+    isolated = FULL_JOB + "isolation = 'process'\nmax_memory = '1GiB'\n"
+    assert load(write(isolated, "iso.toml")).jobs[0].definition_hash == "911088de94285a49"
+    assert Config(path=Path("/x")).config_hash == "3f797002b1e8c117"  # default [worker]
+    custom = load(write(CUSTOM_WORKER, "worker.toml"))
+    assert custom.worker.definition() == {
+        "concurrency": 4,
+        "threads": 8,
+        "processes": 3,
+        "lease_ttl": 60.0,
+        "heartbeat": 15.0,
+        "shutdown_grace": 90.0,
+        "timezone": "Europe/Berlin",
+        "poll_interval": 0.5,
+        "max_clock_skew": 2.0,
+    }
+    assert custom.config_hash == "b79d2f2c19e5c3ce"
+
+
 # --------------------------------------------------------------------------- lookups and paths
 
 
