@@ -214,7 +214,7 @@ def test_dockerignore_keeps_what_the_images_copy(dockerignore: list[str]) -> Non
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
         assert not ignored(source, dockerignore), f"COPY {source}, but .dockerignore drops it"
-    assert not ignored("jobrunner/cli.py", dockerignore)
+    assert not ignored("jobrunner/cli/app.py", dockerignore)
     assert not ignored("jobs/reports.py", dockerignore)
 
 

@@ -31,8 +31,6 @@ UsageError: type[Exception] = next(
 
 def cli() -> Any:
     """The `jobrunner` click group with every command registered."""
-    import jobrunner.cli_manage
-    import jobrunner.cli_ops  # noqa: F401 - they register their commands
     from jobrunner.cli import app
 
     return get_command(app)

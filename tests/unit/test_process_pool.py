@@ -401,7 +401,7 @@ def test_check_refuses_unpicklable_kwargs_of_a_process_job(
     """TOML kwargs are JSON and always pickle; a config built in Python may hold anything."""
     from typer.testing import CliRunner
 
-    from jobrunner import cli
+    from jobrunner.cli import core as cli
     from jobrunner.config import Config, JobConfig
 
     config = Config(

@@ -1,4 +1,4 @@
-"""Operations commands: health (registered on `app`)."""
+"""`jobrunner health`: whether the worker on this host is healthy (for probes)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from jobrunner.cli import ConfigOption, app, load
+from jobrunner.cli.app import ConfigOption, app, load_settings
 
 
 @app.command()
@@ -21,7 +21,7 @@ def health(
     sets http.listen, else the database (a worker from this hostname seen within lease_ttl)."""
     from jobrunner.health import check
 
-    cfg = load(config, import_funcs=False)
+    cfg = load_settings(config)
     ok, reason = check(cfg, timeout=timeout)
     if not ok:
         # One line, never wrapped: probes show it as the reason.

@@ -1,0 +1,71 @@
+"""`jobrunner run` and `jobrunner check`: start a worker, validate a config."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from jobrunner.cli.app import ConfigOption, app, err, load, out, table, when
+from jobrunner.config import mask_url
+from jobrunner.daemon import run_worker
+
+
+@app.command()
+def run(config: Path | None = ConfigOption) -> None:
+    """Start a worker: fire cron slots and queued runs until SIGTERM/SIGINT."""
+    raise typer.Exit(run_worker(config))
+
+
+@app.command()
+def check(
+    config: Path | None = ConfigOption,
+    count: int = typer.Option(3, "-n", min=1, max=100, help="Fire times to show per job."),
+) -> None:
+    """Validate the config, import every func, print each job's next fire times.
+
+    Jobs with isolation = "process" get their arguments in a child process: kwargs that
+    cannot be pickled are an error (exit 2)."""
+    from jobrunner.schedule import next_fire_times
+    from jobrunner.worker.isolation import unpicklable
+
+    cfg = load(config)
+    isolated = [(i, job) for i, job in enumerate(cfg.jobs) if job.isolation == "process"]
+    problems = [
+        f"{cfg.path}: jobs[{i}].kwargs.{key}: job {job.name!r}: runs with isolation = "
+        f"'process', so its arguments must be picklable, but this one is not ({why})"
+        for i, job in isolated
+        for key, why in unpicklable(job.kwargs).items()
+    ]
+    for problem in problems:
+        err.print(f"error: {problem}", markup=False, highlight=False)
+    if problems:
+        raise typer.Exit(2)
+    now = datetime.now(UTC)
+    t = table("JOB", "FUNC", "KIND", "SCHEDULE", "ZONE", "NEXT")
+    for job in cfg.jobs:
+        kind = "async" if job.is_async else "sync"
+        if job.isolation == "process":
+            kind += ", process" + (f" (max {job.max_memory} bytes)" if job.max_memory else "")
+        if job.cron is None:
+            t.add_row(job.name, job.func, kind, "(trigger only)", job.timezone.key, "-")
+            continue
+        times = next_fire_times(job.cron, job.timezone, now, count)
+        t.add_row(
+            job.name,
+            job.func,
+            kind,
+            job.cron,
+            job.timezone.key,
+            "\n".join(when(x, job.timezone) for x in times),
+        )
+    out.print(t)
+    if isolated:
+        names = ", ".join(job.name for _, job in isolated)
+        out.print(
+            f"isolation = 'process' ({names}): each call runs in a child process, so its "
+            "arguments (the kwargs here and those given at enqueue) must be picklable; "
+            "return values stay in the child"
+        )
+    out.print(f"{cfg.path}: ok, {len(cfg.jobs)} job(s), database {mask_url(cfg.database.url)}")

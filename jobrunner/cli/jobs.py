@@ -1,0 +1,246 @@
+"""`jobrunner jobs list|next|pause|resume|trigger`: the jobs in the catalog.
+
+These commands read the database named by the config (`-c`) and import no job code.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import typer
+
+from jobrunner.cli.app import (
+    ConfigOption,
+    JsonOption,
+    add_row,
+    ago,
+    app,
+    duration,
+    err,
+    error_line,
+    fail,
+    iso,
+    load_settings,
+    open_store,
+    out,
+    parse_kwargs,
+    print_json,
+    say,
+    table,
+    took,
+    when,
+    zone,
+)
+from jobrunner.config import format_duration
+from jobrunner.records import CatalogEntry, Run
+from jobrunner.schedule import Schedule
+from jobrunner.store.ports import AdminPort
+from jobrunner.store.tables import FINAL_STATUSES
+
+jobs_app = typer.Typer(
+    help="Jobs in the catalog: list, next, pause, resume, trigger.", no_args_is_help=True
+)
+app.add_typer(jobs_app, name="jobs")
+
+WAIT_POLL = 0.25  # seconds between polls of `jobs trigger --wait`
+
+
+def _next_fire(entry: CatalogEntry, now: datetime) -> datetime | None:
+    return (
+        None if entry.cron is None else Schedule(entry.cron, zone(entry.timezone)).next_after(now)
+    )
+
+
+@jobs_app.command("list")
+def jobs_list(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Jobs in the catalog: schedule, zone, next fire, last outcome, paused."""
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        now = store.now()
+        entries = store.list_jobs()
+        last = store.last_outcomes()
+    rows = [(e, last.get(e.name), _next_fire(e, now)) for e in entries]
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": e.name,
+                    "cron": e.cron,
+                    "timezone": e.timezone,
+                    "next_fire": iso(nxt),
+                    "last_outcome": run.status if run else None,
+                    "last_finished_at": iso(run.finished_at) if run else None,
+                    "last_run_id": run.id if run else None,
+                    "paused": e.paused,
+                    "definition_hash": e.config_hash,
+                }
+                for e, run, nxt in rows
+            ]
+        )
+        return
+    t = table("NAME", "SCHEDULE", "ZONE", "NEXT FIRE", "LAST OUTCOME", "FINISHED", "PAUSED")
+    for e, run, nxt in rows:
+        finished = run.finished_at if run else None
+        add_row(
+            t,
+            e.name,
+            e.cron or "(trigger only)",
+            e.timezone,
+            when(nxt, zone(e.timezone)) if nxt else "-",
+            run.status if run else None,
+            ago(now - finished) if finished else "-",
+            "yes" if e.paused else "no",
+        )
+    out.print(t)
+    if not rows:
+        say("no jobs in the catalog: a worker publishes its jobs when it starts")
+
+
+@jobs_app.command("next")
+def jobs_next(
+    name: str = typer.Argument(..., help="Job name."),
+    count: int = typer.Option(5, "-n", min=1, max=1000, help="How many fire times."),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """The job's next fire times, in its zone."""
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        entry = store.get_job(name)
+        now = store.now()
+    if entry.cron is None:
+        if as_json:
+            print_json([])
+        else:
+            say(f"{name} has no cron: it runs only when enqueued or triggered")
+        return
+    schedule = Schedule(entry.cron, zone(entry.timezone))
+    times: list[datetime] = []
+    at = now
+    for _ in range(count):
+        at = schedule.next_after(at)
+        times.append(at)
+    if as_json:
+        print_json([t.isoformat() for t in times])
+        return
+    tz = zone(entry.timezone)
+    t = table("FIRE TIME (" + entry.timezone + ")", "UTC", "IN")
+    for x in times:
+        add_row(t, when(x, tz), when(x), ago(now - x))
+    out.print(t)
+    if entry.paused:
+        say(f"{name} is paused: these slots will be recorded skipped (reason paused)")
+
+
+def _set_paused(name: str, paused: bool, config: Path | None) -> None:
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        store.set_paused(name, paused)
+    if paused:
+        say(
+            f"paused {name}: every replica records its slots skipped (reason paused) until "
+            f"`jobrunner jobs resume {name}`; runs already running go on"
+        )
+    else:
+        say(f"resumed {name}: its next slots run")
+
+
+@jobs_app.command("pause")
+def jobs_pause(
+    name: str = typer.Argument(..., help="Job name."), config: Path | None = ConfigOption
+) -> None:
+    """Pause a job on every replica, without a restart (its slots are recorded skipped)."""
+    _set_paused(name, True, config)
+
+
+@jobs_app.command("resume")
+def jobs_resume(
+    name: str = typer.Argument(..., help="Job name."), config: Path | None = ConfigOption
+) -> None:
+    """Resume a paused job."""
+    _set_paused(name, False, config)
+
+
+@jobs_app.command("trigger")
+def jobs_trigger(
+    name: str = typer.Argument(..., help="Job name."),
+    kwargs: str | None = typer.Option(None, "--kwargs", help="Arguments as a JSON object."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow the run (and its retries); exit 0 if it succeeds, else 1."
+    ),
+    timeout: str | None = typer.Option(
+        None, "--timeout", help="With --wait: give up after this long (exit 1)."
+    ),
+    idempotency_key: str | None = typer.Option(
+        None, "--idempotency-key", help="A repeat returns the first run."
+    ),
+    correlation_id: str | None = typer.Option(
+        None, "--correlation-id", help="Stored on the run and bound in its logs."
+    ),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Queue a run of a job now (a manual run); a worker starts it."""
+    arguments = parse_kwargs(kwargs)
+    limit = duration(timeout, "--timeout") if timeout is not None else None
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        run = store.enqueue(
+            name, arguments, idempotency_key=idempotency_key, correlation_id=correlation_id
+        )
+        if not wait:
+            if as_json:
+                print_json(run.as_dict())
+            else:
+                say(f"queued run {run.id} of {name}")
+            return
+        if not as_json:
+            say(f"queued run {run.id} of {name}; waiting for it to finish")
+        now = store.now()
+        if not any(
+            name in w.jobs and now - w.last_seen <= cfg.worker.lease_ttl
+            for w in store.list_workers()
+        ):
+            err.print(
+                f"warning: no live worker defines {name}: the run waits until one starts",
+                markup=False,
+                highlight=False,
+            )
+        final = _follow(store, run, limit, quiet=as_json)
+    if as_json:
+        print_json(final.as_dict() if final else run.as_dict())
+    if final is None:
+        fail(f"run {run.id} not finished after {format_duration(limit or timedelta(0))}")
+    if final.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _follow(store: AdminPort, run: Run, limit: timedelta | None, *, quiet: bool) -> Run | None:
+    """Poll the run and its retries until the newest attempt is final; None on timeout."""
+    deadline = None if limit is None else time.monotonic() + limit.total_seconds()
+    seen: dict[int, str] = {}
+    while True:
+        attempts = store.run_attempts(run.id)
+        for a in attempts:
+            if seen.get(a.id) != a.status and not quiet:
+                say(_progress(a))
+            seen[a.id] = a.status
+        newest = attempts[-1]
+        if newest.status in FINAL_STATUSES:
+            return newest
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        time.sleep(WAIT_POLL)
+
+
+def _progress(run: Run) -> str:
+    head = f"run {run.id} (attempt {run.attempt}/{run.max_attempts}): {run.status}"
+    if run.status == "running":
+        return f"{head} on {run.worker_id}"
+    detail = error_line(run)
+    if run.status in FINAL_STATUSES:
+        spent = took(run)
+        head = f"{head} in {spent}" if spent != "-" else head
+    return f"{head} ({detail})" if detail else head

@@ -1,0 +1,160 @@
+"""`jobrunner runs list|show|cancel`: the run history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from jobrunner.cli.app import (
+    ConfigOption,
+    JsonOption,
+    add_row,
+    app,
+    check_status,
+    error_line,
+    fail,
+    instant,
+    load_settings,
+    open_store,
+    out,
+    print_json,
+    say,
+    table,
+    took,
+    when,
+)
+from jobrunner.store.tables import RUN_STATUSES
+
+runs_app = typer.Typer(help="Run history: list, show, cancel.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+MAX_LIMIT = 10_000
+
+
+@runs_app.command("list")
+def runs_list(
+    job: str | None = typer.Option(None, "--job", help="Only this job."),
+    status: str | None = typer.Option(
+        None, "--status", help=f"Only this status: {', '.join(RUN_STATUSES)}."
+    ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        help="Enqueued since: a duration back (1h) or an ISO time (UTC if no offset).",
+    ),
+    limit: int = typer.Option(
+        50, "--limit", min=1, max=MAX_LIMIT, help="At most this many, newest first."
+    ),
+    correlation_id: str | None = typer.Option(
+        None, "--correlation-id", help="Only runs with this correlation id."
+    ),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Runs, newest first."""
+    check_status(status)
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        now = store.now()
+        start = instant(since, "--since", now) if since is not None else None
+        if job is not None and not store.has_runs(job):
+            store.get_job(job)  # an unknown job is bad input (exit 2)
+        runs = store.list_runs(
+            job=job, status=status, since=start, correlation_id=correlation_id, limit=limit
+        )
+    if as_json:
+        print_json([r.as_dict() for r in runs])
+        return
+    t = table(
+        "ID", "JOB", "TRIGGER", "SLOT", "ATTEMPT", "STATUS", "WORKER", "STARTED", "TOOK", "REASON"
+    )
+    for r in runs:
+        add_row(
+            t,
+            r.id,
+            r.job_name,
+            r.trigger,
+            when(r.scheduled_for) if r.scheduled_for else "-",
+            f"{r.attempt}/{r.max_attempts}",
+            r.status
+            + (" (cancel requested)" if r.cancel_requested and r.status == "running" else ""),
+            r.worker_id,
+            when(r.started_at) if r.started_at else "-",
+            took(r),
+            error_line(r),
+        )
+    out.print(t)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: int = typer.Argument(..., help="Run id."),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Every field of a run, its error with the traceback, and all its attempts."""
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        run = store.get_run(run_id)
+        attempts = store.run_attempts(run_id)
+    if as_json:
+        print_json({**run.as_dict(), "attempts": [a.as_dict() for a in attempts]})
+        return
+    fields = table("FIELD", "VALUE")
+    for key, value in run.as_dict().items():
+        if key == "error":
+            continue
+        if key == "kwargs":
+            value = json.dumps(value, sort_keys=True)
+        add_row(fields, key, value)
+    out.print(fields)
+    if run.error:
+        say("")
+        say(f"error: {run.error.get('type')}: {run.error.get('message')}")
+        if run.error.get("traceback"):
+            say(str(run.error["traceback"]).rstrip())
+    say("")
+    say(f"attempts ({len(attempts)}):")
+    t = table(
+        "ID", "ATTEMPT", "TRIGGER", "STATUS", "WORKER", "STARTED", "FINISHED", "TOOK", "REASON"
+    )
+    for a in attempts:
+        add_row(
+            t,
+            a.id,
+            f"{a.attempt}/{a.max_attempts}",
+            a.trigger,
+            a.status,
+            a.worker_id,
+            when(a.started_at) if a.started_at else "-",
+            when(a.finished_at) if a.finished_at else "-",
+            took(a),
+            error_line(a),
+        )
+    out.print(t)
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: int = typer.Argument(..., help="Run id."), config: Path | None = ConfigOption
+) -> None:
+    """Cancel a run: a queued run at once; a running one at its worker's next heartbeat.
+
+    Exit 1 if the run had already finished."""
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        before = store.get_run(run_id)
+        after = store.cancel_run(run_id)
+    if before.status == "queued" and after.status == "cancelled":
+        say(f"cancelled run {run_id} (it was queued)")
+    elif after.status == "running":
+        say(
+            f"cancel requested for run {run_id}: worker {after.worker_id} cancels it at its next "
+            f"heartbeat (see `jobrunner runs show {run_id}`)"
+        )
+    elif after.status == "cancelled":
+        say(f"run {run_id} is already cancelled")
+    else:
+        fail(f"run {run_id} already finished: {after.status}")
