@@ -18,7 +18,10 @@ import pytest
 from jobrunner.config import (
     Config,
     DatabaseConfig,
+    HistoryConfig,
+    HttpConfig,
     JobConfig,
+    LoggingConfig,
     WorkerConfig,
     format_duration,
     load_config,
@@ -1003,6 +1006,51 @@ def test_hashes_are_pinned(write: WriteFn) -> None:
         "max_clock_skew": 2.0,
     }
     assert custom.config_hash == "b79d2f2c19e5c3ce"
+
+
+# ------------------------------------------------------------------------ one declaration per key
+
+
+@pytest.mark.parametrize(
+    ("table", "prefix", "cls"),
+    [
+        ("[database]\n", "database", DatabaseConfig),
+        ("[worker]\n", "worker", WorkerConfig),
+        ("[logging]\n", "logging", LoggingConfig),
+        ("[http]\n", "http", HttpConfig),
+        ("[history]\n", "history", HistoryConfig),
+        (job_toml(SYNC), "jobs[0]", JobConfig),
+    ],
+)
+def test_a_key_is_declared_once_on_its_field(
+    write: WriteFn, table: str, prefix: str, cls: type
+) -> None:
+    """The keys a table accepts, in the order the message lists them, are exactly the fields
+    of its dataclass that carry a converter; each has a default or says what to write."""
+    key, message = one_issue(write(table + "zzzz = 1\n"))
+    assert key == f"{prefix}.zzzz"
+    allowed = message.rpartition("allowed keys: ")[2].split(", ")
+    declared = [f for f in dataclasses.fields(cls) if "convert" in f.metadata]
+    assert allowed == [f.name for f in declared]
+    for f in declared:
+        default = f.default is not dataclasses.MISSING
+        assert default or f.default_factory is not dataclasses.MISSING or f.metadata["hint"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (job_toml(SYNC, "fn = 'x'"), "jobs[0].fn"),
+        (job_toml(SYNC, "is_async = true"), "jobs[0].is_async"),
+        (job_toml(SYNC, "accepts_ctx = true"), "jobs[0].accepts_ctx"),
+        ("[http]\nhost = 'localhost'\n", "http.host"),
+        ("[http]\nport = 9108\n", "http.port"),
+    ],
+)
+def test_fields_without_a_converter_are_not_keys(write: WriteFn, text: str, key: str) -> None:
+    found, message = one_issue(write(text))
+    assert found == key
+    assert message.removeprefix("job 'j': ").startswith("unknown key")
 
 
 # --------------------------------------------------------------------------- lookups and paths

@@ -1,0 +1,163 @@
+"""Converters of raw TOML values, for :func:`jobrunner.settings.setting`.
+
+Each takes a raw value and returns the typed value, or raises ValueError with a message
+saying what is wrong and what is allowed (reported under the key by the loader).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import zoneinfo
+from collections.abc import Mapping
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jobrunner.schedule import validate_cron
+from jobrunner.settings import Converter
+from jobrunner.units import describe, format_duration, parse_duration, parse_size
+
+
+def integer(low: int, high: int | None = None) -> Converter:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {describe(value)}")
+        if value < low or (high is not None and value > high):
+            allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"must be {allowed}, got {value}")
+        return value
+
+    return convert
+
+
+def duration(minimum: timedelta = timedelta(0), *, exclusive: bool = False) -> Converter:
+    def convert(value: object) -> timedelta:
+        td = parse_duration(value)
+        if td < minimum or (exclusive and td == minimum):
+            allowed = "greater than" if exclusive else "at least"
+            got = format_duration(td)
+            raise ValueError(f"must be {allowed} {format_duration(minimum)}, got {got}")
+        return td
+
+    return convert
+
+
+MIN_MEMORY = 64 * 1024**2
+
+
+def memory(value: object) -> int:
+    size = parse_size(value)
+    if size < MIN_MEMORY:
+        raise ValueError(
+            f"must be at least 64MiB ({MIN_MEMORY} bytes), got {size} bytes: the limit "
+            "covers the whole child process, the Python interpreter included"
+        )
+    return size
+
+
+def optional(convert: Converter) -> Converter:
+    """``false`` switches the setting off (None)."""
+
+    def optional(value: object) -> Any:
+        if value is False:
+            return None
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or false to switch it off)") from None
+
+    return optional
+
+
+def as_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)}")
+    return value
+
+
+def string(pattern: str | None = None, allowed: str = "") -> Converter:
+    def convert(value: object) -> str:
+        value = as_str(value)
+        if pattern is not None and not re.fullmatch(pattern, value):
+            raise ValueError(f"invalid value {value!r}: allowed {allowed}")
+        return value
+
+    return convert
+
+
+def choice(*choices: str) -> Converter:
+    def convert(value: object) -> str:
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            raise ValueError(f"expected one of {allowed}, got {describe(value)}")
+        return str(value)
+
+    return convert
+
+
+def zone(value: object) -> ZoneInfo:
+    key = as_str(value)
+    try:
+        return ZoneInfo(key)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory
+        pass
+    close = difflib.get_close_matches(key, zoneinfo.available_timezones(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(
+        f"unknown time zone {key!r}: {hint}allowed: an IANA name like 'UTC', 'Europe/Berlin'"
+    )
+
+
+def cron(value: object) -> str:
+    expr = as_str(value)
+    validate_cron(expr)
+    return expr
+
+
+def json_table(value: object) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f'expected a table like {{ region = "eu" }}, got {describe(value)}')
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"must be JSON-serialisable ({exc}); "
+            "allowed: strings, finite numbers, booleans, arrays and tables"
+        ) from None
+    return MappingProxyType(json.loads(text))
+
+
+def path_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise ValueError(
+            f'expected an array of directory paths like [".", "src"], got {describe(value)}'
+        )
+    return tuple(value)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(\d{1,5})", value)
+    if match is None or int(match[2]) > 65535:
+        raise ValueError(
+            f"expected 'HOST:PORT' (port 0-65535) like '127.0.0.1:9108', '0.0.0.0:9108' "
+            f"or '[::1]:9108', got {value!r}"
+        )
+    return match[1].strip("[]"), int(match[2])
+
+
+def listen(value: object) -> str:
+    text = as_str(value)
+    split_listen(text)
+    return text
+
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}"
+NAME_ALLOWED = "letters, digits and '_.:-', starting with a letter or digit, up to 200 characters"
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+FUNC_ALLOWED = "'package.module:function' (the function may be dotted: 'pkg.mod:Class.method')"
+
+job_name = string(NAME, NAME_ALLOWED)
+func_spec = string(f"{_DOTTED}:{_DOTTED}", FUNC_ALLOWED)
