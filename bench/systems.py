@@ -110,7 +110,7 @@ class Jobrunner(System):
         from jobrunner.config import load_config
         from jobrunner.records import catalog_entries
         from jobrunner.store import migrate
-        from jobrunner.store.store import Store
+        from jobrunner.store.access import WorkerStore
 
         worker = {} if self.concurrency is None else {"concurrency": self.concurrency}
         self.config = write_jobrunner_config(
@@ -121,7 +121,7 @@ class Jobrunner(System):
             [{"name": "noop", "func": "bench.jobs:noop", "overlap": "allow"}],
             worker=worker,
         )
-        self.store = Store.from_url(self.db_url)
+        self.store = WorkerStore.from_url(self.db_url)
         migrate.upgrade(self.store.engine)
         cfg = load_config(self.config, import_funcs=False)
         # What a worker publishes at start, so that runs can be enqueued before any worker runs.

@@ -1,10 +1,11 @@
 """Clients for web apps: enqueue runs by job name and observe them. They never run jobs.
 
-`Client` is synchronous (PostgreSQL or SQLite) and wraps the `Store`. `AsyncClient` runs the
-very same statements (`jobrunner.store.queries`) on SQLAlchemy's async engine with psycopg's
-async driver (PostgreSQL). Both refuse an unknown job name (`JobNotFound`) and arguments that
-are not a JSON object (`InvalidArguments`), and never import or evaluate anything a caller
-sends::
+`Client` is synchronous (PostgreSQL or SQLite); `AsyncClient` runs on SQLAlchemy's async
+engine with psycopg's async driver (PostgreSQL). Both run the very same operations of the
+store (`jobrunner.store.queue`, `.history`, `.catalog`: `ClientPort`), and both take enqueue's
+options as one definition, `EnqueueOptions`. Both refuse an unknown job name (`JobNotFound`)
+and arguments that are not a JSON object (`InvalidArguments`), and never import or evaluate
+anything a caller sends::
 
     from jobrunner import AsyncClient
 
@@ -18,24 +19,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 import sqlalchemy as sa
 import structlog
 
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Run
-from jobrunner.store import queries
+from jobrunner.store import catalog, history, queue
+from jobrunner.store.access import ClientStore
 from jobrunner.store.engine import create_engine, postgres_options
-from jobrunner.store.queries import Op
-from jobrunner.store.store import Store
+from jobrunner.store.queue import BulkOptions, EnqueueOptions
+from jobrunner.store.sql import Op, run_async
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet: imported only when used
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "BulkOptions", "Client", "EnqueueOptions"]
 
 T = TypeVar("T")
 
@@ -64,7 +65,20 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-class Client:
+class _Correlated:
+    """What both clients add to an enqueue's options: the caller's correlation id."""
+
+    correlation_from: CorrelationSource
+
+    def _options(self, options: BulkOptions) -> dict[str, Any]:
+        given = dict(options)
+        given["correlation_id"] = given.get("correlation_id") or current_correlation_id(
+            self.correlation_from
+        )
+        return given
+
+
+class Client(_Correlated):
     """A synchronous client over one database (PostgreSQL or SQLite).
 
     Build it with `Client.from_url(url)` (the client owns and disposes its engine) or
@@ -79,7 +93,7 @@ class Client:
         owns_engine: bool = False,
         correlation_from: CorrelationSource = "correlation_id",
     ) -> None:
-        self._store = Store(engine)
+        self._store = ClientStore(engine)
         self._owns_engine = owns_engine
         self.correlation_from = correlation_from
 
@@ -103,44 +117,28 @@ class Client:
         self,
         name: str,
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        run_at: datetime | None = None,
-        idempotency_key: str | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> Run:
         """Queue a run of the catalogued job `name`; returns it (status `queued`).
 
-        `run_at` (timezone-aware) delays it. A repeated `idempotency_key` (per job) returns
-        the run the first call created. Without `correlation_id`, the one bound in the
-        caller's context is stored (see `correlation_from`). Raises JobNotFound,
-        InvalidArguments.
+        Options (`EnqueueOptions`): `run_at` (timezone-aware) delays it; a repeated
+        `idempotency_key` (per job) returns the run the first call created; without
+        `correlation_id`, the one bound in the caller's context is stored (see
+        `correlation_from`). Raises JobNotFound, InvalidArguments, BadInput.
         """
-        return self._store.enqueue(
-            name,
-            kwargs,
-            run_at=run_at,
-            idempotency_key=idempotency_key,
-            correlation_id=correlation_id or current_correlation_id(self.correlation_from),
-        )
+        return self._store.enqueue(name, kwargs, **self._options(options))
 
     def enqueue_many(
         self,
         name: str,
         kwargs_list: Sequence[Mapping[str, Any] | None],
-        *,
-        run_at: datetime | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[BulkOptions],
     ) -> list[int]:
         """Queue one run of the catalogued job `name` per element of `kwargs_list` (each a
         JSON object or None) in one statement, all or none; returns their ids in order.
-        Raises JobNotFound, InvalidArguments (naming the element). For idempotency keys,
-        use `enqueue`."""
-        return self._store.enqueue_many(
-            name,
-            kwargs_list,
-            run_at=run_at,
-            correlation_id=correlation_id or current_correlation_id(self.correlation_from),
-        )
+        Options as `enqueue`'s but no idempotency key (`BulkOptions`). Raises JobNotFound,
+        InvalidArguments (naming the element)."""
+        return self._store.enqueue_many(name, kwargs_list, **self._options(options))
 
     def get_run(self, run_id: int) -> Run:
         """The run with this id (RunNotFound if there is none)."""
@@ -188,12 +186,12 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Correlated):
     """An asyncio client (PostgreSQL through psycopg's async driver).
 
     Build it with `AsyncClient.from_url(url)` (owns its engine) or `AsyncClient(engine)`
     around an existing `AsyncEngine` (the caller keeps owning it). It runs the same statements
-    as the `Store`, so both clients behave alike.
+    as the `Client`, so both clients behave alike.
     """
 
     def __init__(
@@ -233,11 +231,11 @@ class AsyncClient:
 
     async def _read(self, op: Op[T]) -> T:
         async with self.engine.connect() as conn:
-            return await queries.run_async(conn, op)
+            return await run_async(conn, op)
 
     async def _write(self, op: Op[T]) -> T:
         async with self.engine.begin() as conn:
-            return await queries.run_async(conn, op)
+            return await run_async(conn, op)
 
     async def _write_one(self, op: Op[T]) -> T:
         """An operation of one statement (reads after it only): autocommit on PostgreSQL,
@@ -245,53 +243,33 @@ class AsyncClient:
         async with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return await queries.run_async(conn, op)
+                return await run_async(conn, op)
             async with conn.begin():
-                return await queries.run_async(conn, op)
+                return await run_async(conn, op)
 
     async def enqueue(
         self,
         name: str,
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        run_at: datetime | None = None,
-        idempotency_key: str | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> Run:
         """As `Client.enqueue`."""
-        return await self._write_one(
-            queries.enqueue(
-                self.dialect,
-                name,
-                kwargs,
-                run_at=run_at,
-                idempotency_key=idempotency_key,
-                correlation_id=correlation_id or current_correlation_id(self.correlation_from),
-            )
-        )
+        op = queue.enqueue(self.dialect, name, kwargs, **self._options(options))
+        return await self._write_one(op)
 
     async def enqueue_many(
         self,
         name: str,
         kwargs_list: Sequence[Mapping[str, Any] | None],
-        *,
-        run_at: datetime | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[BulkOptions],
     ) -> list[int]:
         """As `Client.enqueue_many`."""
-        return await self._write(
-            queries.enqueue_many(
-                self.dialect,
-                name,
-                kwargs_list,
-                run_at=run_at,
-                correlation_id=correlation_id or current_correlation_id(self.correlation_from),
-            )
-        )
+        op = queue.enqueue_many(self.dialect, name, kwargs_list, **self._options(options))
+        return await self._write(op)
 
     async def get_run(self, run_id: int) -> Run:
         """As `Client.get_run`."""
-        return await self._read(queries.get_run(run_id))
+        return await self._read(history.get_run(run_id))
 
     async def list_runs(
         self,
@@ -302,22 +280,22 @@ class AsyncClient:
     ) -> list[Run]:
         """As `Client.list_runs`."""
         return await self._read(
-            queries.list_runs(
+            history.list_runs(
                 job=job, status=status, limit=_check_limit(limit), correlation_id=correlation_id
             )
         )
 
     async def list_jobs(self) -> list[CatalogEntry]:
         """As `Client.list_jobs`."""
-        return await self._read(queries.list_jobs())
+        return await self._read(catalog.list_jobs())
 
     async def get_job(self, name: str) -> CatalogEntry:
         """As `Client.get_job`."""
-        return await self._read(queries.get_job(name))
+        return await self._read(catalog.get_job(name))
 
     async def cancel_run(self, run_id: int) -> Run:
         """As `Client.cancel_run`."""
-        return await self._write(queries.cancel_run(run_id))
+        return await self._write(queue.cancel_run(run_id))
 
     async def close(self) -> None:
         """Dispose the engine if the client created it."""

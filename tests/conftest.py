@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from jobrunner.store import migrate
 from jobrunner.store.engine import create_engine
-from jobrunner.store.store import Store
+from tests.support import AllPorts
 
 ROOT = Path(__file__).resolve().parent.parent
 _TEMPLATE = f"jobrunner_tpl_{os.getpid()}"
@@ -125,8 +125,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store.from_url(db_url)
+def store(db_url: str) -> Iterator[AllPorts]:
+    s = AllPorts.from_url(db_url)
     yield s
     s.close()
 

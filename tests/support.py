@@ -13,6 +13,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from jobrunner.records import Renewal
+from jobrunner.store import leases
+from jobrunner.store.access import AdminStore, WorkerStore, write
+
 ROOT = Path(__file__).resolve().parent.parent
 SYSJOBS_DIR = Path(__file__).resolve().parent / "system"
 
@@ -178,3 +182,12 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 6
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+class AllPorts(WorkerStore, AdminStore):
+    """Every port of one database in one handle: a test drives a worker's calls and an
+    admin's or client's on the same rows, through the real implementations."""
+
+    def renew(self, worker_id: str, lease_ttl: float) -> Renewal:
+        """A heartbeat's renewal alone."""
+        return write(self.engine, leases.renew(worker_id, lease_ttl))

@@ -103,7 +103,7 @@ def once(
     worker: dict[str, Any],
     timeout: float,
 ) -> dict[str, Any]:
-    from jobrunner.store.store import Store
+    from jobrunner.store.access import ClientStore
 
     workdir = ctx.dir(f"failover/r{r}-{sig.name}")
     with ctx.server.fresh("failover") as url:
@@ -123,7 +123,7 @@ def once(
         procs = [start_jobrunner(config, workdir / f"replica{i}.log") for i in range(replicas)]
         try:
             wait_jobrunner_started(procs)
-            store = Store.from_url(url)
+            store = ClientStore.from_url(url)
             try:
                 run_id = store.enqueue("long").id
             finally:

@@ -15,7 +15,7 @@ import psycopg
 import sqlalchemy as sa
 
 from jobrunner.logging import get_logger
-from jobrunner.store.store import NOTIFY_CHANNEL
+from jobrunner.store.queue import NOTIFY_CHANNEL
 
 log = get_logger("jobrunner.listen")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 if TYPE_CHECKING:
     from jobrunner.records import (
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         WorkerRow,
     )
     from jobrunner.store.migrate import SchemaStatus
+    from jobrunner.store.queue import BulkOptions, EnqueueOptions
 
 
 class _Common(Protocol):
@@ -95,9 +96,7 @@ class WorkerPort(_Common, Protocol):
 
     def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]: ...
 
-    def reap(
-        self, *, lease_ttl: float, retry_in: float = 0.0, orphans: bool = True
-    ) -> list[Run]: ...
+    def reap(self, *, lease_ttl: float, orphans: bool = True) -> list[Run]: ...
 
 
 class ClientPort(Protocol):
@@ -107,19 +106,14 @@ class ClientPort(Protocol):
         self,
         job_name: str,
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        run_at: datetime | None = None,
-        idempotency_key: str | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> Run: ...
 
     def enqueue_many(
         self,
         job_name: str,
         kwargs_list: Sequence[Mapping[str, Any] | None],
-        *,
-        run_at: datetime | None = None,
-        correlation_id: str | None = None,
+        **options: Unpack[BulkOptions],
     ) -> list[int]: ...
 
     def get_run(self, run_id: int) -> Run: ...

@@ -1,6 +1,7 @@
 """The clients for web apps: `Client` on SQLite and PostgreSQL, `AsyncClient` on PostgreSQL.
 
-Both run the same statements (jobrunner.store.queries), so the same checks apply to both.
+Both run the same operations (jobrunner.store.queue, .history, .catalog), so the same checks
+apply to both.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from jobrunner import (
 )
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Policy
-from jobrunner.store.store import NOTIFY_CHANNEL, Store
+from jobrunner.store.queue import NOTIFY_CHANNEL
+from tests.support import AllPorts
 
 
 def publish(url: str, *names: str, retries: int = 0) -> None:
     """Put jobs in the catalog as a starting worker does."""
-    store = Store.from_url(url)
+    store = AllPorts.from_url(url)
     try:
         store.publish_catalog(
             [
@@ -51,7 +53,7 @@ def publish(url: str, *names: str, retries: int = 0) -> None:
 
 def start_run(url: str, job: str) -> int:
     """Claim the oldest due run of `job` as a worker would; returns its id (now running)."""
-    store = Store.from_url(url)
+    store = AllPorts.from_url(url)
     try:
         claim = store.claim(worker_id="w1", limit=1, policies={job: Policy()}, lease_ttl=30)
         assert len(claim.started) == 1
@@ -101,6 +103,14 @@ def test_enqueue_refuses_an_unknown_job_and_a_naive_run_at(client: Client) -> No
         client.enqueue("nope", {})
     with pytest.raises(BadInput, match="timezone-aware"):
         client.enqueue("report", run_at=datetime(2030, 1, 1))
+    assert client.list_runs() == []
+
+
+def test_an_unknown_enqueue_option_is_refused_naming_the_allowed_ones(client: Client) -> None:
+    with pytest.raises(TypeError, match=r"'run_att': did you mean 'run_at'.*idempotency_key"):
+        client.enqueue("report", {}, run_att=None)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"'idempotency_key'.*allowed: run_at, correlation_id$"):
+        client.enqueue_many("report", [{}], idempotency_key="k")  # type: ignore[call-arg]
     assert client.list_runs() == []
 
 
@@ -165,7 +175,7 @@ def test_cancel_queued_at_once_running_by_request_finished_unchanged(
 
 def test_a_client_built_on_an_engine_leaves_it_open(db_url: str) -> None:
     publish(db_url, "report")
-    engine = Store.from_url(db_url).engine
+    engine = AllPorts.from_url(db_url).engine
     with Client(engine) as c:
         c.enqueue("report")
     with engine.connect() as conn:  # still usable: the caller owns it
@@ -244,6 +254,8 @@ def test_async_client_behaves_like_the_sync_client(pg_url: str) -> None:
             assert [(await ac.get_run(i)).kwargs for i in bulk] == [{}, {"y": 2}]
             with pytest.raises(JobNotFound):
                 await ac.enqueue_many("nope", [{}])
+            with pytest.raises(TypeError, match="'priorty'"):
+                await ac.enqueue("report", priorty=3)  # type: ignore[call-arg]
             cancelled = await ac.cancel_run(run.id)
             assert cancelled.status == "cancelled"
             assert [r.id for r in await ac.list_runs(status="cancelled")] == [run.id]

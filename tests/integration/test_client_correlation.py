@@ -10,13 +10,13 @@ import structlog
 
 from jobrunner import AsyncClient, Client
 from jobrunner.records import CatalogEntry
-from jobrunner.store.store import Store
+from tests.support import AllPorts
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def _catalog(url: str) -> None:
-    store = Store.from_url(url)
+    store = AllPorts.from_url(url)
     entry = CatalogEntry(name="j", cron=None, timezone="UTC", config_hash="h", definition={})
     store.publish_catalog([entry], "test")
     store.close()

@@ -15,7 +15,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from jobrunner import AsyncClient, Client
 from jobrunner.fastapi import create_router
 from jobrunner.records import CatalogEntry, Outcome, Policy
-from jobrunner.store.store import Store
+from tests.support import AllPorts
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers httpx2 and warns when it falls back to httpx (which works).
@@ -26,7 +26,7 @@ ERROR = {"type": "ValueError", "message": "boom", "traceback": "Traceback ...\nV
 
 
 def publish(url: str) -> None:
-    store = Store.from_url(url)
+    store = AllPorts.from_url(url)
     try:
         store.publish_catalog(
             [
@@ -49,7 +49,7 @@ def publish(url: str) -> None:
 
 def finish_with(url: str, job: str, status: str, error: Any = None) -> int:
     """Start the oldest queued run of `job` and record an outcome, as a worker does."""
-    store = Store.from_url(url)
+    store = AllPorts.from_url(url)
     try:
         claim = store.claim(worker_id="w1", limit=1, policies={job: Policy()}, lease_ttl=30)
         lease = claim.started[0].lease

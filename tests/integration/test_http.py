@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobrunner.health import check_http, database_ready, probe_loop
-from jobrunner.store.store import Store
 from jobrunner.worker.http import Check, HttpServer, start_http
 from jobrunner.worker.metrics import Metrics
+from tests.support import AllPorts
 
 
 def get(port: int, path: str, timeout: float = 5) -> tuple[int, str, str]:
@@ -112,7 +112,7 @@ def test_healthz_with_a_real_event_loop(
 
 
 def test_readyz_is_200_on_a_current_schema(metrics: Metrics, db_url: str) -> None:
-    store = Store.from_url(db_url)
+    store = AllPorts.from_url(db_url)
     server = serve(metrics, Flag(), lambda: database_ready(store))
     try:
         status, _, body = get(server.port, "/readyz")
@@ -123,7 +123,7 @@ def test_readyz_is_200_on_a_current_schema(metrics: Metrics, db_url: str) -> Non
 
 
 def test_readyz_is_503_on_an_empty_database(metrics: Metrics, tmp_path: Path) -> None:
-    store = Store.from_url(f"sqlite:///{tmp_path / 'empty.db'}")
+    store = AllPorts.from_url(f"sqlite:///{tmp_path / 'empty.db'}")
     server = serve(metrics, Flag(), lambda: database_ready(store))
     try:
         status, _, body = get(server.port, "/readyz")
@@ -135,7 +135,7 @@ def test_readyz_is_503_on_an_empty_database(metrics: Metrics, tmp_path: Path) ->
 
 def test_readyz_is_503_when_the_database_does_not_answer(metrics: Metrics) -> None:
     url = f"postgresql://jr:s3cret@127.0.0.1:{free_port()}/nothing"
-    store = Store.from_url(url, connect_args={"connect_timeout": 2})
+    store = AllPorts.from_url(url, connect_args={"connect_timeout": 2})
     server = serve(metrics, Flag(), lambda: database_ready(store))
     try:
         status, _, body = get(server.port, "/readyz")

@@ -1,4 +1,4 @@
-"""Store conformance suite: every test runs on SQLite and on PostgreSQL."""
+"""AllPorts conformance suite: every test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from sqlalchemy.dialects import postgresql
 from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound, SchemaOutOfDate
 from jobrunner.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
 from jobrunner.store import migrate
-from jobrunner.store.store import Store
 from jobrunner.store.tables import PgArray, job_locks, job_runs, jobrunner_workers, metadata
+from tests.support import AllPorts
 
 FORBID = Policy(overlap="forbid", misfire_grace=3600)
 
 
-def publish(store: Store, *names: str, retries: int = 0) -> None:
+def publish(store: AllPorts, *names: str, retries: int = 0) -> None:
     store.publish_catalog(
         [
             CatalogEntry(
@@ -48,7 +48,7 @@ def past(seconds: float = 5) -> datetime:
     return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
-def test_migrated_schema_equals_metadata(store: Store) -> None:
+def test_migrated_schema_equals_metadata(store: AllPorts) -> None:
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
         diff = compare_metadata(ctx, metadata)
@@ -98,7 +98,7 @@ def test_schema_run_creates_is_the_migrated_schema(
     else:
         created = request.getfixturevalue("empty_pg_url")
         migrated = request.getfixturevalue("pg_url")
-    engines = [Store.from_url(created).engine, Store.from_url(migrated).engine]
+    engines = [AllPorts.from_url(created).engine, AllPorts.from_url(migrated).engine]
     try:
         assert migrate.init_if_empty(engines[0]).up_to_date
         migrate.upgrade(engines[1])
@@ -114,7 +114,7 @@ def test_head_constant_matches_the_migration_scripts() -> None:
     assert migrate.alembic_head() == migrate.HEAD
 
 
-def test_schema_behind_is_refused_and_names_db_upgrade(store: Store) -> None:
+def test_schema_behind_is_refused_and_names_db_upgrade(store: AllPorts) -> None:
     with store.engine.begin() as conn:  # a real 0001 schema, through the migrations' downgrades
         command.downgrade(migrate._alembic_config(conn), "0001")
     with pytest.raises(SchemaOutOfDate, match="jobrunner db upgrade"):
@@ -123,7 +123,7 @@ def test_schema_behind_is_refused_and_names_db_upgrade(store: Store) -> None:
     assert migrate.upgrade(store.engine).up_to_date
 
 
-def test_upgrade_to_partial_unique_keys_keeps_rows_and_constraints(store: Store) -> None:
+def test_upgrade_to_partial_unique_keys_keeps_rows_and_constraints(store: AllPorts) -> None:
     """Migration 0005 (rebuilds the table on SQLite): rows survive, the slot key and the
     idempotency key still refuse a second row, and the downgrade restores the constraints."""
     with store.engine.begin() as conn:
@@ -142,7 +142,7 @@ def test_upgrade_to_partial_unique_keys_keeps_rows_and_constraints(store: Store)
     assert migrate.upgrade(store.engine).up_to_date
 
 
-def test_schema_from_a_newer_jobrunner_is_refused_as_such(store: Store) -> None:
+def test_schema_from_a_newer_jobrunner_is_refused_as_such(store: AllPorts) -> None:
     with store.engine.begin() as conn:
         conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999'"))
     with pytest.raises(SchemaOutOfDate, match="newer jobrunner"):
@@ -153,7 +153,7 @@ def test_init_if_empty_races_safely(empty_pg_url: str) -> None:
     errors: list[BaseException] = []
 
     def init() -> None:
-        s = Store.from_url(empty_pg_url)
+        s = AllPorts.from_url(empty_pg_url)
         try:
             migrate.init_if_empty(s.engine)
         except BaseException as exc:  # collected and asserted below
@@ -167,12 +167,12 @@ def test_init_if_empty_races_safely(empty_pg_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    s = Store.from_url(empty_pg_url)
+    s = AllPorts.from_url(empty_pg_url)
     assert migrate.status(s.engine).up_to_date
     s.close()
 
 
-def test_timestamps_are_aware_utc(store: Store) -> None:
+def test_timestamps_are_aware_utc(store: AllPorts) -> None:
     publish(store, "a")
     run = store.enqueue("a", {"x": 1})
     assert run.enqueued_at.tzinfo is not None and run.enqueued_at.utcoffset() == timedelta(0)
@@ -197,7 +197,7 @@ def test_array_parameters_arrive_as_given(
 ) -> None:
     """`PgArray` (PostgreSQL only; SQLite takes lists as an expanding IN) writes array
     literals itself: quoting, escapes, NULL and empty arrays survive."""
-    engine = Store.from_url(request.getfixturevalue(server)).engine
+    engine = AllPorts.from_url(request.getfixturevalue(server)).engine
     with engine.connect() as conn:
         got = conn.execute(sa.select(sa.bindparam("v", type_=PgArray(kind))), {"v": values})
         assert got.scalar() == values
@@ -211,7 +211,7 @@ def test_array_parameter_refuses_naive_datetimes() -> None:
         PgArray("json")
 
 
-def test_claims_with_thousands_of_jobs(store: Store) -> None:
+def test_claims_with_thousands_of_jobs(store: AllPorts) -> None:
     """Job names go to the database as one array: every job among 3,000 is claimable."""
     names = [f"job-{i}" for i in range(3000)]
     store.insert_slots([slot(n, past()) for n in names])
@@ -220,7 +220,7 @@ def test_claims_with_thousands_of_jobs(store: Store) -> None:
     assert sorted(c.run.job_name for c in started) == sorted(names)
 
 
-def test_insert_slots_is_idempotent_under_concurrency(store: Store) -> None:
+def test_insert_slots_is_idempotent_under_concurrency(store: AllPorts) -> None:
     at = [past(60 - i) for i in range(20)]
     counts: list[int] = []
 
@@ -237,7 +237,7 @@ def test_insert_slots_is_idempotent_under_concurrency(store: Store) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(job_runs)).scalar() == 20
 
 
-def test_claimed_runs_are_recorded_running_under_their_lease(store: Store) -> None:
+def test_claimed_runs_are_recorded_running_under_their_lease(store: AllPorts) -> None:
     """The claim's start (on PostgreSQL in the lease insert's statement, on SQLite its own)
     records each run `running` on this worker with its lease's fence and a start time;
     runs left out stay queued."""
@@ -260,7 +260,7 @@ def future(seconds: float) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
-def test_claim_ahead_takes_runs_due_soon_and_starts_them_at_their_time(store: Store) -> None:
+def test_claim_ahead_takes_runs_due_soon_and_starts_them_at_their_time(store: AllPorts) -> None:
     """A run due within `ahead` is claimed now and recorded running from its `run_at`; one
     due later is not touched, and `next_due` is when to claim it (`ahead` before it)."""
     soon, later = future(20), future(300)
@@ -276,7 +276,7 @@ def test_claim_ahead_takes_runs_due_soon_and_starts_them_at_their_time(store: St
     assert store.slot_runs("b", later, later)[0].status == "queued"
 
 
-def test_claim_ahead_leaves_decisions_to_the_due_time(store: Store) -> None:
+def test_claim_ahead_leaves_decisions_to_the_due_time(store: AllPorts) -> None:
     """A run not due yet whose job has no free lease slot, or that is a paused slot, is
     neither skipped nor replaced ahead of time: it stays queued, and `next_due` is its time,
     so that a claim then decides (the holder may have finished by then)."""
@@ -311,7 +311,7 @@ def test_claim_ahead_leaves_decisions_to_the_due_time(store: Store) -> None:
     assert [c.run.job_name for c in then.started] == ["swap"] and then.replaced == [swap.run.id]
 
 
-def test_a_run_cancelled_before_its_time_is_recorded_as_never_begun(store: Store) -> None:
+def test_a_run_cancelled_before_its_time_is_recorded_as_never_begun(store: AllPorts) -> None:
     """A run claimed ahead and cancelled (shutdown, cancel, lost lease) before its `run_at`
     does not keep a start after its finish."""
     store.insert_slots([slot("a", future(30))])
@@ -329,7 +329,7 @@ def test_a_run_due_soon_that_a_peer_holds_is_still_a_wake_up_time(pg_url: str) -
     """Replicas claim ahead together: a run due within `ahead` that a peer's claim has locked
     (SKIP LOCKED leaves it out) stays this claimer's next wake-up, at its own time, so that
     a claim then decides it should the peer not (draining, at capacity, failing)."""
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         due = future(20)
         store.insert_slots([slot("a", due), slot("b", future(300))])
@@ -348,7 +348,7 @@ def test_a_run_due_soon_that_a_peer_holds_is_still_a_wake_up_time(pg_url: str) -
         store.close()
 
 
-def test_concurrent_claimers_never_get_the_same_run(store: Store) -> None:
+def test_concurrent_claimers_never_get_the_same_run(store: AllPorts) -> None:
     publish(store, "q")
     for i in range(200):
         store.enqueue("q", {"i": i})
@@ -373,7 +373,7 @@ def test_concurrent_claimers_never_get_the_same_run(store: Store) -> None:
     assert len(set(claimed)) == 200
 
 
-def test_forbid_skips_a_slot_while_the_previous_holds_the_lease(store: Store) -> None:
+def test_forbid_skips_a_slot_while_the_previous_holds_the_lease(store: AllPorts) -> None:
     store.insert_slots([slot("a", past(20)), slot("a", past(10))])
     first = store.claim(worker_id="w1", limit=1, policies={"a": FORBID}, lease_ttl=30)
     assert len(first.started) == 1
@@ -382,7 +382,7 @@ def test_forbid_skips_a_slot_while_the_previous_holds_the_lease(store: Store) ->
     assert [(r.id, why) for r, why in second.skipped] == [(first.started[0].run.id + 1, "overlap")]
 
 
-def test_catch_up_slots_wait_for_the_lease_instead_of_skipping(store: Store) -> None:
+def test_catch_up_slots_wait_for_the_lease_instead_of_skipping(store: AllPorts) -> None:
     store.insert_slots([slot("a", past(30 - i), reason="catch-up") for i in range(3)])
     first = store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30)
     assert len(first.started) == 1 and first.skipped == [] and first.waiting == 2
@@ -393,7 +393,7 @@ def test_catch_up_slots_wait_for_the_lease_instead_of_skipping(store: Store) -> 
     assert len(after.started) == 1 and after.started[0].run.reason == "catch-up"
 
 
-def test_allow_respects_max_concurrency(store: Store) -> None:
+def test_allow_respects_max_concurrency(store: AllPorts) -> None:
     store.insert_slots([slot("a", past(30 - i)) for i in range(5)])
     pol = {"a": Policy(overlap="allow", max_concurrency=2, misfire_grace=3600)}
     claim = store.claim(worker_id="w", limit=10, policies=pol, lease_ttl=30)
@@ -405,7 +405,7 @@ def test_allow_respects_max_concurrency(store: Store) -> None:
     assert {why for _, why in again.skipped} == {"overlap"}
 
 
-def test_replace_takes_the_lease_and_cancels_the_old_run(store: Store) -> None:
+def test_replace_takes_the_lease_and_cancels_the_old_run(store: AllPorts) -> None:
     pol = {"a": Policy(overlap="replace", misfire_grace=3600)}
     store.insert_slots([slot("a", past(20))])
     old = store.claim(worker_id="w1", limit=1, policies=pol, lease_ttl=30).started[0]
@@ -417,7 +417,7 @@ def test_replace_takes_the_lease_and_cancels_the_old_run(store: Store) -> None:
     assert store.finish("w1", [Outcome(lease=old.lease, status="succeeded")]) == set()
 
 
-def test_manual_runs_wait_for_capacity_instead_of_skipping(store: Store) -> None:
+def test_manual_runs_wait_for_capacity_instead_of_skipping(store: AllPorts) -> None:
     publish(store, "a")
     r1, r2 = store.enqueue("a"), store.enqueue("a")
     c1 = store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30)
@@ -428,7 +428,7 @@ def test_manual_runs_wait_for_capacity_instead_of_skipping(store: Store) -> None
     assert [c.run.id for c in c2.started] == [r2.id]
 
 
-def test_misfired_and_paused_slots_are_skipped_with_reason(store: Store) -> None:
+def test_misfired_and_paused_slots_are_skipped_with_reason(store: AllPorts) -> None:
     publish(store, "late", "off")
     store.set_paused("off", True)
     store.insert_slots([slot("late", past(600)), slot("off", past(1))])
@@ -439,7 +439,7 @@ def test_misfired_and_paused_slots_are_skipped_with_reason(store: Store) -> None
 
 
 def test_expired_lease_is_taken_over_with_higher_fence_and_stale_write_refused(
-    store: Store,
+    store: AllPorts,
 ) -> None:
     publish(store, "a", retries=2)
     store.enqueue("a")
@@ -459,7 +459,7 @@ def test_expired_lease_is_taken_over_with_higher_fence_and_stale_write_refused(
     assert store.renew("dead", 30).held == frozenset()
 
 
-def test_reapers_racing_record_one_loss_and_one_retry(store: Store) -> None:
+def test_reapers_racing_record_one_loss_and_one_retry(store: AllPorts) -> None:
     publish(store, "a", retries=1)
     store.enqueue("a")
     store.claim(worker_id="dead", limit=1, policies={"a": FORBID}, lease_ttl=30)
@@ -478,7 +478,7 @@ def test_reapers_racing_record_one_loss_and_one_retry(store: Store) -> None:
     assert [r.attempt for r in store.list_runs(job="a")] == [2, 1]
 
 
-def test_outcome_with_retry_queues_next_attempt_after_backoff(store: Store) -> None:
+def test_outcome_with_retry_queues_next_attempt_after_backoff(store: AllPorts) -> None:
     publish(store, "a", retries=1)
     store.enqueue("a", {"k": "v"})
     c = store.claim(worker_id="w", limit=1, policies={"a": FORBID}, lease_ttl=30).started[0]
@@ -492,7 +492,7 @@ def test_outcome_with_retry_queues_next_attempt_after_backoff(store: Store) -> N
     assert retry.run_at > datetime.now(UTC) + timedelta(minutes=50)
 
 
-def test_renew_extends_leases_and_reports_cancel_requests(store: Store) -> None:
+def test_renew_extends_leases_and_reports_cancel_requests(store: AllPorts) -> None:
     publish(store, "a")
     info = WorkerInfo(worker_id="w", hostname="h", pid=1, version="0", config_hash="c", jobs={})
     store.register_worker(info)
@@ -507,7 +507,7 @@ def test_renew_extends_leases_and_reports_cancel_requests(store: Store) -> None:
     assert store.list_locks() == [] and store.list_workers() == []
 
 
-def test_enqueue_validates_and_is_idempotent(store: Store) -> None:
+def test_enqueue_validates_and_is_idempotent(store: AllPorts) -> None:
     publish(store, "a")
     with pytest.raises(JobNotFound):
         store.enqueue("nope")
@@ -523,14 +523,14 @@ def test_enqueue_validates_and_is_idempotent(store: Store) -> None:
         store.get_run(999999)
 
 
-def test_cancel_queued_run_is_immediate(store: Store) -> None:
+def test_cancel_queued_run_is_immediate(store: AllPorts) -> None:
     publish(store, "a")
     run = store.enqueue("a")
     assert store.cancel_run(run.id).status == "cancelled"
     assert store.claim(worker_id="w", limit=5, policies={"a": FORBID}, lease_ttl=30).started == []
 
 
-def test_prune_keeps_recent_and_keep_last(store: Store) -> None:
+def test_prune_keeps_recent_and_keep_last(store: AllPorts) -> None:
     store.insert_slots(
         [slot("a", past(3600 * 24 * 40 + i), status="skipped", reason="x") for i in range(5)]
     )
@@ -541,7 +541,7 @@ def test_prune_keeps_recent_and_keep_last(store: Store) -> None:
     assert store.prune(older_than=timedelta(days=30)) == 2
 
 
-def test_heartbeat_housekeeping_forgets_long_dead_workers(store: Store) -> None:
+def test_heartbeat_housekeeping_forgets_long_dead_workers(store: AllPorts) -> None:
     for wid in ("dead", "me"):
         store.register_worker(
             WorkerInfo(worker_id=wid, hostname="h", pid=1, version="0", config_hash="c", jobs={})

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from jobrunner.records import CatalogEntry
-from jobrunner.store.store import Store
-from tests.support import Workers, run_cli, wait_for, write_config
+from tests.support import AllPorts, Workers, run_cli, wait_for, write_config
 from tests.system.sysjobs import starts
 
 pytestmark = pytest.mark.system
@@ -65,7 +64,7 @@ def test_jobs_list_next_pause_resume_and_why(tmp_path: Path, pg_url: str, worker
     time.sleep(3)
     assert worker.proc.poll() is None, "pausing needs no restart"
 
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         # slots are recorded 0.5 s ahead of their time: leave out the ones not due yet
         rows = store.slot_runs("tick", paused_at, datetime.now(UTC) - timedelta(seconds=1))
@@ -147,7 +146,7 @@ def test_cancel_locks_workers_and_plan(tmp_path: Path, pg_url: str, workers: Wor
 
     run = cli_json(config, "jobs", "trigger", "long")
     assert run["status"] == "queued"
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         assert wait_for(lambda: store.get_run(run["id"]).status == "running", 10)
         worker_id = store.get_run(run["id"]).worker_id
@@ -208,7 +207,7 @@ def test_cancel_locks_workers_and_plan(tmp_path: Path, pg_url: str, workers: Wor
 
 
 def _publish(url: str) -> None:
-    store = Store.from_url(url)
+    store = AllPorts.from_url(url)
     try:
         store.publish_catalog(
             [
@@ -260,7 +259,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         assert result.stderr.startswith("error: ") and message in result.stderr, (args, result)
         assert result.stderr.count("\n") == 1, f"one line: {result.stderr!r}"
         assert "Traceback" not in result.stderr + result.stdout
-    store = Store.from_url(db_url)
+    store = AllPorts.from_url(db_url)
     try:
         assert store.list_runs(limit=10) == [], "nothing was written"
         assert not any(e.paused for e in store.list_jobs())

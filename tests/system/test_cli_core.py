@@ -11,8 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobrunner.store import migrate
-from jobrunner.store.store import Store
-from tests.support import ROOT, Workers, run_cli, write_config
+from tests.support import ROOT, AllPorts, Workers, run_cli, write_config
 
 pytestmark = pytest.mark.system
 
@@ -75,7 +74,7 @@ def test_db_upgrade_and_status(tmp_path: Path, empty_pg_url: str) -> None:
     assert up.returncode == 0, up.stderr
     after = run_cli("db", "status", "-c", str(config), "--json")
     assert after.returncode == 0 and json.loads(after.stdout)["up_to_date"] is True
-    store = Store.from_url(empty_pg_url)
+    store = AllPorts.from_url(empty_pg_url)
     assert migrate.status(store.engine).current == migrate.head_revision()
     store.close()
 

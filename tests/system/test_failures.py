@@ -15,8 +15,7 @@ import sqlalchemy as sa
 
 from jobrunner.records import Run
 from jobrunner.store import migrate
-from jobrunner.store.store import Store
-from tests.support import WorkerProcess, Workers, run_cli, wait_for, write_config
+from tests.support import AllPorts, WorkerProcess, Workers, run_cli, wait_for, write_config
 
 pytestmark = pytest.mark.system
 EVERY_SECOND = "* * * * * *"
@@ -28,7 +27,7 @@ def holder(workers: Workers, run: Run) -> WorkerProcess:
     return next(p for p in workers if p.pid == pid)
 
 
-def runs(store: Store, job: str) -> list[Run]:
+def runs(store: AllPorts, job: str) -> list[Run]:
     return sorted(
         store.list_runs(job=job, limit=10_000),
         key=lambda r: (r.scheduled_for or r.enqueued_at, r.attempt),
@@ -45,7 +44,7 @@ def test_sigkill_mid_run_is_taken_over_within_lease_ttl(
     )
     workers.start(config)
     workers.start(config)
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         run = store.enqueue("long")
         assert wait_for(lambda: store.get_run(run.id).status == "running", 10)
@@ -75,7 +74,7 @@ def test_stalled_worker_is_fenced_and_the_peers_attempt_stands(
     )
     workers.start(config)
     workers.start(config)
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         run = store.enqueue("long")
         assert wait_for(lambda: store.get_run(run.id).status == "running", 10)
@@ -129,7 +128,7 @@ def test_catch_up_after_all_replicas_were_down_leaves_a_row_per_slot(
     stopping = datetime.now(UTC)  # slots are recorded 0.5 s ahead: later ones stay queued
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         for policy in ("skip", "latest", "all"):
             rows = [
@@ -186,7 +185,7 @@ def test_overlap_policies_with_real_processes(
         p.signal(signal.SIGTERM)
     for p in procs:
         assert p.wait() == 0
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         forbid = runs(store, "o-forbid")
         assert any(r.status == "skipped" and r.reason == "overlap" for r in forbid)
@@ -217,13 +216,13 @@ def test_clock_skew_beyond_the_bound_refuses_to_start(tmp_path: Path, pg_url: st
     result = run_cli("run", "-c", str(config), timeout=30)
     assert result.returncode == 1
     assert "max_clock_skew" in result.stderr + result.stdout
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     assert store.list_workers() == []
     store.close()
 
 
 def test_run_refuses_a_schema_that_is_behind(tmp_path: Path, pg_url: str) -> None:
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_job_runs_correlation"))  # a real 0001 schema
         conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0001'"))
@@ -245,7 +244,7 @@ def test_run_initialises_an_empty_database_once_with_replicas_racing(
     procs = [workers.start(config, wait=False) for _ in range(3)]
     for p in procs:
         p.wait_started()
-    store = Store.from_url(empty_pg_url)
+    store = AllPorts.from_url(empty_pg_url)
     try:
         assert migrate.status(store.engine).up_to_date
         assert len(store.list_workers()) == 3
@@ -275,7 +274,7 @@ def test_rolling_deploy_one_schedule_fires_and_removed_jobs_retire(
     switched = datetime.now(UTC) + timedelta(seconds=1.5)  # one heartbeat for the old worker
     time.sleep(4)
     assert old_proc.find("job definition differs from the catalog: a newer worker schedules it")
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         after = [r for r in runs(store, "r") if r.scheduled_for and r.scheduled_for > switched]
         assert after and all(r.scheduled_for.second % 2 == 0 for r in after), "two schedules fired"
@@ -302,7 +301,7 @@ def test_sigterm_hands_over_at_once_no_slot_lost(
         worker={"shutdown_grace": "10s"},
     )
     a, b = workers.start(config), workers.start(config)
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         run = store.enqueue("long")
         assert wait_for(lambda: store.get_run(run.id).status == "running", 10)
@@ -344,7 +343,7 @@ def test_sigterm_past_grace_hands_the_run_to_a_peer_at_once(
     )
     workers.start(config)
     workers.start(config)
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         run = store.enqueue("long")
         assert wait_for(lambda: store.get_run(run.id).status == "running", 10)

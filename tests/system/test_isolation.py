@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from jobrunner.records import Run
-from jobrunner.store.store import Store
-from tests.support import WorkerProcess, Workers, run_cli, wait_for, write_config
+from tests.support import AllPorts, WorkerProcess, Workers, run_cli, wait_for, write_config
 from tests.system import isojobs
 
 pytestmark = pytest.mark.system
@@ -35,7 +34,7 @@ class Scenario:
         self.db_url = db_url
         self.workers = workers
         self.out = str(tmp_path / "out.jsonl")
-        self.store = Store.from_url(db_url)
+        self.store = AllPorts.from_url(db_url)
 
     def start(self, jobs: list[dict[str, Any]], **worker: Any) -> WorkerProcess:
         for job in jobs:

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobrunner.store.store import Store
-from tests.support import Workers, wait_for, write_config
+from tests.support import AllPorts, Workers, wait_for, write_config
 
 pytestmark = pytest.mark.system
 
@@ -60,7 +59,7 @@ def test_database_outage_does_not_stop_the_worker(
         ],
     )
     proc = workers.start(config)
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         run = store.enqueue("long")
         assert wait_for(lambda: store.get_run(run.id).status == "running", 10)

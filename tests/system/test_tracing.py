@@ -11,8 +11,7 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 from examples.fastapi_app import create_app
-from jobrunner.store.store import Store
-from tests.support import Workers, wait_for, write_config
+from tests.support import AllPorts, Workers, wait_for, write_config
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -42,7 +41,7 @@ def test_request_id_reaches_the_sync_jobs_log_lines(
     assert line["logger"] == "sysjobs"  # a stdlib logging call in the thread pool
     finished = [e for e in proc.find("run finished") if e["run_id"] == run_id]
     assert finished and finished[0]["correlation_id"] == "req-trace-42"
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     assert store.get_run(run_id).correlation_id == "req-trace-42"
     assert [r.id for r in store.list_runs(correlation_id="req-trace-42")] == [run_id]
     store.close()

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.store.store import Store
-from tests.support import Workers, run_cli, wait_for, write_config
+from tests.support import AllPorts, Workers, run_cli, wait_for, write_config
 from tests.system.sysjobs import starts
 
 pytestmark = pytest.mark.system
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.system
 EVERY_SECOND = "* * * * * *"
 
 
-def runs_of(store: Store, job: str) -> list:  # type: ignore[type-arg]
+def runs_of(store: AllPorts, job: str) -> list:  # type: ignore[type-arg]
     return store.list_runs(job=job, limit=10_000)
 
 
@@ -42,7 +41,7 @@ def test_three_replicas_start_each_slot_exactly_once(
     for p in procs:
         p.signal(signal.SIGTERM)
     assert [p.wait() for p in procs] == [0, 0, 0]
-    store = Store.from_url(db_url)
+    store = AllPorts.from_url(db_url)
     try:
         for job in ("tick-async", "tick-sync"):
             rows = [
@@ -124,10 +123,10 @@ def test_failures_timeouts_and_retries_produce_the_right_rows(
     for job in jobs:
         result = run_cli("jobs", "trigger", job["name"], "-c", str(config))
         if result.returncode != 0:  # management CLI not there yet: enqueue through the store
-            store = Store.from_url(db_url)
+            store = AllPorts.from_url(db_url)
             store.enqueue(job["name"])
             store.close()
-    store = Store.from_url(db_url)
+    store = AllPorts.from_url(db_url)
     try:
 
         def settled() -> bool:
@@ -170,7 +169,7 @@ def test_sigterm_drains_running_jobs_and_exits_zero(
         worker={"shutdown_grace": "10s"},
     )
     proc = workers.start(config)
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         run = store.enqueue("work")
         assert wait_for(lambda: store.get_run(run.id).status == "running", 10)
@@ -192,7 +191,7 @@ def test_sigterm_past_grace_cancels_and_requeues(
         worker={"shutdown_grace": "0.5s"},
     )
     proc = workers.start(config)
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         run = store.enqueue("long")
         assert wait_for(lambda: store.get_run(run.id).status == "running", 10)
@@ -215,7 +214,7 @@ def test_second_signal_exits_at_once(tmp_path: Path, pg_url: str, workers: Worke
         worker={"shutdown_grace": "60s"},
     )
     proc = workers.start(config)
-    store = Store.from_url(pg_url)
+    store = AllPorts.from_url(pg_url)
     try:
         run = store.enqueue("long")
         assert wait_for(lambda: store.get_run(run.id).status == "running", 10)

@@ -1,0 +1,117 @@
+"""Run history: reading runs and their attempts, the last outcome per job, pruning."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from jobrunner.errors import BadInput, RunNotFound
+from jobrunner.records import Run
+from jobrunner.store.engine import db_now
+from jobrunner.store.sql import Op
+from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES, job_runs
+
+
+def get_run(run_id: int) -> Op[Run]:
+    """One run (RunNotFound if there is none)."""
+    row = (yield sa.select(job_runs).where(job_runs.c.id == run_id)).one_or_none()
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id}")
+    return Run(**row._mapping)
+
+
+def list_runs(
+    *,
+    job: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    correlation_id: str | None = None,
+    limit: int = 50,
+) -> Op[list[Run]]:
+    """Runs newest first, filtered (`since` compares `enqueued_at`); an unknown status is
+    BadInput (a ValueError)."""
+    if status is not None and status not in RUN_STATUSES:
+        raise BadInput(f"unknown status {status!r}: allowed {', '.join(RUN_STATUSES)}")
+    query = sa.select(job_runs).order_by(job_runs.c.id.desc()).limit(limit)
+    if job is not None:
+        query = query.where(job_runs.c.job_name == job)
+    if status is not None:
+        query = query.where(job_runs.c.status == status)
+    if since is not None:
+        query = query.where(job_runs.c.enqueued_at >= since)
+    if correlation_id is not None:
+        query = query.where(job_runs.c.correlation_id == correlation_id)
+    return [Run(**r._mapping) for r in (yield query)]
+
+
+def run_attempts(run_id: int) -> Op[list[Run]]:
+    """Every attempt of the run, oldest first (RunNotFound if there is no such run).
+
+    A scheduled run's attempts share its slot (job_name, scheduled_for); a manual run and
+    its retries are linked by `retry_of`, followed both ways.
+    """
+    run = yield from get_run(run_id)
+    if run.scheduled_for is not None:
+        rows = yield (
+            sa.select(job_runs)
+            .where(
+                job_runs.c.job_name == run.job_name,
+                job_runs.c.scheduled_for == run.scheduled_for,
+            )
+            .order_by(job_runs.c.attempt, job_runs.c.id)
+        )
+        return [Run(**r._mapping) for r in rows]
+    chain = {run.id: run}
+    first = run
+    while first.retry_of is not None and first.retry_of not in chain:
+        row = (yield sa.select(job_runs).where(job_runs.c.id == first.retry_of)).one_or_none()
+        if row is None:  # pruned
+            break
+        first = chain.setdefault(row.id, Run(**row._mapping))
+    frontier = list(chain)
+    while frontier:
+        rows = yield sa.select(job_runs).where(job_runs.c.retry_of.in_(frontier))
+        found = [Run(**r._mapping) for r in rows if r.id not in chain]
+        chain.update((r.id, r) for r in found)
+        frontier = [r.id for r in found]
+    return sorted(chain.values(), key=lambda r: (r.attempt, r.id))
+
+
+def last_outcomes() -> Op[dict[str, Run]]:
+    """The newest finished run of each job."""
+    newest = (
+        sa.select(sa.func.max(job_runs.c.id))
+        .where(job_runs.c.status.in_(FINAL_STATUSES))
+        .group_by(job_runs.c.job_name)
+    )
+    rows = yield sa.select(job_runs).where(job_runs.c.id.in_(newest))
+    return {r.job_name: Run(**r._mapping) for r in rows}
+
+
+def has_runs(job: str) -> Op[bool]:
+    """Whether any run of `job` is recorded (a job retired from the catalog may have some)."""
+    found = (yield sa.select(job_runs.c.id).where(job_runs.c.job_name == job).limit(1)).first()
+    return found is not None
+
+
+def prune(*, older_than: timedelta | None, keep_last: int = 0) -> Op[int]:
+    """Delete finished runs older than `older_than`, keeping the newest `keep_last` per job."""
+    if older_than is None:
+        return 0
+    cond = job_runs.c.status.in_(FINAL_STATUSES) & (
+        job_runs.c.finished_at < db_now(-older_than.total_seconds())
+    )
+    if keep_last > 0:
+        newer = sa.alias(job_runs, "newer")
+        rank = (
+            sa.select(sa.func.count())
+            .where(
+                newer.c.job_name == job_runs.c.job_name,
+                newer.c.id > job_runs.c.id,
+                newer.c.status.in_(FINAL_STATUSES),  # queued/running ones do not count
+            )
+            .scalar_subquery()
+        )
+        cond = cond & (rank >= keep_last)
+    return int((yield job_runs.delete().where(cond)).rowcount)

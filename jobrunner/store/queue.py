@@ -1,0 +1,316 @@
+"""Queued runs: enqueue (one or many), wake-ups, retries, cancel, the queue's depth.
+
+Enqueue inserts the run from the job's catalog row, so an unknown job inserts nothing and
+nothing a caller sends is imported or evaluated: only a JSON object of kwargs is stored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypedDict, Unpack
+
+import sqlalchemy as sa
+
+from jobrunner.errors import BadInput, InvalidArguments, JobNotFound
+from jobrunner.records import Run
+from jobrunner.store.engine import db_now
+from jobrunner.store.history import get_run
+from jobrunner.store.sql import Op, insert
+from jobrunner.store.tables import KEYED, SCHEDULED, SLOT_KEY, UTCDateTime, job_runs, jobrunner_jobs
+
+NOTIFY_CHANNEL = "jobrunner"
+
+
+class BulkOptions(TypedDict, total=False):
+    """What `enqueue_many` takes besides the kwargs (the one definition of these options)."""
+
+    run_at: datetime | None  # timezone-aware: not before then (default: now)
+    correlation_id: str | None  # default: the one bound in the caller's context
+
+
+class EnqueueOptions(BulkOptions, total=False):
+    """What `enqueue` takes besides the job's name and kwargs."""
+
+    idempotency_key: str | None  # per job: a repeat returns the run the first call created
+
+
+def check_options(options: Mapping[str, Any], allowed: type[BulkOptions], call: str) -> None:
+    """Refuse a keyword the call does not know, naming the allowed ones (a TypeError, as
+    Python's own for a misspelt keyword)."""
+    names = list(allowed.__annotations__)
+    for key in options:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise TypeError(
+                f"{call}() got an unexpected keyword argument {key!r}: {hint}"
+                f"allowed: {', '.join(names)}"
+            )
+
+
+def notify(dialect: str, payload: str) -> sa.Select[Any] | None:
+    """`pg_notify` waking listening workers, on PostgreSQL; None elsewhere."""
+    if dialect != "postgresql":
+        return None
+    return sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload))
+
+
+def wake(dialect: str, payload: str) -> Op[None]:
+    """Wake listening workers (a no-op on SQLite, where workers poll)."""
+    stmt = notify(dialect, payload)
+    if stmt is not None:
+        yield stmt
+
+
+def json_object(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`kwargs` as a plain JSON object, or InvalidArguments."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise InvalidArguments("kwargs must be a JSON object (a mapping with string keys)")
+    try:
+        decoded: dict[str, Any] = json.loads(json.dumps(dict(kwargs), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArguments(f"kwargs are not JSON-serialisable: {exc}") from None
+    return decoded
+
+
+def _check_run_at(run_at: datetime | None) -> None:
+    if run_at is not None and run_at.tzinfo is None:
+        raise BadInput(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
+
+
+def enqueue(
+    dialect: str,
+    job_name: str,
+    kwargs: Mapping[str, Any] | None,
+    **options: Unpack[EnqueueOptions],
+) -> Op[Run]:
+    """Queue a one-off run of a catalogued job (`EnqueueOptions`); returns the run.
+
+    Refuses a job missing from the catalog (JobNotFound) and kwargs that are not a JSON
+    object (InvalidArguments). With an idempotency key, a repeat returns the first run.
+    One statement in the common case: the run is inserted from the job's catalog row and,
+    on PostgreSQL, the NOTIFY rides in the same statement. Only when nothing was inserted
+    does a second query tell an unknown job from a repeated idempotency key.
+    """
+    check_options(options, EnqueueOptions, "enqueue")
+    values = json_object(kwargs)
+    run_at, key = options.get("run_at"), options.get("idempotency_key")
+    corr = options.get("correlation_id")
+    _check_run_at(run_at)
+    params = {"name": job_name, "kwargs": values, "key": key, "corr": corr, "run_at": run_at}
+    query = _enqueue_statement(dialect, run_at is not None, key is not None)
+    row = (yield query, params).one_or_none()
+    if row is not None:  # the run as inserted: what the database chose, and what was given
+        return _queued(job_name, values, key, corr, tuple(row))
+    if key is not None:  # the key was used before: return that run
+        first = (
+            yield sa.select(job_runs).where(
+                job_runs.c.job_name == job_name, job_runs.c.idempotency_key == key
+            )
+        ).one_or_none()
+        if first is not None:
+            return Run(**first._mapping)
+    raise JobNotFound(f"no job named {job_name!r} in the catalog")
+
+
+def _queued(
+    job_name: str, kwargs: dict[str, Any], key: str | None, corr: str | None, got: tuple[Any, ...]
+) -> Run:
+    """The run an enqueue inserted, from what it gave and what the database chose (`got`:
+    id, run_at, max_attempts, enqueued_at)."""
+    return Run(
+        id=got[0],
+        job_name=job_name,
+        trigger="manual",
+        scheduled_for=None,
+        run_at=got[1],
+        status="queued",
+        reason=None,
+        attempt=1,
+        max_attempts=got[2],
+        worker_id=None,
+        fence=None,
+        kwargs=kwargs,
+        enqueued_at=got[3],
+        started_at=None,
+        finished_at=None,
+        error=None,
+        cancel_requested=False,
+        idempotency_key=key,
+        correlation_id=corr,
+        retry_of=None,
+    )
+
+
+def enqueue_many(
+    dialect: str,
+    job_name: str,
+    kwargs_list: Sequence[Mapping[str, Any] | None],
+    **options: Unpack[BulkOptions],
+) -> Op[list[int]]:
+    """Queue one run of a catalogued job per element of `kwargs_list` (`BulkOptions`), in
+    one statement; returns their ids in order. Every element is checked first
+    (InvalidArguments names the first bad one); an unknown job is JobNotFound."""
+    check_options(options, BulkOptions, "enqueue_many")
+    values = []
+    for i, kwargs in enumerate(kwargs_list):
+        try:
+            values.append(json_object(kwargs))
+        except InvalidArguments as exc:
+            raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
+    run_at = options.get("run_at")
+    _check_run_at(run_at)
+    if not values:
+        return []
+    params = {
+        "name": job_name,
+        "kwargs": json.dumps(values),
+        "corr": options.get("correlation_id"),
+        "run_at": run_at,
+    }
+    ids = list((yield _enqueue_many_statement(dialect, run_at is not None), params).scalars())
+    if not ids:
+        raise JobNotFound(f"no job named {job_name!r} in the catalog")
+    yield from wake(dialect, job_name)
+    return ids
+
+
+def _runs_from_catalog(delayed: bool, kwargs: Any, key: Any, corr: Any) -> sa.Select[Any]:
+    """SELECT of the columns `_ENQUEUE_COLUMNS` for a manual run of the job `:name` (from its
+    catalog row: none for an unknown job), given the kwargs, key and correlation id."""
+    retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
+    return sa.select(
+        jobrunner_jobs.c.name,
+        sa.literal("manual"),
+        sa.bindparam("run_at", type_=UTCDateTime()) if delayed else db_now(),
+        sa.literal("queued"),
+        sa.literal(1),
+        retries + 1,
+        kwargs,
+        db_now(),
+        key,
+        corr,
+    ).where(jobrunner_jobs.c.name == sa.bindparam("name"))
+
+
+_ENQUEUE_COLUMNS = [
+    "job_name", "trigger", "run_at", "status", "attempt", "max_attempts", "kwargs",
+    "enqueued_at", "idempotency_key", "correlation_id",
+]  # fmt: skip
+
+
+@functools.cache
+def _enqueue_many_statement(dialect: str, delayed: bool) -> sa.Executable:
+    """The bulk enqueue (parameters: name, kwargs as one JSON array text, corr, run_at): the
+    array is expanded by the database (json_array_elements / json_each), one row each."""
+    text = sa.bindparam("kwargs", type_=sa.String())
+    if dialect == "postgresql":
+        elements = sa.func.json_array_elements(sa.cast(text, sa.JSON())).table_valued("value")
+    else:
+        elements = sa.func.json_each(text).table_valued("value")
+    source = _runs_from_catalog(
+        delayed,
+        elements.c.value,
+        sa.null(),
+        sa.bindparam("corr", type_=job_runs.c.correlation_id.type),
+    ).select_from(jobrunner_jobs.join(elements, sa.true()))
+    stmt: sa.Executable = (
+        insert(dialect, job_runs).from_select(_ENQUEUE_COLUMNS, source).returning(job_runs.c.id)
+    )
+    return stmt
+
+
+@functools.cache
+def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Executable:
+    """The enqueue statement, built once per shape (parameters: name, kwargs, key, corr,
+    run_at): building it costs more than sending it."""
+    source = _runs_from_catalog(
+        delayed,
+        sa.bindparam("kwargs", type_=job_runs.c.kwargs.type),
+        sa.bindparam("key", type_=job_runs.c.idempotency_key.type),
+        sa.bindparam("corr", type_=job_runs.c.correlation_id.type),
+    )
+    stmt = insert(dialect, job_runs).from_select(_ENQUEUE_COLUMNS, source)
+    if idempotent:
+        stmt = stmt.on_conflict_do_nothing(
+            index_elements=["job_name", "idempotency_key"], index_where=KEYED
+        )
+    # Only what the database chose (`enqueue` has the rest): the 20 columns' descriptions
+    # and values cost the client about as much as the rest of the call.
+    chosen = [job_runs.c[k] for k in ("id", "run_at", "max_attempts", "enqueued_at")]
+    returning: sa.Executable = stmt.returning(*chosen)
+    if dialect != "postgresql":
+        return returning
+    # NOTIFY in the same statement, sent only if a row went in.
+    queued = stmt.returning(*chosen, job_runs.c.job_name).cte("queued")
+    return sa.select(
+        *(queued.c[c.name] for c in chosen),
+        sa.func.pg_notify(NOTIFY_CHANNEL, queued.c.job_name),
+    )
+
+
+def queue_retries(dialect: str, delays: Mapping[int, float]) -> Op[None]:
+    """Queue attempt + 1 of each run in `delays` (run id -> seconds from now) that has
+    attempts left, copying its job, slot, kwargs and correlation id (idempotent per slot),
+    and wake listening workers: a retry may be due now."""
+    if not delays:
+        return
+    yield _retry_statement(dialect), [{"rid": rid, "delay": d} for rid, d in delays.items()]
+    yield from wake(dialect, "retry")
+
+
+@functools.cache
+def _retry_statement(dialect: str) -> Any:
+    source = sa.select(
+        job_runs.c.job_name,
+        sa.literal("retry"),
+        job_runs.c.scheduled_for,
+        db_now(sa.bindparam("delay", type_=sa.Float())),
+        sa.literal("queued"),
+        job_runs.c.attempt + 1,
+        job_runs.c.max_attempts,
+        job_runs.c.kwargs,
+        db_now(),
+        job_runs.c.correlation_id,
+        job_runs.c.id,
+    ).where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.attempt < job_runs.c.max_attempts)
+    columns = [
+        "job_name", "trigger", "scheduled_for", "run_at", "status", "attempt", "max_attempts",
+        "kwargs", "enqueued_at", "correlation_id", "retry_of",
+    ]  # fmt: skip
+    return (
+        insert(dialect, job_runs)
+        .from_select(columns, source)
+        .on_conflict_do_nothing(index_elements=SLOT_KEY, index_where=SCHEDULED)
+    )
+
+
+def cancel_run(run_id: int) -> Op[Run]:
+    """A queued run is recorded `cancelled` at once; a running run is flagged
+    (`cancel_requested`) so its worker cancels it at its next heartbeat. Finished runs are
+    unchanged. Returns the run as it is now (RunNotFound if there is none)."""
+    yield (
+        job_runs.update()
+        .where(job_runs.c.id == run_id, job_runs.c.status == "queued")
+        .values(status="cancelled", reason="cancelled by request", finished_at=db_now())
+    )
+    yield (
+        job_runs.update()
+        .where(job_runs.c.id == run_id, job_runs.c.status == "running")
+        .values(cancel_requested=True)
+    )
+    return (yield from get_run(run_id))
+
+
+def queue_depth() -> Op[int]:
+    """Queued runs that are due now."""
+    count = sa.select(sa.func.count()).where(
+        job_runs.c.status == "queued", job_runs.c.run_at <= db_now()
+    )
+    return int((yield count).scalar_one())

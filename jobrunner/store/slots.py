@@ -1,0 +1,127 @@
+"""The slot ledger: scheduled slots as rows of `job_runs`, one per (job, slot, attempt).
+
+The unique key (job_name, scheduled_for, attempt) of scheduled runs makes "one start per slot"
+a constraint: every replica may record the same slots, only the first insert counts.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jobrunner.records import Run, Slot
+from jobrunner.store.engine import db_now
+from jobrunner.store.queue import wake
+from jobrunner.store.sql import Op, any_of, rows, unnest
+from jobrunner.store.tables import SCHEDULED, SLOT_KEY, UTCDateTime, job_runs
+
+
+def slot_cursors(dialect: str, names: list[str]) -> Op[dict[str, datetime]]:
+    """The newest recorded slot of each named job that has one."""
+    if not names:
+        return {}
+    found = yield (
+        sa.select(job_runs.c.job_name, sa.func.max(job_runs.c.scheduled_for))
+        .where(any_of(dialect, job_runs.c.job_name, "names"), job_runs.c.scheduled_for.is_not(None))
+        .group_by(job_runs.c.job_name),
+        {"names": names},
+    )
+    return {row[0]: row[1] for row in found}
+
+
+def insert_slots(dialect: str, slots: Sequence[Slot]) -> Op[int]:
+    """Record scheduled slots in one statement; returns how many were new.
+
+    Idempotent: the unique key (job_name, scheduled_for, attempt) makes a slot that any
+    replica already recorded a no-op (`ON CONFLICT DO NOTHING`), so every replica may try.
+    Wakes listening workers when a slot is queued.
+    """
+    if not slots:
+        return 0
+    values = [
+        {
+            "j": s.job_name,
+            "sf": s.scheduled_for,
+            "ra": s.run_at,
+            "st": s.status,
+            "why": s.reason,
+            "ma": s.max_attempts,
+        }
+        for s in slots
+    ]
+    inserted = len((yield _slots_statement(dialect), rows(dialect, values)).all())
+    if any(s.status == "queued" for s in slots):
+        yield from wake(dialect, "slots")
+    return inserted
+
+
+@functools.cache
+def _slots_statement(dialect: str) -> Any:
+    """Record scheduled slots, idempotently (`ON CONFLICT DO NOTHING`), given as `j` (job),
+    `sf` (slot), `ra` (run_at), `st` (status), `why` (reason) and `ma` (max attempts).
+
+    PostgreSQL: one statement of fixed text whatever the count, each of them an array
+    parameter (`v_j`, ...): 10,000 slots due at one minute took 1.1 s as an executemany,
+    0.2 s so. SQLite: executemany, RETURNING the new ids (it has no array type)."""
+    keys: dict[str, Any] = {
+        "j": sa.String(),
+        "sf": UTCDateTime(),
+        "ra": UTCDateTime(),
+        "st": sa.String(),
+        "why": sa.String(),
+        "ma": sa.Integer(),
+    }
+    if dialect == "postgresql":
+        given_rows = unnest(*keys.items())
+        given = {k: given_rows.c[k] for k in keys}
+    else:
+        given = {k: sa.bindparam(k, type_=kind) for k, kind in keys.items()}
+    values = {
+        "job_name": given["j"],
+        "trigger": sa.literal("schedule"),
+        "scheduled_for": given["sf"],
+        "run_at": given["ra"],
+        "status": given["st"],
+        "reason": given["why"],
+        "attempt": sa.literal(1),
+        "max_attempts": given["ma"],
+        "kwargs": sa.literal({}, type_=sa.JSON()),
+        "enqueued_at": db_now(),
+        "finished_at": sa.case((given["st"] == "skipped", db_now()), else_=sa.null()),
+    }
+    insert: Any
+    if dialect == "postgresql":
+        insert = postgresql.insert(job_runs).from_select(list(values), sa.select(*values.values()))
+    else:
+        insert = sqlite.insert(job_runs).values(values)
+    stmt = insert.on_conflict_do_nothing(index_elements=SLOT_KEY, index_where=SCHEDULED)
+    return stmt.returning(job_runs.c.id)
+
+
+def slot_runs(job: str, since: datetime, until: datetime) -> Op[list[Run]]:
+    """Every run of `job` whose slot lies in [since, until], oldest slot first."""
+    found = yield (
+        sa.select(job_runs)
+        .where(
+            job_runs.c.job_name == job,
+            job_runs.c.scheduled_for >= since,
+            job_runs.c.scheduled_for <= until,
+        )
+        .order_by(job_runs.c.scheduled_for, job_runs.c.attempt)
+    )
+    return [Run(**r._mapping) for r in found]
+
+
+def slot_bounds(job: str) -> Op[tuple[datetime | None, datetime | None]]:
+    """The oldest and the newest recorded slot of `job` (None, None if it has none)."""
+    row = (
+        yield sa.select(
+            sa.func.min(job_runs.c.scheduled_for), sa.func.max(job_runs.c.scheduled_for)
+        ).where(job_runs.c.job_name == job, job_runs.c.scheduled_for.is_not(None))
+    ).one()
+    return row[0], row[1]
