@@ -183,8 +183,19 @@ def create_router(
     if not isinstance(client, Client | AsyncClient):
         raise TypeError(f"client must be a jobrunner Client or AsyncClient, got {client!r}")
     call = _Calls(client)
-    get_correlation_id = correlation_id or _default_correlation_id
     router = APIRouter(prefix=prefix, dependencies=list(dependencies or ()), tags=list(tags))
+    _job_routes(router, call, include_traceback, correlation_id or _default_correlation_id)
+    _run_routes(router, call, include_traceback)
+    return router
+
+
+def _job_routes(
+    router: APIRouter,
+    call: _Calls,
+    include_traceback: bool,
+    get_correlation_id: Callable[[Request], str | None],
+) -> None:
+    """`GET /jobs`, `GET /jobs/{name}`, `POST /jobs/{name}/runs`."""
 
     @router.get("/jobs", response_model=list[JobOut], summary="List jobs")
     async def list_jobs() -> list[JobOut]:
@@ -228,6 +239,10 @@ def create_router(
             raise HTTPException(422, str(exc)) from None
         return _run_out(run, include_traceback)
 
+
+def _run_routes(router: APIRouter, call: _Calls, include_traceback: bool) -> None:
+    """`GET /runs`, `GET /runs/{run_id}`, `POST /runs/{run_id}/cancel`."""
+
     @router.get("/runs", response_model=list[RunOut], summary="List runs")
     async def list_runs(
         job: Annotated[str | None, Query(max_length=200)] = None,
@@ -267,5 +282,3 @@ def create_router(
                 status.HTTP_409_CONFLICT, f"run {run_id} already finished: {run.status}"
             )
         return _run_out(run, include_traceback)
-
-    return router
