@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from jobrunner.config import Config
 from jobrunner.logging import mask_secrets
-from jobrunner.store import migrate
+from jobrunner.store.ports import WorkerPort
 from jobrunner.store.store import Store
 
 __all__ = ["check", "check_database", "check_http", "database_ready", "probe_loop"]
@@ -135,10 +135,10 @@ def probe_loop(loop: asyncio.AbstractEventLoop, *, timeout: float = 2.0) -> Verd
     return True, f"event loop responded in {(time.monotonic() - started) * 1000:.0f}ms"
 
 
-def database_ready(store: Store) -> Verdict:
+def database_ready(store: WorkerPort) -> Verdict:
     """Does the database answer, with the schema this jobrunner needs? (one quick query)"""
     try:
-        status = migrate.status(store.engine)
+        status = store.schema_status()
     except sa.exc.SQLAlchemyError as exc:
         return False, mask_secrets(f"database unavailable: {_first_line(exc)}")
     if status.current is None:

@@ -15,7 +15,8 @@ import pytest
 from jobrunner.config import load_config
 from jobrunner.records import Slot
 from jobrunner.store.store import Store
-from jobrunner.worker.supervisor import CLAIM_AHEAD, Worker
+from jobrunner.worker.claimer import CLAIM_AHEAD
+from jobrunner.worker.supervisor import Worker
 from tests.support import write_config
 
 
@@ -37,10 +38,10 @@ def run_with(store: Store, worker: Worker, body: Callable[[], Awaitable[None]]) 
         try:
             await body()
         finally:
-            for a in list(worker.active.values()):
+            for a in list(worker.runs.active.values()):
                 if a.task is not None:
                     await asyncio.wait([a.task], timeout=5)
-            await worker._flush()
+            await worker.recorder.run_once()
             worker.executor.shutdown()
             if worker._listener is not None:
                 worker._listener.stop()
@@ -59,25 +60,25 @@ def test_a_claim_leaves_out_limited_jobs_with_unwritten_outcomes(tmp_path: Path)
     store, worker = new_worker(tmp_path, jobs)
 
     async def body() -> None:
-        assert set(worker._claimable()) == {"exclusive", "queue"}
+        assert set(worker.claimer.claimable()) == {"exclusive", "queue"}
         run = store.enqueue("exclusive")
-        assert await worker.claim_once() >= 0
-        (active,) = worker.active.values()
+        assert await worker.claimer.run_once() >= 0
+        (active,) = worker.runs.active.values()
         assert active.claimed.run.id == run.id
         await asyncio.wait_for(active.task, 10)  # type: ignore[arg-type]
         # finished, outcome not yet written: its lease is still held
-        assert worker.pending and set(worker._claimable()) == {"queue"}
+        assert worker.runs.pending and set(worker.claimer.claimable()) == {"queue"}
         now = store.now()
         store.insert_slots([Slot(job_name="exclusive", scheduled_for=now, run_at=now)])
         store.enqueue("queue")
-        await worker.claim_once()
-        started = [a.claimed.run.job_name for a in worker.active.values()]
+        await worker.claimer.run_once()
+        started = [a.claimed.run.job_name for a in worker.runs.active.values()]
         # the finished run and the queue run: the exclusive slot waits, it is not skipped
         # as an overlap, and it is not started either while the lease is held
         assert sorted(started) == ["exclusive", "queue"]
-        await worker._flush()
-        assert set(worker._claimable()) == {"exclusive", "queue"}
-        await worker.claim_once()
+        await worker.recorder.run_once()
+        assert set(worker.claimer.claimable()) == {"exclusive", "queue"}
+        await worker.claimer.run_once()
         runs = store.list_runs(job="exclusive")
         assert [r.status for r in runs if r.trigger == "schedule"] in (
             ["running"],
@@ -96,24 +97,24 @@ def test_runs_of_one_claim_all_begin_before_any_is_recorded(
     monkeypatch.setenv("JR_STARTS", str(events))  # sysjobs.noop_async appends its start
     jobs = [{"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"}]
     store, worker = new_worker(tmp_path, jobs)
-    record = worker._record
+    record = worker.runner._record
 
     def spy(active: Any, *args: Any) -> None:  # the real method, noted in the same file
         with open(events, "a") as f:
             f.write(json.dumps({"event": "recorded", "run_id": active.claimed.run.id}) + "\n")
         record(active, *args)
 
-    worker._record = spy  # type: ignore[method-assign]
+    worker.runner._record = spy  # type: ignore[method-assign]
 
     async def body() -> None:
         ids = {store.enqueue("queue").id for _ in range(5)}
-        await worker.claim_once()
-        await asyncio.wait([a.task for a in worker.active.values() if a.task], timeout=10)
+        await worker.claimer.run_once()
+        await asyncio.wait([a.task for a in worker.runs.active.values() if a.task], timeout=10)
         seen = [json.loads(line) for line in events.read_text().splitlines()]
         order = [e["event"] for e in seen if e["event"] in ("start", "recorded")]
         assert order == ["start"] * 5 + ["recorded"] * 5
         assert {e["run_id"] for e in seen} == ids
-        await worker._flush()
+        await worker.recorder.run_once()
         assert {r.status for r in store.list_runs(job="queue")} == {"succeeded"}
 
     run_with(store, worker, body)
@@ -135,14 +136,14 @@ def test_a_run_claimed_ahead_begins_at_its_time_not_at_the_claim(
     async def body() -> None:
         due = store.now() + timedelta(seconds=CLAIM_AHEAD * 0.8)
         store.insert_slots([Slot(job_name="tick", scheduled_for=due, run_at=due)])
-        await worker.claim_once()
-        (active,) = worker.active.values()
+        await worker.claimer.run_once()
+        (active,) = worker.runs.active.values()
         assert active.claimed.run.run_at == due
         assert store.get_run(active.claimed.run.id).started_at == due
         await asyncio.wait_for(active.task, 10)  # type: ignore[arg-type]
         (start,) = [json.loads(line) for line in events.read_text().splitlines()[:1]]
         assert start["t"] >= due.timestamp() - 0.001
-        await worker._flush()
+        await worker.recorder.run_once()
         assert store.get_run(active.claimed.run.id).status == "succeeded"
 
     run_with(store, worker, body)
