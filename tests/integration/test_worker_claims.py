@@ -14,23 +14,22 @@ import pytest
 
 from jobrunner.config import load_config
 from jobrunner.records import Slot
-from jobrunner.store.store import Store
 from jobrunner.worker.claimer import CLAIM_AHEAD
 from jobrunner.worker.supervisor import Worker
-from tests.support import write_config
+from tests.support import AllPorts, write_config
 
 
 def new_worker(
     tmp_path: Path, jobs: list[dict[str, Any]], url: str | None = None
-) -> tuple[Store, Worker]:
+) -> tuple[AllPorts, Worker]:
     """A worker and its store on `url` (default: a new SQLite file)."""
     url = url or f"sqlite:///{tmp_path / 'jr.db'}"
     cfg = load_config(write_config(tmp_path / "jr.toml", url, jobs))
-    store = Store.from_url(url)
+    store = AllPorts.from_url(url)
     return store, Worker(cfg, store)
 
 
-def run_with(store: Store, worker: Worker, body: Callable[[], Awaitable[None]]) -> None:
+def run_with(store: AllPorts, worker: Worker, body: Callable[[], Awaitable[None]]) -> None:
     """Start the worker, run `body`, then let its runs end and write their outcomes."""
 
     async def scenario() -> None:
