@@ -5,6 +5,9 @@ Pure functions of the expected slots (from the job's cron over a window), the ro
 slot gets one `SlotReport`: ran (with the outcome of its last attempt), skipped (with the
 reason the claimer recorded: overlap, misfired, paused), queued, running, or "no row" with the
 most likely reason. Rows that match no expected slot (an earlier cron) are reported too.
+
+`slot_window` finds the expected slots of a window, `account` turns them and what the store
+returned into a `Ledger`, which the CLI renders as a table or as JSON.
 """
 
 from __future__ import annotations
@@ -14,13 +17,37 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from jobrunner.config import format_duration
 from jobrunner.records import CatalogEntry, Run, WorkerRow
+from jobrunner.schedule import Schedule
 
 State = Literal["ran", "skipped", "queued", "running", "no row", "unexpected"]
 
 RECENT = timedelta(seconds=5)  # a slot this young may not be recorded yet (scheduler.OVERDUE)
+MAX_SLOTS = 10_000  # a window reports at most this many slots: the newest
+
+
+@dataclass(frozen=True, kw_only=True)
+class Window:
+    """The slots a job's cron expects in a window (start, end], oldest first."""
+
+    expected: list[datetime]  # UTC
+    start: datetime  # just before the first expected slot when truncated
+    end: datetime
+    truncated: bool  # the window held more than the slot limit: only the newest are kept
+
+
+def slot_window(
+    cron: str, tz: ZoneInfo, start: datetime, end: datetime, limit: int = MAX_SLOTS
+) -> Window:
+    """The expected slots of `cron` in `tz` within (start, end]: the newest `limit` of them."""
+    schedule = Schedule(cron, tz)
+    expected = schedule.between(start, end, limit=limit)
+    truncated = len(expected) == limit and schedule.count_between(start, end, limit + 1) > limit
+    first = expected[0] - timedelta(microseconds=1) if truncated else start
+    return Window(expected=expected, start=first, end=end, truncated=truncated)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,3 +221,54 @@ def summarize(reports: Sequence[SlotReport]) -> dict[str, int]:
             key = f"skipped: {r.reason}"
         counts[key] += 1
     return dict(counts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ledger:
+    """What became of each slot of a job in a window: what `jobrunner why` shows."""
+
+    job: CatalogEntry
+    window: Window
+    reports: list[SlotReport]
+    summary: dict[str, int]  # see `summarize`
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of `jobrunner why --json`."""
+        return {
+            "job": self.job.name,
+            "cron": self.job.cron,
+            "timezone": self.job.timezone,
+            "paused": self.job.paused,
+            "since": self.window.start.isoformat(),
+            "until": self.window.end.isoformat(),
+            "truncated": self.window.truncated,
+            "expected": len(self.window.expected),
+            "summary": self.summary,
+            "slots": [r.as_dict() for r in self.reports],
+        }
+
+
+def account(window: Window, rows: Sequence[Run], around: Surroundings) -> Ledger:
+    """The ledger of `window` from the job's slot rows the store returned for it (rows of
+    slots at or before the window's start are left out) and the surroundings."""
+    runs = [r for r in rows if r.scheduled_for and r.scheduled_for > window.start]
+    reports = explain(window.expected, runs, around)
+    return Ledger(job=around.job, window=window, reports=reports, summary=summarize(reports))
+
+
+def collapse(reports: Sequence[SlotReport]) -> list[list[SlotReport]]:
+    """Consecutive slots without a row for the same reason become one group (one range line);
+    every other report is a group of its own."""
+    groups: list[list[SlotReport]] = []
+    for r in reports:
+        prev = groups[-1][-1] if groups else None
+        if (
+            prev is not None
+            and r.state == "no row"
+            and prev.state == "no row"
+            and prev.reason == r.reason
+        ):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups

@@ -1,10 +1,13 @@
-"""`jobrunner why JOB`: slot by slot, what became of each expected slot of a job, and why."""
+"""`jobrunner why JOB`: slot by slot, what became of each expected slot of a job, and why.
+
+The ledger is computed by `jobrunner.ledger` from what the store returns; this module asks
+the store and renders the ledger as a table or as JSON.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -24,10 +27,15 @@ from jobrunner.cli.app import (
     when,
     zone,
 )
-from jobrunner.ledger import SlotReport, Surroundings, explain, summarize
-from jobrunner.schedule import Schedule
-
-WHY_MAX_SLOTS = 10_000
+from jobrunner.ledger import (
+    MAX_SLOTS,
+    Ledger,
+    SlotReport,
+    Surroundings,
+    account,
+    collapse,
+    slot_window,
+)
 
 
 @app.command()
@@ -59,18 +67,8 @@ def why(
         end = instant(until, "--until", now, tz) if until is not None else now
         if start >= end:
             fail(f"--since ({start.isoformat()}) must be before --until ({end.isoformat()})", 2)
-        schedule = Schedule(entry.cron, tz)
-        expected = schedule.between(start, end, limit=WHY_MAX_SLOTS)
-        truncated = (
-            len(expected) == WHY_MAX_SLOTS
-            and schedule.count_between(start, end, WHY_MAX_SLOTS + 1) > WHY_MAX_SLOTS
-        )
-        window_start = expected[0] - timedelta(microseconds=1) if truncated else start
-        runs = [
-            r
-            for r in store.slot_runs(job, window_start, end)
-            if r.scheduled_for and r.scheduled_for > window_start
-        ]
+        window = slot_window(entry.cron, tz, start, end)
+        rows = store.slot_runs(job, window.start, end)
         first, last = store.slot_bounds(job)
         around = Surroundings(
             now=now,
@@ -81,47 +79,40 @@ def why(
             lease_ttl=cfg.worker.lease_ttl,
             retention=cfg.history.retention,
         )
-    reports = explain(expected, runs, around)
-    counts = summarize(reports)
+    ledger = account(window, rows, around)
     if as_json:
-        print_json(
-            {
-                "job": job,
-                "cron": entry.cron,
-                "timezone": entry.timezone,
-                "paused": entry.paused,
-                "since": window_start.isoformat(),
-                "until": end.isoformat(),
-                "truncated": truncated,
-                "expected": len(expected),
-                "summary": counts,
-                "slots": [r.as_dict() for r in reports],
-            }
-        )
-        return
+        print_json(ledger.as_dict())
+    else:
+        _print_ledger(ledger, tz)
+
+
+def _print_ledger(ledger: Ledger, tz: ZoneInfo) -> None:
+    entry, window = ledger.job, ledger.window
     say(
-        f"{job}: cron {entry.cron!r} in {entry.timezone}, {len(expected)} expected slot(s) from "
-        f"{when(window_start, tz)} to {when(end, tz)}" + (" (paused now)" if entry.paused else "")
+        f"{entry.name}: cron {entry.cron!r} in {entry.timezone}, {len(window.expected)} "
+        f"expected slot(s) from {when(window.start, tz)} to {when(window.end, tz)}"
+        + (" (paused now)" if entry.paused else "")
     )
-    if truncated:
-        say(f"the window has more than {WHY_MAX_SLOTS} slots: showing the newest {WHY_MAX_SLOTS}")
+    if window.truncated:
+        say(f"the window has more than {MAX_SLOTS} slots: showing the newest {MAX_SLOTS}")
     t = table("SLOT (" + entry.timezone + ")", "WHAT HAPPENED", "ATTEMPTS", "WORKER", "RUNS", "WHY")
-    for group in _collapse(reports):
-        first_r, last_r = group[0], group[-1]
-        label = when(first_r.slot, tz)
+    for group in collapse(ledger.reports):
+        first, last = group[0], group[-1]
+        label = when(first.slot, tz)
         if len(group) > 1:
-            end_label = last_r.slot.astimezone(tz).strftime("%H:%M:%S")
+            end_label = last.slot.astimezone(tz).strftime("%H:%M:%S")
             label = f"{label} .. {end_label} ({len(group)} slots)"
         add_row(
             t,
             label,
-            _what(first_r),
-            first_r.attempts or "-",
-            first_r.worker,
-            ",".join(str(i) for i in first_r.run_ids) or "-",
-            _why_text(first_r),
+            _what(first),
+            first.attempts or "-",
+            first.worker,
+            ",".join(str(i) for i in first.run_ids) or "-",
+            _why_text(first),
         )
     out.print(t)
+    counts = ledger.summary
     say("summary: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no slots"))
 
 
@@ -144,20 +135,3 @@ def _what(r: SlotReport) -> str:
     if r.state == "skipped":
         return f"skipped: {r.reason}"
     return r.state
-
-
-def _collapse(reports: Sequence[SlotReport]) -> list[list[SlotReport]]:
-    """Consecutive slots without a row for the same reason become one range line."""
-    groups: list[list[SlotReport]] = []
-    for r in reports:
-        prev = groups[-1][-1] if groups else None
-        if (
-            prev is not None
-            and r.state == "no row"
-            and prev.state == "no row"
-            and prev.reason == r.reason
-        ):
-            groups[-1].append(r)
-        else:
-            groups.append([r])
-    return groups

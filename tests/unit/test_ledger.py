@@ -5,8 +5,19 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from jobrunner.ledger import Surroundings, explain, summarize, why_no_row
+from jobrunner.ledger import (
+    SlotReport,
+    Surroundings,
+    Window,
+    account,
+    collapse,
+    explain,
+    slot_window,
+    summarize,
+    why_no_row,
+)
 from jobrunner.records import CatalogEntry, Run, WorkerRow
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -140,3 +151,73 @@ def test_no_row_after_the_last_recorded_slot_names_why_nobody_schedules() -> Non
     assert "(new)" in why_no_row(minutes(9), skewed) and "(old)" in why_no_row(minutes(9), skewed)
     before = why_no_row(minutes(0), around(workers=[]))
     assert "first recorded slot" in before and "no worker alive" in before
+
+
+def test_a_window_holds_the_cron_slots_after_its_start_up_to_its_end() -> None:
+    window = slot_window("* * * * *", ZoneInfo("UTC"), minutes(1), minutes(4))
+    assert window.expected == [minutes(2), minutes(3), minutes(4)]
+    assert (window.start, window.end, window.truncated) == (minutes(1), minutes(4), False)
+
+
+def test_a_window_over_the_limit_keeps_the_newest_slots_and_starts_before_them() -> None:
+    exact = slot_window("* * * * *", ZoneInfo("UTC"), minutes(0), minutes(3), limit=3)
+    assert exact.expected == [minutes(1), minutes(2), minutes(3)] and not exact.truncated
+    over = slot_window("* * * * *", ZoneInfo("UTC"), minutes(0), minutes(5), limit=3)
+    assert over.expected == [minutes(3), minutes(4), minutes(5)] and over.truncated
+    assert over.start == minutes(3) - timedelta(microseconds=1)
+
+
+def test_a_window_follows_the_zone_of_the_cron() -> None:
+    # 08:00 in Berlin (UTC+2 in May) is 06:00 UTC
+    day = slot_window("0 8 * * *", ZoneInfo("Europe/Berlin"), T0 - timedelta(days=1), T0)
+    assert day.expected == [datetime(2026, 5, 1, 6, 0, tzinfo=UTC)]
+
+
+def test_the_ledger_leaves_out_rows_at_or_before_the_window_start() -> None:
+    window = Window(
+        expected=[minutes(2), minutes(3)], start=minutes(1), end=minutes(3), truncated=False
+    )
+    rows = [run(minutes(1), "succeeded"), run(minutes(2), "succeeded"), run(minutes(3), "failed")]
+    ledger = account(window, rows, around())
+    assert [(r.slot, r.state, r.outcome) for r in ledger.reports] == [
+        (minutes(2), "ran", "succeeded"),
+        (minutes(3), "ran", "failed"),
+    ]
+    assert ledger.summary == {"ran: succeeded": 1, "ran: failed": 1}
+
+
+def test_the_ledger_as_json() -> None:
+    window = Window(
+        expected=[minutes(2), minutes(3)], start=minutes(1), end=minutes(3), truncated=True
+    )
+    data = account(window, [run(minutes(2), "succeeded")], around()).as_dict()
+    assert {k: v for k, v in data.items() if k != "slots"} == {
+        "job": "tick",
+        "cron": "* * * * *",
+        "timezone": "UTC",
+        "paused": False,
+        "since": minutes(1).isoformat(),
+        "until": minutes(3).isoformat(),
+        "truncated": True,
+        "expected": 2,
+        "summary": {"ran: succeeded": 1, "no row": 1},
+    }
+    assert [s["state"] for s in data["slots"]] == ["ran", "no row"]
+    assert data["slots"][0]["run_ids"] == [1002]
+
+
+def test_consecutive_slots_without_a_row_for_one_reason_collapse_into_one_group() -> None:
+    def report(n: int, state: Any, reason: str | None = None) -> SlotReport:
+        return SlotReport(slot=minutes(n), state=state, reason=reason)
+
+    reports = [
+        report(1, "no row", "gone"),
+        report(2, "no row", "gone"),
+        report(3, "ran", "gone"),  # a slot with a row ends the group, whatever its reason
+        report(4, "no row", "gone"),
+        report(5, "no row", "other"),
+        report(6, "no row", "other"),
+    ]
+    groups = collapse(reports)
+    assert [[r.slot.minute for r in g] for g in groups] == [[1, 2], [3], [4], [5, 6]]
+    assert collapse([]) == []
