@@ -27,8 +27,8 @@ import sqlalchemy as sa
 
 from jobrunner.config import Config
 from jobrunner.logging import mask_secrets
+from jobrunner.store.access import AdminStore
 from jobrunner.store.ports import WorkerPort
-from jobrunner.store.store import Store
 
 __all__ = ["check", "check_database", "check_http", "database_ready", "probe_loop"]
 
@@ -92,7 +92,7 @@ def _check_database(cfg: Config, host: str) -> Verdict:
     elif not parsed.database or not Path(parsed.database).is_file():
         # Opening a missing SQLite file would create an empty one.
         return False, f"SQLite database file {parsed.database or '(none)'!r} does not exist"
-    store = Store.from_url(url, **kwargs)
+    store = AdminStore.from_url(url, **kwargs)
     try:
         now = store.now()
         mine = [w for w in store.list_workers() if w.hostname == host]

@@ -32,8 +32,8 @@ from jobrunner.config import (
 from jobrunner.daemon import failure
 from jobrunner.errors import ConfigError
 from jobrunner.records import Run
+from jobrunner.store.access import AdminStore
 from jobrunner.store.ports import AdminPort
-from jobrunner.store.store import Store
 from jobrunner.store.tables import RUN_STATUSES
 
 app = typer.Typer(
@@ -86,7 +86,7 @@ def open_store(cfg: Config) -> Iterator[AdminPort]:
     """The store of the config's database. A known error (an unknown job or run, bad input,
     the database down) ends the command with one line and its exit code; others keep their
     traceback."""
-    store: AdminPort = Store.from_url(cfg.database.url)
+    store: AdminPort = AdminStore.from_url(cfg.database.url)
     try:
         yield store
     except Exception as exc:
