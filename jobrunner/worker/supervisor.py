@@ -51,7 +51,7 @@ from jobrunner.store.engine import DB_ERRORS
 from jobrunner.store.ports import WorkerPort
 from jobrunner.worker.backoff import offload
 from jobrunner.worker.catalog import Catalog
-from jobrunner.worker.claimer import CLAIM_AHEAD, Claimer
+from jobrunner.worker.claimer import Claimer
 from jobrunner.worker.executor import Executor
 from jobrunner.worker.heartbeat import Heartbeat
 from jobrunner.worker.http import HttpServer, start_http
@@ -65,7 +65,7 @@ from jobrunner.worker.scheduler import Scheduler
 if TYPE_CHECKING:
     from jobrunner.store.listen import Listener
 
-__all__ = ["CLAIM_AHEAD", "Worker", "new_worker_id"]
+__all__ = ["Worker", "new_worker_id", "policies"]
 
 log = get_logger("jobrunner.worker")
 
