@@ -82,11 +82,11 @@ def run_worker(config: Path | None) -> int:
             print(f"error: {issue}", file=sys.stderr)
         return 2
     from jobrunner.logging import configure_logging
-    from jobrunner.store.store import Store
+    from jobrunner.store.access import WorkerStore
     from jobrunner.worker.supervisor import Worker
 
     configure_logging(cfg.logging.format, cfg.logging.level)
-    store = Store.from_url(cfg.database.url)
+    store = WorkerStore.from_url(cfg.database.url)
     _tune_interpreter()
     try:
         code = asyncio.run(Worker(cfg, store).run())

@@ -19,7 +19,6 @@ from jobrunner import __version__
 from jobrunner.config import Config, HistoryConfig, load_config
 from jobrunner.context import JobContext
 from jobrunner.records import Outcome, Policy, Slot, WorkerInfo, catalog_entries
-from jobrunner.store.store import Store
 from jobrunner.worker.catalog import Catalog
 from jobrunner.worker.claimer import Claimer
 from jobrunner.worker.executor import Executor
@@ -31,7 +30,7 @@ from jobrunner.worker.runner import Runner
 from jobrunner.worker.runs import Active, RunTable
 from jobrunner.worker.scheduler import Scheduler
 from jobrunner.worker.supervisor import policies
-from tests.support import write_config
+from tests.support import AllPorts, write_config
 
 WORKER = "test-worker"
 JOBS = [
@@ -47,7 +46,7 @@ class Parts:
     """What the services are handed: a config, a store, the run table, metrics."""
 
     config: Config
-    store: Store
+    store: AllPorts
     runs: RunTable
     metrics: Metrics
     executor: Executor
@@ -80,7 +79,7 @@ def parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Parts]:
     monkeypatch.delenv("JR_STARTS", raising=False)
     url = "sqlite:///" + str(tmp_path / "x.db")
     config = load_config(write_config(tmp_path / "jr.toml", url, JOBS))
-    store = Store.from_url(url)
+    store = AllPorts.from_url(url)
     store.prepare_schema()
     store.publish_catalog(catalog_entries(config.jobs), WORKER)  # enqueues need the catalog
     limited = [n for n, p in policies(config).items() if p.capacity is not None]
