@@ -1,21 +1,28 @@
 """Chaos test: N replicas, two per-second jobs (async and sync), random SIGKILL / SIGTERM /
-restart for a duration; then count what became of every slot.
+SIGSTOP+SIGCONT / restart of replicas and random PostgreSQL restarts for a duration; then
+count what became of every slot.
 
     python -m bench.chaos --db postgresql://postgres@127.0.0.1:5432/postgres \
-        --replicas 3 --duration 120
+        --replicas 5 --duration 120 --pg-restarts 6
 
 It creates a scratch database, runs the replicas against it and prints: slots expected,
 started, finished, duplicate starts of one (slot, attempt), slots never started, slots never
-finished, start lag p50/p99. At least one replica is up at any time. Jobs use
-overlap = "allow" (a crashed run's lease must not block later slots) and retries, so every
-slot must finish eventually.
+finished, attempts of one slot that ran at once, replica exits the harness did not cause, and
+start lag p50/p99, with the count of each action. At least one replica is serving at any
+time. Jobs use overlap = "allow" (a crashed run's lease must not block later slots) and
+retries, so every slot must finish eventually. The jobs record their events in a file, not in
+the database, so that a PostgreSQL restart cannot lose them. `--pg-restarts` needs the local
+cluster (`pg_ctlcluster`) to be the server of `--db`.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -23,14 +30,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
-
-from bench.chaos_jobs import EVENTS_DDL
 
 HERE = Path(__file__).resolve().parent
 JOBS = ("chaos-async", "chaos-sync")
@@ -73,14 +79,16 @@ class Replica:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    stopping: bool = False
+    stopping: bool = False  # the harness sent SIGKILL or SIGTERM
+    paused_until: float = 0.0  # SIGSTOPped until then
+    signalled: int = 0
 
     def start(self, env: dict[str, str]) -> None:
-        cmd = [sys.executable, "-m", "jobrunner.cli", "run", "-c", str(self.config)]
+        cmd = [sys.executable, "-m", "jobrunner", "run", "-c", str(self.config)]
         self.proc = subprocess.Popen(
             cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env
         )
-        self.started, self.stopping = time.monotonic(), False
+        self.started, self.stopping, self.signalled = time.monotonic(), False, 0
 
     @property
     def alive(self) -> bool:
@@ -88,15 +96,54 @@ class Replica:
 
     @property
     def serving(self) -> bool:
-        """Up, past start-up and not draining: it schedules and claims."""
-        return self.alive and not self.stopping and time.monotonic() - self.started > 3
+        """Up, past start-up, not paused and not draining: it schedules and claims."""
+        now = time.monotonic()
+        return (
+            self.alive
+            and not self.stopping
+            and now - self.started > 3
+            and (now >= self.paused_until)
+        )
+
+    def send(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.stopping, self.signalled = True, sig
+        self.proc.send_signal(sig)
+
+    def expected_exit(self) -> bool:
+        """Whether its exit is the harness's doing: -9 after SIGKILL, 0 after SIGTERM."""
+        code = self.proc.returncode if self.proc is not None else None
+        if self.signalled == signal.SIGKILL:
+            return code == -signal.SIGKILL
+        return self.signalled == signal.SIGTERM and code == 0
 
 
 def _libpq(url: str) -> str:
     return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def chaos(server_url: str, replicas: int, duration: float, seed: int) -> dict[str, float]:
+def pg_cluster() -> list[str] | None:
+    """`pg_ctlcluster VERSION main` of the local cluster, or None without one."""
+    etc = Path("/etc/postgresql")
+    if not shutil.which("pg_ctlcluster") or not etc.is_dir():
+        return None
+    versions = sorted(p.name for p in etc.iterdir())
+    return (
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"] if versions else None
+    )
+
+
+def restart_postgres() -> None:
+    cluster = pg_cluster()
+    assert cluster is not None
+    subprocess.run([*cluster, "restart", "-m", "fast"], check=True, capture_output=True, timeout=60)
+
+
+def chaos(
+    server_url: str, replicas: int, duration: float, seed: int, *, pg_restarts: int = 0
+) -> dict[str, float]:
+    if pg_restarts and pg_cluster() is None:
+        raise SystemExit("--pg-restarts needs the local PostgreSQL cluster (pg_ctlcluster)")
     rng = random.Random(seed)
     name = f"chaos_{uuid.uuid4().hex[:8]}"
     admin = _libpq(server_url)
@@ -104,57 +151,103 @@ def chaos(server_url: str, replicas: int, duration: float, seed: int) -> dict[st
         c.execute(f'CREATE DATABASE "{name}"')
     url = _libpq(sa.make_url(server_url).set(database=name).render_as_string(hide_password=False))
     try:
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute(EVENTS_DDL)
-        return _run(url, replicas, duration, rng)
+        return Harness(url, replicas, rng).run(duration, pg_restarts)
     finally:
         with psycopg.connect(admin, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _run(url: str, replicas: int, duration: float, rng: random.Random) -> dict[str, float]:
-    tmp = Path(tempfile.mkdtemp(prefix="jobrunner-chaos-"))
-    config = tmp / "chaos.toml"
-    config.write_text(CONFIG.format(url=url, here=HERE))
-    env = {**os.environ, "CHAOS_DB": url}
-    fleet = [Replica(config, tmp / f"replica{i}.log") for i in range(replicas)]
-    for r in fleet:
-        r.start(env)
-    time.sleep(3)
-    begin = datetime.now(UTC)
-    actions = {"kill": 0, "term": 0, "restart": 0}
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        time.sleep(rng.uniform(0.5, 3.0))
-        down = [r for r in fleet if not r.alive]
-        up = [r for r in fleet if r.serving]
+class Harness:
+    """The replicas of one chaos run and what was done to them."""
+
+    def __init__(self, url: str, replicas: int, rng: random.Random) -> None:
+        self.url, self.rng = url, rng
+        self.tmp = Path(tempfile.mkdtemp(prefix="jobrunner-chaos-"))
+        config = self.tmp / "chaos.toml"
+        config.write_text(CONFIG.format(url=url, here=HERE))
+        self.events = self.tmp / "events.jsonl"
+        self.env = {**os.environ, "CHAOS_EVENTS": str(self.events)}
+        self.fleet = [Replica(config, self.tmp / f"replica{i}.log") for i in range(replicas)]
+        self.actions = {"kill": 0, "term": 0, "pause": 0, "restart": 0, "pg_restart": 0}
+        self.unexpected: list[str] = []  # replica exits the harness did not cause
+
+    def run(self, duration: float, pg_restarts: int) -> dict[str, float]:
+        for r in self.fleet:
+            r.start(self.env)
+        time.sleep(3)
+        begin = datetime.now(UTC)
+        stop_at = time.monotonic() + duration
+        pg_at = sorted(
+            time.monotonic() + self.rng.uniform(3, duration - 3) for _ in range(pg_restarts)
+        )
+        while time.monotonic() < stop_at:
+            time.sleep(self.rng.uniform(0.5, 3.0))
+            self._resume_paused()
+            self._check_exits()
+            if pg_at and time.monotonic() >= pg_at[0]:
+                pg_at.pop(0)
+                restart_postgres()
+                self.actions["pg_restart"] += 1
+            else:
+                self._act()
+        end = datetime.now(UTC)
+        self._settle()
+        result = measure(self.events, self.url, begin, end)
+        result.update({f"actions_{k}": float(v) for k, v in self.actions.items()})
+        result["unexpected_exits"] = float(len(self.unexpected))
+        return result
+
+    def _act(self) -> None:
+        rng = self.rng
+        down = [r for r in self.fleet if not r.alive]
+        up = [r for r in self.fleet if r.serving]
         if down and (len(up) <= 1 or rng.random() < 0.5):
-            rng.choice(down).start(env)
-            actions["restart"] += 1
+            rng.choice(down).start(self.env)
+            self.actions["restart"] += 1
         elif len(up) > 1:  # never stop the last replica that is serving
-            victim = rng.choice(up)
-            assert victim.proc is not None
-            sig = signal.SIGKILL if rng.random() < 0.6 else signal.SIGTERM
-            victim.stopping = True
-            victim.proc.send_signal(sig)
-            actions["kill" if sig == signal.SIGKILL else "term"] += 1
-    end = datetime.now(UTC)
-    for r in fleet:  # everyone up again so retries of the last slots can finish
-        if not r.alive:
-            r.start(env)
-    time.sleep(12)
-    for r in fleet:
-        if r.alive and r.proc is not None:
-            r.proc.send_signal(signal.SIGTERM)
-    for r in fleet:
-        if r.proc is not None:
-            r.proc.wait(30)
-    result = _measure(url, begin, end)
-    result.update({f"actions_{k}": float(v) for k, v in actions.items()})
-    return result
+            victim, roll = rng.choice(up), rng.random()
+            if roll < 0.2:  # frozen for 1-6 s: often past lease_ttl (3 s)
+                assert victim.proc is not None
+                victim.proc.send_signal(signal.SIGSTOP)
+                victim.paused_until = time.monotonic() + rng.uniform(1.0, 6.0)
+                self.actions["pause"] += 1
+            else:
+                kill = roll < 0.65
+                victim.send(signal.SIGKILL if kill else signal.SIGTERM)
+                self.actions["kill" if kill else "term"] += 1
+
+    def _resume_paused(self, *, all_: bool = False) -> None:
+        now = time.monotonic()
+        for r in self.fleet:
+            if r.paused_until and (all_ or now >= r.paused_until) and r.proc is not None:
+                r.proc.send_signal(signal.SIGCONT)
+                r.paused_until = 0.0
+
+    def _check_exits(self) -> None:
+        for r in self.fleet:
+            if r.proc is not None and not r.alive and not r.expected_exit():
+                tail = r.log.read_text(errors="replace").strip().splitlines()[-1:]
+                self.unexpected.append(f"{r.log.name}: exit {r.proc.returncode}: {tail}")
+                r.proc = None  # counted once
+
+    def _settle(self) -> None:
+        """Everyone up again so retries of the last slots can finish, then a clean stop."""
+        self._resume_paused(all_=True)
+        self._check_exits()
+        for r in self.fleet:
+            if not r.alive:
+                r.start(self.env)
+        time.sleep(12)
+        for r in self.fleet:
+            if r.alive:
+                r.send(signal.SIGTERM)
+        for r in self.fleet:
+            if r.proc is not None:
+                r.proc.wait(30)
+        self._check_exits()
 
 
-def _measure(url: str, begin: datetime, end: datetime) -> dict[str, float]:
+def measure(events: Path, url: str, begin: datetime, end: datetime) -> dict[str, float]:
     first = begin.replace(microsecond=0) + timedelta(seconds=1)
     last = end.replace(microsecond=0)
     expected = {
@@ -162,41 +255,54 @@ def _measure(url: str, begin: datetime, end: datetime) -> dict[str, float]:
         for job in JOBS
         for i in range(int((last - first).total_seconds()) + 1)
     }
-    with psycopg.connect(url) as c:
-        rows = c.execute(
-            "SELECT job, slot, attempt, event FROM chaos_events WHERE slot BETWEEN %s AND %s",
-            (first, last),
-        ).fetchall()
-    starts: dict[tuple[str, datetime, int], int] = {}
+    rows = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    starts: dict[tuple[str, datetime, int], int] = defaultdict(int)
+    spans: dict[tuple[str, datetime], dict[int, list[float]]] = defaultdict(dict)
     started: set[tuple[str, datetime]] = set()
     finished: set[tuple[str, datetime]] = set()
-    for job, slot, attempt, event in rows:
-        key = (job, slot)
-        if event == "start":
-            starts[(job, slot, attempt)] = starts.get((job, slot, attempt), 0) + 1
+    for row in rows:
+        key = (row["job"], datetime.fromisoformat(row["slot"]))
+        if key not in expected:
+            continue
+        span = spans[key].setdefault(row["attempt"], [row["t"], row["t"]])
+        span[0], span[1] = min(span[0], row["t"]), max(span[1], row["t"])
+        if row["event"] == "start":
+            starts[(*key, row["attempt"])] += 1
             started.add(key)
-        else:
+        elif row["event"] == "finish":
             finished.add(key)
-    with psycopg.connect(url) as c:  # start lag as the worker saw it (not the job's connect)
-        lags = [
+    lags = start_lags(url, first, last)
+    return {
+        "slots_expected": len(expected),
+        "slots_started": len(started),
+        "slots_finished": len(finished),
+        "duplicate_starts": sum(n - 1 for n in starts.values() if n > 1),
+        "never_started": len(expected - started),
+        "never_finished": len(expected - finished),
+        "overlapping_attempts": sum(overlaps(a) for a in spans.values()),
+        "lag_p50_ms": 1000 * statistics.median(lags) if lags else float("nan"),
+        "lag_p99_ms": 1000 * lags[int(0.99 * (len(lags) - 1))] if lags else float("nan"),
+    }
+
+
+def overlaps(attempts: dict[int, list[float]]) -> int:
+    """Attempts of one slot that began before the attempt before them showed its last sign
+    of life (its start, its finish, or the end of a cancelled async job)."""
+    ordered = [attempts[n] for n in sorted(attempts)]
+    return sum(1 for a, b in itertools.pairwise(ordered) if b[0] < a[1])
+
+
+def start_lags(url: str, first: datetime, last: datetime) -> list[float]:
+    """Start lag as the worker saw it (not the job's), sorted."""
+    with psycopg.connect(url) as c:
+        return sorted(
             float(x)
             for (x,) in c.execute(
                 "SELECT extract(epoch FROM started_at - scheduled_for) FROM job_runs "
                 "WHERE attempt = 1 AND started_at IS NOT NULL AND scheduled_for BETWEEN %s AND %s",
                 (first, last),
             )
-        ]
-    lags.sort()
-    return {
-        "slots_expected": len(expected),
-        "slots_started": len(started & expected),
-        "slots_finished": len(finished & expected),
-        "duplicate_starts": sum(n - 1 for n in starts.values() if n > 1),
-        "never_started": len(expected - started),
-        "never_finished": len(expected - finished),
-        "lag_p50_ms": 1000 * statistics.median(lags) if lags else float("nan"),
-        "lag_p99_ms": 1000 * lags[int(0.99 * (len(lags) - 1))] if lags else float("nan"),
-    }
+        )
 
 
 def main() -> None:
@@ -205,14 +311,22 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pg-restarts", type=int, default=0, help="PostgreSQL restarts")
     args = parser.parse_args()
-    result = chaos(args.db, args.replicas, args.duration, args.seed)
+    result = chaos(args.db, args.replicas, args.duration, args.seed, pg_restarts=args.pg_restarts)
     width = max(map(len, result))
     print(f"chaos: {args.replicas} replicas, {args.duration:g}s, seed {args.seed}")
     for key, value in result.items():
         print(f"  {key:<{width}}  {value:g}")
-    bad = result["duplicate_starts"] + result["never_started"] + result["never_finished"]
+    bad = [k for k in FAILURES if result[k]]
     sys.exit(1 if bad else 0)
+
+
+# What must be zero: a duplicate start, a slot never started or finished, an exit the harness
+# did not cause. Overlapping attempts are counted, not required to be zero: a replica frozen
+# by SIGSTOP past its renew deadline resumes with its job mid-step (no process can stop a
+# frozen one); the fence guards that case.
+FAILURES = ("duplicate_starts", "never_started", "never_finished", "unexpected_exits")
 
 
 if __name__ == "__main__":

@@ -1,38 +1,46 @@
-"""Jobs for bench/chaos.py: each records its start and finish in `chaos_events`."""
+"""Jobs for bench/chaos.py: each appends its start and finish to the file `$CHAOS_EVENTS`
+(one JSON line per event, written with O_APPEND), so that the record survives restarts of
+the database the jobs' replicas use."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Any
 
-import psycopg
 
-EVENTS_DDL = """
-CREATE TABLE IF NOT EXISTS chaos_events (
-    job text NOT NULL, slot timestamptz, attempt int NOT NULL, run_id bigint NOT NULL,
-    worker text NOT NULL, event text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp()
-)"""
-INSERT = (
-    "INSERT INTO chaos_events (job, slot, attempt, run_id, worker, event) "
-    "VALUES (%s, %s, %s, %s, %s, %s)"
-)
-
-
-def _row(ctx: Any, event: str) -> tuple[Any, ...]:
-    return (ctx.job_name, ctx.scheduled_for, ctx.attempt, ctx.run_id, ctx.worker_id, event)
+def record(ctx: Any, event: str) -> None:
+    line = json.dumps(
+        {
+            "job": ctx.job_name,
+            "slot": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
+            "attempt": ctx.attempt,
+            "run_id": ctx.run_id,
+            "worker": ctx.worker_id,
+            "event": event,
+            "t": time.time(),
+        }
+    )
+    fd = os.open(os.environ["CHAOS_EVENTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 async def work_async(ctx: Any, seconds: float = 0.3) -> None:
-    async with await psycopg.AsyncConnection.connect(os.environ["CHAOS_DB"], autocommit=True) as c:
-        await c.execute(INSERT, _row(ctx, "start"))
+    record(ctx, "start")
+    try:
         await asyncio.sleep(seconds)
-        await c.execute(INSERT, _row(ctx, "finish"))
+    except asyncio.CancelledError:
+        record(ctx, "cancelled")
+        raise
+    record(ctx, "finish")
 
 
 def work_sync(ctx: Any, seconds: float = 0.3) -> None:
-    with psycopg.connect(os.environ["CHAOS_DB"], autocommit=True) as c:
-        c.execute(INSERT, _row(ctx, "start"))
-        time.sleep(seconds)
-        c.execute(INSERT, _row(ctx, "finish"))
+    record(ctx, "start")
+    time.sleep(seconds)
+    record(ctx, "finish")

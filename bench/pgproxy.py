@@ -1,4 +1,5 @@
-"""A counting TCP proxy for the PostgreSQL wire protocol (the idle scenario's meter).
+"""A counting TCP proxy for the PostgreSQL wire protocol (the idle scenario's meter) that can
+also cut a replica off (`freeze`/`thaw`: the partition scenario and its system test).
 
 pg_stat_statements needs `shared_preload_libraries` (a server restart), which a shared server
 may not allow; pg_stat_database only counts transactions. This proxy sits between one replica
@@ -83,6 +84,8 @@ class CountingProxy:
         self.counts: Counter[str] = Counter()
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.flowing = asyncio.Event()  # cleared: a partition (bytes are held, sockets open)
+        self.flowing.set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -103,6 +106,7 @@ class CountingProxy:
                 while data := await src.read(65536):
                     if parse is not None:
                         parse.feed(data)
+                    await self.flowing.wait()
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -112,6 +116,15 @@ class CountingProxy:
                     dst.close()
 
         await asyncio.gather(pipe(reader, up_writer, stream), pipe(up_reader, writer, None))
+
+    def freeze(self) -> None:
+        """Stop forwarding bytes either way; connections stay open (a network partition as
+        the replica sees it: its calls hang, nothing fails)."""
+        self.loop.call_soon_threadsafe(self.flowing.clear)
+
+    def thaw(self) -> None:
+        """Forward again, the held bytes first."""
+        self.loop.call_soon_threadsafe(self.flowing.set)
 
     def snapshot(self) -> Counter[str]:
         """A copy of the counts, taken on the proxy's loop (where they change)."""

@@ -34,10 +34,6 @@ Rules (see DESIGN.md, "Configuration" and guarantee 8):
   ``func`` is imported. Nothing is ever evaluated.
 """
 
-# setting(...) returns a dataclasses.field (as field(...) does), not a default shared by
-# every instance: ruff cannot see that through the call.
-# ruff: noqa: RUF009
-
 from __future__ import annotations
 
 import hashlib
@@ -123,10 +119,12 @@ def _short_hash(payload: object) -> str:
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class DatabaseConfig:
-    """``[database]``. ``listen_url`` (the direct connection for LISTEN) defaults to ``url``."""
+    """``[database]``. ``listen_url`` (the direct connection for LISTEN) defaults to ``url``;
+    ``jobrunner run`` waits up to ``startup_timeout`` for the database at start (0: no wait)."""
 
     url: str = setting(DEFAULT_DATABASE_URL, conv.as_str)
     listen_url: str = setting("", conv.as_str)
+    startup_timeout: timedelta = setting(timedelta(seconds=60), conv.duration())
 
     def __post_init__(self) -> None:
         if not self.listen_url:
@@ -157,6 +155,21 @@ class WorkerConfig:
     def definition(self) -> dict[str, Any]:
         """JSON-able settings, without ``import_paths`` (they depend on where the file is)."""
         return definition_of(self, leave_out={"import_paths"})
+
+    @property
+    def renew_deadline(self) -> float:
+        """Seconds after a renewal was sent that its leases are surely valid (by the database's
+        clock): ``lease_ttl`` less :func:`renew_margin`. Past them a run is stopped."""
+        ttl = self.lease_ttl.total_seconds()
+        return ttl - renew_margin(ttl)
+
+
+def renew_margin(lease_ttl: float) -> float:
+    """The safety margin of the renew deadline, in seconds: 0.5 s for stopping a run
+    (cancelling a task or killing a child takes milliseconds; the watchdog may wake late on
+    a busy event loop) or 5% of ``lease_ttl`` for a clock that runs faster than the
+    database's, whichever is larger."""
+    return max(0.5, lease_ttl / 20)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,15 +317,21 @@ def _build_worker(raw: object, base: Path, issues: Issues) -> tuple[WorkerConfig
     paths = ((base / Path(p).expanduser()).resolve() for p in values.get("import_paths", ["."]))
     values["import_paths"] = tuple(dict.fromkeys(paths))
     heartbeat, lease_ttl = values.get("heartbeat"), values.get("lease_ttl")
-    if heartbeat is not None and lease_ttl is not None and heartbeat * 2 >= lease_ttl:
-        issues.add(
-            "worker.heartbeat",
-            f"worker.heartbeat ({format_duration(heartbeat)}) must be less than half of "
-            f"worker.lease_ttl ({format_duration(lease_ttl)}), so that a lease is renewed at "
-            f"least twice before it expires; allowed: below {format_duration(lease_ttl / 2)}",
-        )
-        ok = False
-        del values["heartbeat"]
+    if heartbeat is not None and lease_ttl is not None:
+        ttl = lease_ttl.total_seconds()
+        most = timedelta(seconds=(ttl - renew_margin(ttl)) / 2)
+        if heartbeat > most:
+            issues.add(
+                "worker.heartbeat",
+                f"worker.heartbeat ({format_duration(heartbeat)}) is too long for "
+                f"worker.lease_ttl ({format_duration(lease_ttl)}): a run is stopped when its "
+                f"lease was not renewed for lease_ttl less a margin of "
+                f"{format_duration(timedelta(seconds=renew_margin(ttl)))}, which must hold "
+                f"two heartbeats; allowed: at most {format_duration(most)}, or a longer "
+                "lease_ttl",
+            )
+            ok = False
+            del values["heartbeat"]
     return WorkerConfig(**values), ok
 
 

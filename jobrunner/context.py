@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["Cancelled", "JobContext", "Result", "Status", "error_info"]
+__all__ = ["KILL_AT_ONCE", "Cancelled", "JobContext", "Result", "Status", "error_info"]
 
 Status = Literal["succeeded", "failed", "timed_out"]
+KILL_AT_ONCE = "kill at once"
+"""The message of a run's cancellation that must not wait for a child process's SIGTERM grace
+(its lease may expire soon: guarantee 10): the child gets SIGKILL at once."""
 
 
 class Cancelled:

@@ -116,12 +116,16 @@ class Claim:
     clock: datetime | None = None
 
 
+FinalStatus = Literal["succeeded", "failed", "timed_out", "cancelled", "lost"]
+"""The statuses a run's holder records (`Outcome.status`)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
     """The final state of a run, written only if `lease` is still held (fencing)."""
 
     lease: Lease
-    status: Literal["succeeded", "failed", "timed_out", "cancelled"]
+    status: FinalStatus
     error: Mapping[str, Any] | None = None
     reason: str | None = None
     retry_in: float | None = None  # seconds; None = no retry

@@ -50,6 +50,7 @@ def write_config(
     jobs: list[Mapping[str, Any]],
     *,
     worker: Mapping[str, Any] | None = None,
+    database: Mapping[str, Any] | None = None,
     sections: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write a config whose jobs import from tests/system/sysjobs.py."""
@@ -65,6 +66,7 @@ def write_config(
     listen = listen_url(db_url)
     if listen != db_url:
         lines.append(f"listen_url = {toml_value(listen)}")
+    lines += [f"{k} = {toml_value(v)}" for k, v in (database or {}).items()]
     lines += ["", "[worker]"]
     lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
     lines += ["", "[logging]", 'format = "json"', 'level = "info"']

@@ -52,6 +52,7 @@ class Backoff:
     monotonic: Callable[[], float] = time.monotonic
     step: int = 0
     failing_since: float | None = field(default=None)
+    log_every: int = 12  # once the delay is capped, log every n-th step (12: about a minute)
 
     delay_cap = 5.0
 
@@ -64,7 +65,7 @@ class Backoff:
         if self.on_error is not None:
             self.on_error()
         growing = delay < self.delay_cap
-        if growing or self.step % 12 == 0:  # each backoff step, then about once a minute
+        if growing or self.step % self.log_every == 0:  # each step, then every n-th
             log.warning(
                 "database unavailable",
                 service=self.name,

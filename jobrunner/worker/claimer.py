@@ -103,7 +103,7 @@ class Claimer:
             self._skipped(run, reason)
         launch = self.runner.launch
         for claimed in claim.started:
-            launch(claimed, claim.clock, returned)
+            launch(claimed, claim.clock, sent, returned)
         got = len(claim.started) + len(claim.skipped)
         runs.backlog = got >= free
         if runs.backlog and runs.capacity > 0:

@@ -6,12 +6,15 @@ the catalog, and now and then (every `HOUSEKEEPING_EVERY`-th pass) count the que
 removed jobs. Then it cancels the runs whose lease is gone (guarantee 4: a peer took it over,
 their outcome would be refused) or whose cancel an operator asked for. It wakes sooner than
 `heartbeat` when a peer's lease expires before, so that a dead peer's runs are taken over at
-expiry. `/healthz` reads `last_beat` to tell a stalled heartbeat loop.
+expiry. Each renewal moves the renew deadline of the runs it renewed (`Active.deadline`:
+when it was sent plus `renew_deadline`), which the watchdog enforces. `/healthz` reads
+`last_beat` to tell a stalled heartbeat loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import time
 from collections.abc import Callable, Collection
@@ -41,6 +44,7 @@ class Heartbeat:
         info: WorkerInfo,
         lease_ttl: float,
         interval: float,
+        renew_deadline: float = math.inf,
         db: Offload | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -51,6 +55,7 @@ class Heartbeat:
         self.info = info  # registered again if the worker row was forgotten
         self.lease_ttl = lease_ttl
         self.interval = interval
+        self.renew_deadline = renew_deadline  # seconds a renewal is surely valid once sent
         self.db = db or offload()
         self.monotonic = monotonic
         self.last_beat = monotonic()  # last heartbeat pass, successful or not
@@ -67,7 +72,7 @@ class Heartbeat:
         """One transaction: renew every lease, reap dead holders' leases, read the catalog.
         Then cancel runs whose lease is gone or whose cancel was asked. Returns the seconds
         until the next pass: `heartbeat`, or sooner when a peer's lease expires before."""
-        self.last_beat = self.monotonic()
+        self.last_beat = sent = self.monotonic()
         checked = set(self.runs.active)  # runs claimed while this pass runs are not judged by it
         self._beats += 1
         housekeeping = self._beats % HOUSEKEEPING_EVERY == 1
@@ -82,6 +87,7 @@ class Heartbeat:
             self.metrics.set_queue_depth(beat.queue_depth)
         if not renewal.registered:
             await self.db(self.store.register_worker, self.info)
+        self._extend(renewal.held, sent + self.renew_deadline)
         self._judge(checked, renewal)
         self._took_over(beat.lost)
         await self.catalog.refresh(beat.catalog)
@@ -92,6 +98,14 @@ class Heartbeat:
         if beat.next_expiry_in is not None and beat.next_expiry_in < self.interval:
             return max(beat.next_expiry_in + 0.05, 0.25)  # reap a dead peer's lease at expiry
         return self.interval
+
+    def _extend(self, held: Collection[int], deadline: float) -> None:
+        """The leases `held` were renewed: their runs may run on until `deadline`."""
+        active = self.runs.active
+        for run_id in held:
+            run = active.get(run_id)
+            if run is not None and run.deadline < deadline:
+                run.deadline = deadline
 
     def _judge(self, checked: Collection[int], renewal: Renewal) -> None:
         """Cancel the runs (of those `checked`) whose lease is gone or whose cancel was asked."""

@@ -11,7 +11,8 @@ each record through structlog in the run's contextvars context, so the line carr
 job, attempt, scheduled_for and correlation_id like a line from a thread.
 
 At a timeout or a cancel the parent sends the child SIGTERM (in the child it raises an
-exception, so ``finally`` blocks run), then SIGKILL after ``grace`` seconds. The call returns
+exception, so ``finally`` blocks run), then SIGKILL after ``grace`` seconds (at once when the
+run's lease may expire: ``KILL_AT_ONCE``). The call returns
 at once and the pool slot is free at once: the next call starts a fresh child. A child that
 dies on its own (``os._exit``, a signal) yields a ``ProcessDied`` error and is replaced.
 
@@ -50,7 +51,7 @@ from typing import Any
 
 import structlog
 
-from jobrunner.context import JobContext, error_info
+from jobrunner.context import KILL_AT_ONCE, JobContext, error_info
 from jobrunner.logging import get_logger
 
 START_METHOD = "forkserver"
@@ -157,8 +158,11 @@ class ProcessPool:
             talk = self._threads.submit(ctx.run, self._converse, child, call)
             try:
                 error, alive = await asyncio.wrap_future(talk)
-            except BaseException:
-                self._stop(child)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and KILL_AT_ONCE in exc.args:
+                    self._signal(child, signal.SIGKILL)
+                else:
+                    self._stop(child)
                 talk.add_done_callback(lambda _: self._retire(child))
                 raise
             if alive:

@@ -175,6 +175,13 @@ class Metrics:
             "Database calls of this worker that failed (each is retried with backoff).",
             registry=r,
         )
+        self._deadline_stops = Counter(
+            "jobrunner_renew_deadline_stops_total",
+            "Runs this worker stopped because their lease was not renewed in time "
+            "(a partition or an outage longer than the renew deadline), by job.",
+            ["job"],
+            registry=r,
+        )
 
     def run_started(self, job: str, fire_lag: float | None) -> None:
         """A run started; `fire_lag` (seconds from the scheduled time) only for scheduled runs."""
@@ -197,6 +204,9 @@ class Metrics:
 
     def slot_skipped(self, job: str, reason: str) -> None:
         self._skipped.labels(job=job, reason=reason).inc()
+
+    def deadline_stop(self, job: str) -> None:
+        self._deadline_stops.labels(job=job).inc()
 
     def db_error(self) -> None:
         self._db_errors.inc()

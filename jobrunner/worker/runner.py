@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -29,12 +30,13 @@ from jobrunner.config import JobConfig
 from jobrunner.context import JobContext, Result
 from jobrunner.logging import get_logger
 from jobrunner.policy import retry_after
-from jobrunner.records import ClaimedRun, Outcome
+from jobrunner.records import ClaimedRun, FinalStatus, Outcome
 from jobrunner.worker.executor import Executor
 from jobrunner.worker.metrics import Metrics
 from jobrunner.worker.runs import Active, RunTable
 
 log = get_logger("jobrunner.worker")
+DEADLINE_REASON = "renew deadline passed"  # a run stopped because its lease was not renewed
 
 
 class Runner:
@@ -48,6 +50,7 @@ class Runner:
         metrics: Metrics,
         *,
         worker_id: str,
+        renew_deadline: float = math.inf,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.jobs = jobs
@@ -55,12 +58,16 @@ class Runner:
         self.executor = executor
         self.metrics = metrics
         self.worker_id = worker_id
+        self.renew_deadline = renew_deadline  # seconds a lease is surely valid after it was sent
         self.monotonic = monotonic  # the claimer's: a run claimed ahead begins by it
         self._log = log.bind()  # a concrete logger: each run binds its context onto it
 
-    def launch(self, claimed: ClaimedRun, clock: datetime | None, returned: float) -> None:
+    def launch(
+        self, claimed: ClaimedRun, clock: datetime | None, sent: float, returned: float
+    ) -> None:
         """Start a task for a claimed run; one claimed ahead of its `run_at` waits for it:
-        by the database's `clock` as the claim read it, counted from when it `returned`."""
+        by the database's `clock` as the claim read it, counted from when it `returned`.
+        Its lease is surely valid until `renew_deadline` after the claim was `sent`."""
         run = claimed.run
         job = self.jobs[run.job_name]
         context = {
@@ -81,7 +88,7 @@ class Runner:
             correlation_id=run.correlation_id,
             log=self._log.bind(**context),
         )
-        active = Active(claimed=claimed, job=job, ctx=ctx)
+        active = Active(claimed=claimed, job=job, ctx=ctx, deadline=sent + self.renew_deadline)
         if clock is not None and run.run_at > clock:
             active.begin_at = returned + (run.run_at - clock).total_seconds()
         runs = self.runs
@@ -147,10 +154,13 @@ class Runner:
             runs.active.pop(run.id, None)
             runs.wake_claimer.set()
             return
-        if result is None:
-            status, error = "cancelled", None
+        status: FinalStatus
+        if result is not None:  # the call returned (a stop too late to matter)
+            status, error, why = result.status, result.error, None
+        elif reason == "deadline":  # recorded lost once the database is back (fenced)
+            status, error, why = "lost", None, DEADLINE_REASON
         else:
-            status, error = result.status, result.error
+            status, error, why = "cancelled", None, reason
         retry_in = retry_after(
             status=status,
             attempt=run.attempt,
@@ -173,9 +183,9 @@ class Runner:
         runs.pending.append(
             Outcome(
                 lease=active.claimed.lease,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 error=error,
-                reason=reason if status == "cancelled" else None,
+                reason=why,
                 retry_in=retry_in,
             )
         )

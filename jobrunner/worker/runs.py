@@ -14,12 +14,13 @@ share one event loop).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass
 
 from jobrunner.config import JobConfig
-from jobrunner.context import JobContext
+from jobrunner.context import KILL_AT_ONCE, JobContext
 from jobrunner.records import ClaimedRun, Outcome
 
 
@@ -31,16 +32,20 @@ class Active:
     job: JobConfig
     ctx: JobContext
     begin_at: float = 0.0  # monotonic time when it is due (claimed ahead of its time)
+    # monotonic time until which its lease is surely valid (renew deadline, guarantee 10):
+    # when its claim or its last successful renewal was sent, plus `renew_deadline`
+    deadline: float = math.inf
     task: asyncio.Task[None] | None = None
-    stop_reason: str | None = None  # lost | cancelled | shutdown
+    stop_reason: str | None = None  # lost | deadline | cancelled | shutdown
 
     def stop(self, reason: str) -> None:
-        """Cancel the run (once; the first reason is the one recorded)."""
+        """Cancel the run (once; the first reason is the one recorded). Past its renew
+        deadline (`reason` "deadline") a child process is killed without a grace."""
         if self.stop_reason is None:
             self.stop_reason = reason
             self.ctx.cancelled.set()
             if self.task is not None:
-                self.task.cancel()
+                self.task.cancel(KILL_AT_ONCE if reason == "deadline" else None)
 
 
 class RunTable:

@@ -12,7 +12,9 @@ constructor, so that each can be run alone:
 - `heartbeat.Heartbeat`: renews all leases and `last_seen` in one transaction, cancels runs
   whose lease is gone or whose cancel was requested, and reaps leases of dead peers;
 - `recorder.Recorder`: writes outcomes of runs that finished close together in one transaction;
-- `pruner.Pruner`: deletes old run history per `[history]`.
+- `pruner.Pruner`: deletes old run history per `[history]`;
+- `watchdog.Watchdog`: stops a run whose lease was not renewed within the renew deadline
+  (guarantee 10), with no database call of its own.
 
 They share one small object, the run table (`runs.RunTable`: the runs between claim and
 written outcome, and the wake-up events), and the catalog (`catalog.Catalog`). The worker
@@ -34,6 +36,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -49,7 +52,7 @@ from jobrunner.logging import get_logger
 from jobrunner.records import Policy, WorkerInfo
 from jobrunner.store.engine import DB_ERRORS
 from jobrunner.store.ports import WorkerPort
-from jobrunner.worker.backoff import offload
+from jobrunner.worker.backoff import Backoff, offload, sleep_or
 from jobrunner.worker.catalog import Catalog
 from jobrunner.worker.claimer import Claimer
 from jobrunner.worker.executor import Executor
@@ -61,6 +64,7 @@ from jobrunner.worker.recorder import Recorder
 from jobrunner.worker.runner import Runner
 from jobrunner.worker.runs import RunTable
 from jobrunner.worker.scheduler import Scheduler
+from jobrunner.worker.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from jobrunner.store.listen import Listener
@@ -109,7 +113,15 @@ class Worker:
         )
         self.catalog = Catalog(config.jobs, store, worker_id=self.id, lease_ttl=lease_ttl, db=db)
         self.scheduler = Scheduler(config.jobs, store, runs, self.catalog, self.metrics, db=db)
-        self.runner = Runner(jobs, runs, self.executor, self.metrics, worker_id=self.id)
+        renew_deadline = settings.renew_deadline
+        self.runner = Runner(
+            jobs,
+            runs,
+            self.executor,
+            self.metrics,
+            worker_id=self.id,
+            renew_deadline=renew_deadline,
+        )
         self.claimer = Claimer(
             claim_policies,
             store,
@@ -129,8 +141,10 @@ class Worker:
             info=self._info(),
             lease_ttl=lease_ttl,
             interval=settings.heartbeat.total_seconds(),
+            renew_deadline=renew_deadline,
             db=db,
         )
+        self.watchdog = Watchdog(runs, self.metrics, renew_deadline=renew_deadline)
         self.recorder = Recorder(store, runs, self.metrics, worker_id=self.id, db=db)
         self.pruner = Pruner(config.history, store, self.metrics, db=db)
         self._http: HttpServer | None = None
@@ -139,16 +153,13 @@ class Worker:
 
     # -- start ----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Check schema and clock, register, publish the catalog, load slot cursors."""
-        db, store = self.db, self.store
-        await db(store.prepare_schema)
-        await self._check_clock()
-        await db(store.register_worker, self._info())
-        await self.catalog.publish()
-        await self.scheduler.load()
-        await db(store.reap, lease_ttl=self.config.worker.lease_ttl.total_seconds())
-        await self.catalog.refresh()
+    async def start(self) -> bool:
+        """Wait for the database, then check schema and clock, register, publish the
+        catalog, load slot cursors; listen, start the HTTP endpoint. False when a signal
+        came while it waited."""
+        if not await self._wait_for_database():
+            return False
+        store = self.store
         if store.dialect == "postgresql":
             self._listen()
         if any(j.isolation == "process" for j in self.config.jobs):
@@ -161,6 +172,44 @@ class Worker:
             concurrency=self.config.worker.concurrency,
             database=self.config.database.url,
         )
+        return True
+
+    async def _wait_for_database(self) -> bool:
+        """Run the start-up steps that need the database; while it is unreachable, retry them
+        with a backoff (one log line per step, with the reason) for up to `[database]
+        startup_timeout`, then give up with the last error. False if a signal came first."""
+        timeout = self.config.database.startup_timeout.total_seconds()
+        backoff = Backoff("startup", self.metrics.db_error, log_every=1)
+        give_up = time.monotonic() + timeout
+        while not self.runs.stopping.is_set():
+            try:
+                await self._prepare()
+            except DB_ERRORS as exc:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    if timeout > 0:
+                        log.error(
+                            "database still unavailable at start: giving up",
+                            waited_seconds=round(timeout, 1),
+                        )
+                    raise
+                await sleep_or(self.runs.stopping, min(backoff.failed(exc), left))
+            else:
+                backoff.ok()
+                return True
+        log.info("signal received while waiting for the database: not started")
+        return False
+
+    async def _prepare(self) -> None:
+        """The start-up steps that need the database; each can be repeated."""
+        db, store = self.db, self.store
+        await db(store.prepare_schema)
+        await self._check_clock()
+        await db(store.register_worker, self._info())
+        await self.catalog.publish()
+        await self.scheduler.load()
+        await db(store.reap, lease_ttl=self.config.worker.lease_ttl.total_seconds())
+        await self.catalog.refresh()
 
     async def _check_clock(self) -> None:
         db_now = await self.db(self.store.now)
@@ -227,7 +276,10 @@ class Worker:
         """Run until signalled; returns the exit code."""
         structlog.contextvars.bind_contextvars(worker_id=self.id)
         self._install_signals()
-        await self.start()
+        if not await self.start():
+            self.executor.shutdown()
+            self._db_pool.shutdown(wait=False)
+            return 0
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.scheduler.run())
@@ -235,6 +287,7 @@ class Worker:
                 tg.create_task(self.heartbeat.run())
                 tg.create_task(self.recorder.run())
                 tg.create_task(self.pruner.run())
+                tg.create_task(self.watchdog.run())
                 await self.runs.stopping.wait()
                 await self._drain()
                 raise _Stop

@@ -4,6 +4,7 @@ SQLite store, with only the run table (and what the service is handed) around it
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from jobrunner.worker.runner import Runner
 from jobrunner.worker.runs import Active, RunTable
 from jobrunner.worker.scheduler import Scheduler
 from jobrunner.worker.supervisor import policies
+from jobrunner.worker.watchdog import Watchdog
 from tests.support import AllPorts, write_config
 
 WORKER = "test-worker"
@@ -38,6 +40,7 @@ JOBS = [
     {"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"},
     {"name": "exclusive", "func": "sysjobs:noop_async"},  # overlap = "forbid": limited
     {"name": "sleepy", "func": "sysjobs:sleep_async", "overlap": "allow"},
+    {"name": "retried", "func": "sysjobs:sleep_async", "overlap": "allow", "retries": 1},
 ]
 
 
@@ -51,18 +54,30 @@ class Parts:
     metrics: Metrics
     executor: Executor
 
-    def runner(self, monotonic: Any = time.monotonic) -> Runner:
+    def runner(self, monotonic: Any = time.monotonic, renew_deadline: float = math.inf) -> Runner:
         jobs = {j.name: j for j in self.config.jobs}
         return Runner(
-            jobs, self.runs, self.executor, self.metrics, worker_id=WORKER, monotonic=monotonic
+            jobs,
+            self.runs,
+            self.executor,
+            self.metrics,
+            worker_id=WORKER,
+            renew_deadline=renew_deadline,
+            monotonic=monotonic,
         )
 
-    def claimer(self, *, lease_ttl: float = 30.0, monotonic: Any = time.monotonic) -> Claimer:
+    def claimer(
+        self,
+        *,
+        lease_ttl: float = 30.0,
+        monotonic: Any = time.monotonic,
+        renew_deadline: float = math.inf,
+    ) -> Claimer:
         return Claimer(
             policies(self.config),
             self.store,
             self.runs,
-            self.runner(monotonic),
+            self.runner(monotonic, renew_deadline),
             self.metrics,
             worker_id=WORKER,
             lease_ttl=lease_ttl,
@@ -190,6 +205,54 @@ def test_the_heartbeat_renews_held_leases_and_stops_a_run_whose_lease_is_gone(
         await asyncio.wait([held_run.task], timeout=5)
 
     asyncio.run(scenario())
+
+
+def test_the_watchdog_stops_a_run_whose_lease_was_not_renewed_in_time(parts: Parts) -> None:
+    """Guarantee 10 on one worker's clock: a claim sent at 100 gives its run until 103.5
+    (lease_ttl 4s less its 0.5s margin); a renewal sent at 102 moves that to 105.5; the
+    watchdog stops it past then, and the recorder writes it `lost` with its retry."""
+    store, runs = parts.store, parts.runs
+    clock = [100.0]
+    claimer = parts.claimer(lease_ttl=4.0, monotonic=lambda: clock[0], renew_deadline=3.5)
+    info = WorkerInfo(
+        worker_id=WORKER, hostname="here", pid=os.getpid(), version=__version__,
+        config_hash="hash", jobs={},
+    )  # fmt: skip
+    heartbeat = Heartbeat(
+        store, runs, parts.catalog(), parts.metrics, info=info, lease_ttl=4.0, interval=1.0,
+        renew_deadline=3.5, monotonic=lambda: clock[0],
+    )  # fmt: skip
+    watchdog = Watchdog(runs, parts.metrics, renew_deadline=3.5, monotonic=lambda: clock[0])
+    recorder = Recorder(store, runs, parts.metrics, worker_id=WORKER, monotonic=lambda: 1.0)
+    run = store.enqueue("retried", {"seconds": 30})
+
+    async def scenario() -> None:
+        await claimer.run_once()
+        active = runs.active[run.id]
+        assert active.deadline == 103.5
+        clock[0] = 103.0
+        assert watchdog.run_once() == pytest.approx(0.5)  # until that deadline
+        clock[0] = 102.0
+        await heartbeat.run_once()
+        assert active.deadline == 105.5 and active.stop_reason is None
+        clock[0] = 105.4
+        assert watchdog.run_once() == pytest.approx(0.1)
+        assert active.stop_reason is None
+        clock[0] = 105.5
+        watchdog.run_once()
+        assert active.stop_reason == "deadline" and active.ctx.cancelled.is_set()
+        await asyncio.wait([active.task], timeout=5)  # type: ignore[list-item]
+        (outcome,) = runs.pending
+        assert (outcome.status, outcome.reason, outcome.retry_in) == (
+            "lost", "renew deadline passed", 0.0,
+        )  # fmt: skip
+        await recorder.run_once()
+
+    asyncio.run(scenario())
+    first, second = store.run_attempts(run.id)
+    assert (first.status, first.reason) == ("lost", "renew deadline passed")
+    assert (second.attempt, second.status) == (2, "queued")
+    assert [lk for lk in store.list_locks() if lk.worker_id == WORKER] == []  # released
 
 
 def test_the_recorder_writes_a_pending_outcome_and_frees_its_place(parts: Parts) -> None:

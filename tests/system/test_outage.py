@@ -1,5 +1,6 @@
 """Guarantee 7: a PostgreSQL outage during a run. The worker does not exit, logs the outage
-once per backoff step, keeps its job running, reconnects and resumes scheduling.
+once per backoff step, reconnects and resumes scheduling. Its run outlasts the renew deadline
+without the database, so it is stopped and retried (guarantee 10).
 
 Stops the real local PostgreSQL cluster with pg_ctlcluster and always starts it again. Only
 runs where that cluster is the test database (CI on this machine)."""
@@ -55,7 +56,12 @@ def test_database_outage_does_not_stop_the_worker(
                 "catch_up": "all",
                 "misfire_grace": "1m",
             },
-            {"name": "long", "func": "sysjobs:sleep_async", "kwargs": {"seconds": 14}},
+            {
+                "name": "long",
+                "func": "sysjobs:sleep_async",
+                "kwargs": {"seconds": 14},
+                "retries": 1,
+            },
         ],
     )
     proc = workers.start(config)
@@ -78,9 +84,16 @@ def test_database_outage_does_not_stop_the_worker(
             per_service.setdefault(w["service"], []).append(w["retry_in"])
         for delays in per_service.values():  # once per backoff step: growing delays
             assert delays == sorted(delays)
-        assert wait_for(lambda: store.get_run(run.id).status in ("succeeded", "lost"), 30)
-        final = store.get_run(run.id)
-        assert final.status == "succeeded", f"the running job was lost: {final}"
+        # The outage (10s) outlasted the renew deadline (lease_ttl 4s less 0.5s): the run was
+        # stopped, recorded lost once the database was back, and retried (guarantee 10)
+        assert proc.find(
+            "renew deadline passed: stopping run (its lease may expire before it is renewed)"
+        )
+        assert wait_for(lambda: len(store.run_attempts(run.id)) == 2, 30)
+        first, second = store.run_attempts(run.id)
+        assert first.status == "lost"
+        assert first.reason in ("renew deadline passed", "lease expired")
+        assert wait_for(lambda: store.get_run(second.id).status == "succeeded", 40)
         back = datetime.now(UTC)
 
         def tick_times() -> list[datetime]:

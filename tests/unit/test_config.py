@@ -28,6 +28,7 @@ from jobrunner.config import (
     mask_url,
     normalize_database_url,
     parse_duration,
+    renew_margin,
     resolve_config_path,
 )
 from jobrunner.errors import ConfigError, ConfigIssue
@@ -573,12 +574,24 @@ def test_worker_defaults(write: WriteFn, tmp_path: Path) -> None:
     assert worker.max_clock_skew == timedelta(seconds=5)
 
 
-def test_heartbeat_must_be_below_half_the_lease(write: WriteFn) -> None:
-    key, message = one_issue(write('[worker]\nlease_ttl = "30s"\nheartbeat = "15s"\n'))
+def test_two_heartbeats_must_fit_in_the_renew_deadline(write: WriteFn) -> None:
+    # lease_ttl 30s: margin 1.5s (5%), renew deadline 28.5s, so at most 14.25s per heartbeat
+    key, message = one_issue(write('[worker]\nlease_ttl = "30s"\nheartbeat = "14.5s"\n'))
     assert key == "worker.heartbeat"
-    assert "worker.heartbeat (15s)" in message and "worker.lease_ttl (30s)" in message
-    assert "below 15s" in message
-    load(write('[worker]\nlease_ttl = "30s"\nheartbeat = "14s"\n'))
+    assert "worker.heartbeat (14s500ms)" in message and "worker.lease_ttl (30s)" in message
+    assert "margin of 1s500ms" in message and "at most 14s250ms" in message
+    load(write('[worker]\nlease_ttl = "30s"\nheartbeat = "14.25s"\n'))
+    # short leases: the margin is at least 0.5s (4s - 0.5s = 3.5s: 1.75s per heartbeat)
+    key, message = one_issue(write('[worker]\nlease_ttl = "4s"\nheartbeat = "1.8s"\n'))
+    assert "at most 1s750ms" in message
+    assert (
+        load(write('[worker]\nlease_ttl = "4s"\nheartbeat = "1s"\n')).worker.renew_deadline == 3.5
+    )
+
+
+def test_the_renew_deadline_is_the_lease_less_its_margin() -> None:
+    assert renew_margin(4.0) == 0.5 and renew_margin(30.0) == 1.5 and renew_margin(600.0) == 30
+    assert WorkerConfig().renew_deadline == 28.5
 
 
 def test_default_heartbeat_is_checked_against_a_short_lease(write: WriteFn) -> None:

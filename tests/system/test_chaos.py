@@ -1,0 +1,27 @@
+"""The chaos scenario of `bench/chaos.py`, short, in the test suite: 3 replicas, random
+SIGKILL / SIGTERM / SIGSTOP+SIGCONT / restarts of replicas and two PostgreSQL restarts. Every
+slot starts once per attempt and finishes; no replica exits except by the harness's signals
+(a replica restarted while PostgreSQL restarts waits for it, guarantee 10)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from bench.chaos import FAILURES, chaos, pg_cluster
+
+pytestmark = pytest.mark.system
+
+
+def test_chaos_with_replica_faults_and_postgresql_restarts(pg_server_url: str) -> None:
+    if pg_cluster() is None or sa.make_url(pg_server_url).host not in ("127.0.0.1", "localhost"):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true: the chaos test needs the local PostgreSQL cluster")
+        pytest.skip("needs the local PostgreSQL cluster (pg_ctlcluster) as the test database")
+    result = chaos(pg_server_url, replicas=3, duration=40, seed=7, pg_restarts=2)
+    assert result["slots_expected"] >= 70
+    assert result["actions_pg_restart"] == 2
+    assert result["actions_kill"] + result["actions_term"] + result["actions_pause"] >= 5
+    assert {k: result[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0.0), result
