@@ -21,6 +21,10 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 catch these (and back off) without importing the driver."""
 
 
+IDLE_IN_TRANSACTION = 5.0
+"""Seconds after which PostgreSQL ends a jobrunner transaction left idle (see postgres_options)."""
+
+
 class db_now(FunctionElement[Any]):
     """The database's clock, optionally shifted by `seconds`, as a UTC timestamp.
 
@@ -56,6 +60,15 @@ def postgres_options(url: sa.URL) -> tuple[sa.URL, dict[str, Any]]:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     connect_args: dict[str, Any] = {"connect_timeout": 5}  # an outage must not hang a call
+    # A transaction whose client was cut off mid-way (a partition: the socket stays open) would
+    # keep its row locks, and peers skip locked rows (SKIP LOCKED): an expired lease could not
+    # be taken over. jobrunner's transactions never idle between statements, so the server
+    # ends one that does after IDLE_IN_TRANSACTION seconds.
+    ours = f"-c idle_in_transaction_session_timeout={int(IDLE_IN_TRANSACTION * 1000)}"
+    given = url.query.get("options")
+    if given is not None:
+        url = url.difference_update_query(["options"])
+    connect_args["options"] = f"{given} {ours}" if given else ours
     # `?prepared_statements=false` (jobrunner's own URL option): PgBouncer before 1.21 in
     # transaction mode cannot keep server-side prepared statements between transactions.
     flag = url.query.get("prepared_statements")
