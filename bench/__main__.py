@@ -1,8 +1,8 @@
 """`python -m bench SCENARIO --db URL [--repeats N] [--size N] ...`
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
-failover, idle, memory (jobrunner); pgbench (the machine's limit); statements (a diagnostic:
-statements per run, side by side); all (each in turn).
+failover, partition, upgrade, idle, memory (jobrunner); pgbench (the machine's limit); statements (a
+diagnostic: statements per run, side by side); all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
 databases named bench_* and drops every one at the end, also on Ctrl-C.
 """
@@ -31,6 +31,8 @@ SCENARIOS = (
     "firelag",
     "scale",
     "failover",
+    "partition",
+    "upgrade",
     "idle",
     "memory",
     "pgbench",
@@ -79,6 +81,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--cron", default=None, help="scale: cron of every job (default * * * * *)")
     p.add_argument("--lease-ttl", default="30s", help="failover: lease_ttl (default 30s)")
+    p.add_argument("--old", default="HEAD~1", help="upgrade: the earlier commit (default HEAD~1)")
     p.add_argument("--heartbeat", default="10s", help="failover: heartbeat (default 10s)")
     p.add_argument("--shutdown-grace", default="1s", help="failover: shutdown_grace (1s)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -105,6 +108,10 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
             opts["fire_times"] = int(args.duration)
         if scenario == "scale" and args.cron:
             opts["cron"] = args.cron
+    elif scenario == "upgrade":
+        opts["old"] = args.old
+        if args.replicas:
+            opts["replicas"] = args.replicas
     elif scenario == "failover":
         opts.update(
             lease_ttl=args.lease_ttl, heartbeat=args.heartbeat, shutdown_grace=args.shutdown_grace
@@ -195,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def default_repeats(scenario: str) -> int:
+    if scenario == "partition":
+        return 2
     return 3 if scenario in ("throughput", "pickup", "failover", "pgbench") else 1
 
 

@@ -44,3 +44,35 @@ async def record(ctx: Any) -> None:
 async def sleep(seconds: float = 600.0) -> None:
     """A long run, to kill the replica that runs it."""
     await asyncio.sleep(seconds)
+
+
+def _mark(ctx: Any, event: str) -> None:
+    """One line per event to $BENCH_EVENTS (O_APPEND): run id, attempt, event, time."""
+    line = json.dumps(
+        {"t": time.time(), "run_id": ctx.run_id, "attempt": ctx.attempt, "event": event}
+    )
+    fd = os.open(os.environ["BENCH_EVENTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+async def ticking(ctx: Any, seconds: float = 14.0) -> None:
+    """A start, then a tick every 20 ms while it runs: its last line says when it stopped."""
+    _mark(ctx, "start")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        _mark(ctx, "tick")
+    _mark(ctx, "finish")
+
+
+def ticking_sync(ctx: Any, seconds: float = 14.0) -> None:
+    """`ticking` in a thread or a child process; it returns early once cancelled."""
+    _mark(ctx, "start")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.cancelled.is_set():
+        time.sleep(0.02)
+        _mark(ctx, "tick")
+    _mark(ctx, "finish")

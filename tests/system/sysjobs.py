@@ -60,27 +60,6 @@ def sleep_sync(ctx: Any, seconds: float = 1.0) -> None:
     _record(ctx, "finish")
 
 
-async def ticking_async(ctx: Any, seconds: float = 1.0) -> None:
-    """Records a start, then a tick every 50 ms while it runs: the last tick says when it
-    stopped, even when it was cancelled."""
-    _record(ctx)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        _record(ctx, "tick")
-    _record(ctx, "finish")
-
-
-def ticking_sync(ctx: Any, seconds: float = 1.0) -> None:
-    """`ticking_async` in a thread or a child process; returns early when cancelled."""
-    _record(ctx)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not ctx.cancelled.is_set():
-        time.sleep(0.05)
-        _record(ctx, "tick")
-    _record(ctx, "finish")
-
-
 def fail(ctx: Any, message: str = "boom") -> None:
     _record(ctx)
     raise RuntimeError(message)

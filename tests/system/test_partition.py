@@ -19,17 +19,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from bench.pgproxy import CountingProxy, Proxies
-from tests.support import AllPorts, Workers, wait_for, write_config
-from tests.system.sysjobs import starts
+from bench.pgproxy import Proxies
+from bench.scenarios.partition import KINDS, spans, through
+from tests.support import ROOT, SYSJOBS_DIR, AllPorts, Workers, wait_for, write_config
 
 pytestmark = pytest.mark.system
-
-KINDS = {
-    "async": {"func": "sysjobs:ticking_async"},
-    "process": {"func": "sysjobs:ticking_sync", "isolation": "process"},
-    "thread": {"func": "sysjobs:ticking_sync"},  # stops only because it reads ctx.cancelled
-}
 
 
 @pytest.fixture
@@ -40,29 +34,17 @@ def proxies(pg_url: str) -> Iterator[Proxies]:
     found.close()
 
 
-def through(proxy: CountingProxy, url: str) -> str:
-    return (
-        sa.make_url(url)
-        .set(host="127.0.0.1", port=proxy.port)
-        .update_query_dict({"sslmode": "disable", "gssencmode": "disable"})
-        .render_as_string(hide_password=False)
-    )
-
-
-def spans(path: Path, run_id: int) -> tuple[float, float]:
-    """When the run's job began and its last sign of life (start, ticks, finish)."""
-    times = [e["t"] for e in starts(str(path)) if e["run_id"] == run_id]
-    return min(times), max(times)
-
-
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_a_partitioned_replica_stops_its_run_before_the_peer_retries(
-    kind: str, tmp_path: Path, pg_url: str, proxies: Proxies, workers: Workers, starts_file: Path
+    kind: str, tmp_path: Path, pg_url: str, proxies: Proxies, workers: Workers
 ) -> None:
     job: dict[str, Any] = {"name": "long", **KINDS[kind], "kwargs": {"seconds": 14}, "retries": 1}
+    events = tmp_path / "events.jsonl"
+    workers.env["BENCH_EVENTS"] = str(events)
     proxy = proxies.new()
-    cut_off = write_config(tmp_path / "a.toml", through(proxy, pg_url), [job])
-    direct = write_config(tmp_path / "b.toml", pg_url, [job])
+    paths = {"import_paths": [str(SYSJOBS_DIR), str(ROOT)]}  # bench.jobs
+    cut_off = write_config(tmp_path / "a.toml", through(proxy, pg_url), [job], worker=paths)
+    direct = write_config(tmp_path / "b.toml", pg_url, [job], worker=paths)
     a = workers.start(cut_off)
     store = AllPorts.from_url(pg_url)
     try:
@@ -79,8 +61,8 @@ def test_a_partitioned_replica_stops_its_run_before_the_peer_retries(
             assert wait_for(lambda: store.get_run(second.id).status == "succeeded", 30)
         finally:
             proxy.thaw()
-        _, ended_1 = spans(starts_file, first.id)
-        began_2, _ = spans(starts_file, second.id)
+        seen = spans(events)
+        ended_1, began_2 = seen[1][1], seen[2][0]
         assert ended_1 < began_2, (
             f"attempt 1 ran until {ended_1 - frozen:.2f}s after the partition, attempt 2 "
             f"began at {began_2 - frozen:.2f}s"
