@@ -9,11 +9,16 @@
 # build. deploy/ has a docker-compose file and a Kubernetes manifest; docs/operations.md
 # explains the settings.
 
+# The base of both stages: a pinned Python 3.11 slim image. Where registry images cannot be
+# pulled, pass a Debian bookworm image with python3, python3-venv and tini made from Debian's
+# packages (deploy/smoke.sh makes one with debootstrap): --build-arg BASE=jobrunner-base:bookworm
+ARG BASE=python:3.11.10-slim-bookworm
+
 # -- build: the package and its dependencies, in a virtual environment ----------------------
-FROM python:3.11.10-slim-bookworm AS build
+FROM ${BASE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/jobrunner
+RUN python3 -m venv /opt/jobrunner
 ENV PATH=/opt/jobrunner/bin:$PATH
 
 WORKDIR /src
@@ -23,7 +28,7 @@ COPY jobrunner ./jobrunner
 RUN pip install --no-cache-dir .
 
 # -- runtime: the virtual environment, tini as PID 1, a non-root user ------------------------
-FROM python:3.11.10-slim-bookworm
+FROM ${BASE}
 
 LABEL org.opencontainers.image.title="jobrunner" \
       org.opencontainers.image.description="A distributed cron and job-runner daemon" \
@@ -31,9 +36,11 @@ LABEL org.opencontainers.image.title="jobrunner" \
 
 # tini is PID 1: it forwards SIGTERM/SIGINT to jobrunner (which drains and exits 0) and
 # reaps zombie processes that job code may leave behind.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/* \
+RUN if [ ! -x /usr/bin/tini ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends tini \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
     && groupadd --gid 10001 jobrunner \
     && useradd --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin jobrunner
