@@ -34,6 +34,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -85,9 +86,8 @@ class Replica:
 
     def start(self, env: dict[str, str]) -> None:
         cmd = [sys.executable, "-m", "jobrunner", "run", "-c", str(self.config)]
-        self.proc = subprocess.Popen(
-            cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env
-        )
+        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.started, self.stopping, self.signalled = time.monotonic(), False, 0
 
     @property
@@ -192,7 +192,7 @@ class Harness:
                 self._act()
         end = datetime.now(UTC)
         self._settle()
-        result = measure(self.events, self.url, begin, end)
+        result = measure(self.events, begin, end)
         result.update({f"actions_{k}": float(v) for k, v in self.actions.items()})
         result["unexpected_exits"] = float(len(self.unexpected))
         return result
@@ -247,7 +247,7 @@ class Harness:
         self._check_exits()
 
 
-def measure(events: Path, url: str, begin: datetime, end: datetime) -> dict[str, float]:
+def measure(events: Path, begin: datetime, end: datetime) -> dict[str, float]:
     first = begin.replace(microsecond=0) + timedelta(seconds=1)
     last = end.replace(microsecond=0)
     expected = {
@@ -271,7 +271,7 @@ def measure(events: Path, url: str, begin: datetime, end: datetime) -> dict[str,
             started.add(key)
         elif row["event"] == "finish":
             finished.add(key)
-    lags = start_lags(url, first, last)
+    lags = start_lags(rows, expected)
     return {
         "slots_expected": len(expected),
         "slots_started": len(started),
@@ -292,17 +292,15 @@ def overlaps(attempts: dict[int, list[float]]) -> int:
     return sum(1 for a, b in itertools.pairwise(ordered) if b[0] < a[1])
 
 
-def start_lags(url: str, first: datetime, last: datetime) -> list[float]:
-    """Start lag as the worker saw it (not the job's), sorted."""
-    with psycopg.connect(url) as c:
-        return sorted(
-            float(x)
-            for (x,) in c.execute(
-                "SELECT extract(epoch FROM started_at - scheduled_for) FROM job_runs "
-                "WHERE attempt = 1 AND started_at IS NOT NULL AND scheduled_for BETWEEN %s AND %s",
-                (first, last),
-            )
-        )
+def start_lags(rows: list[dict[str, Any]], expected: set[tuple[str, datetime]]) -> list[float]:
+    """Start lag of each expected slot's first attempt as the job saw it (its own clock:
+    the replicas run on this host), sorted."""
+    lags = []
+    for row in rows:
+        slot = datetime.fromisoformat(row["slot"])
+        if row["event"] == "start" and row["attempt"] == 1 and (row["job"], slot) in expected:
+            lags.append(row["t"] - slot.timestamp())
+    return sorted(lags)
 
 
 def main() -> None:

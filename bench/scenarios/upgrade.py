@@ -121,7 +121,7 @@ def _enqueue(url: str, n: int, into: list[int] | None = None) -> list[int]:
     ids = into if into is not None else []
     store = ClientStore.from_url(url)
     try:
-        ids += [run.id for run in store.enqueue_many("queued", [None] * n)]
+        ids += store.enqueue_many("queued", [None] * n)
     finally:
         store.close()
     return ids
