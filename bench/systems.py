@@ -116,9 +116,9 @@ class Jobrunner(System):
         self.config = write_jobrunner_config(
             self.workdir / f"{self.name}.toml",
             self.worker_url,
-            # A queue-style job: runs of it may overlap (the default `forbid` runs one at a
-            # time per job name, which no peer does).
-            [{"name": "noop", "func": "bench.jobs:noop", "overlap": "allow"}],
+            # A trigger-only job at the defaults: queue-style (overlap "allow"), as every
+            # peer runs queued work.
+            [{"name": "noop", "func": "bench.jobs:noop"}],
             worker=worker,
         )
         self.store = WorkerStore.from_url(self.db_url)

@@ -216,6 +216,7 @@ class JobConfig:
     retries: int = setting(0, conv.integer(0, 1_000))
     retry_backoff: timedelta = setting(timedelta(seconds=30), conv.duration())
     retry_backoff_max: timedelta = setting(timedelta(hours=1), conv.duration())
+    # the loader's default: "forbid" with a cron, "allow" without (a queue)
     overlap: Literal["forbid", "allow", "replace"] = setting(
         "forbid", conv.choice("forbid", "allow", "replace")
     )
@@ -383,6 +384,8 @@ def _build_job(
 ) -> JobConfig | None:
     label = _job_label(raw)
     values, ok = parse_table(raw, JobConfig, key, issues, label)
+    if isinstance(raw, dict) and "overlap" not in raw:  # queue-style without a cron
+        values["overlap"] = "forbid" if raw.get("cron") is not None else "allow"
     ok = _check_job_rules(values, key, label, issues) and ok
     if isinstance(raw, dict) and "timezone" not in raw:  # a job runs in [worker] timezone
         values["timezone"] = worker.timezone

@@ -173,6 +173,13 @@ def iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def overlap_text(overlap: str | None, max_concurrency: int | None) -> str:
+    """A job's effective overlap policy as `check` and `jobs list` show it."""
+    if overlap == "allow":
+        return f"allow (max {max_concurrency})" if max_concurrency else "allow"
+    return overlap or "-"
+
+
 def table(*columns: str) -> Table:
     t = Table(box=None, pad_edge=False, header_style="bold")
     for c in columns:

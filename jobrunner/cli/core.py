@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from jobrunner.cli.app import ConfigOption, app, err, load, out, table, when
+from jobrunner.cli.app import ConfigOption, app, err, load, out, overlap_text, table, when
 from jobrunner.config import mask_url
 from jobrunner.daemon import run_worker
 
@@ -43,19 +43,21 @@ def check(
     if problems:
         raise typer.Exit(2)
     now = datetime.now(UTC)
-    t = table("JOB", "FUNC", "KIND", "SCHEDULE", "ZONE", "NEXT")
+    t = table("JOB", "FUNC", "KIND", "OVERLAP", "SCHEDULE", "ZONE", "NEXT")
     for job in cfg.jobs:
         kind = "async" if job.is_async else "sync"
         if job.isolation == "process":
             kind += ", process" + (f" (max {job.max_memory} bytes)" if job.max_memory else "")
+        overlap = overlap_text(job.overlap, job.max_concurrency)
         if job.cron is None:
-            t.add_row(job.name, job.func, kind, "(trigger only)", job.timezone.key, "-")
+            t.add_row(job.name, job.func, kind, overlap, "(trigger only)", job.timezone.key, "-")
             continue
         times = next_fire_times(job.cron, job.timezone, now, count)
         t.add_row(
             job.name,
             job.func,
             kind,
+            overlap,
             job.cron,
             job.timezone.key,
             "\n".join(when(x, job.timezone) for x in times),

@@ -25,6 +25,7 @@ from jobrunner.cli.app import (
     load_settings,
     open_store,
     out,
+    overlap_text,
     parse_kwargs,
     print_json,
     say,
@@ -74,13 +75,17 @@ def jobs_list(config: Path | None = ConfigOption, as_json: bool = JsonOption) ->
                     "last_finished_at": iso(run.finished_at) if run else None,
                     "last_run_id": run.id if run else None,
                     "paused": e.paused,
+                    "overlap": e.definition.get("overlap"),
+                    "max_concurrency": e.definition.get("max_concurrency"),
                     "definition_hash": e.config_hash,
                 }
                 for e, run, nxt in rows
             ]
         )
         return
-    t = table("NAME", "SCHEDULE", "ZONE", "NEXT FIRE", "LAST OUTCOME", "FINISHED", "PAUSED")
+    t = table(
+        "NAME", "SCHEDULE", "ZONE", "OVERLAP", "NEXT FIRE", "LAST OUTCOME", "FINISHED", "PAUSED"
+    )
     for e, run, nxt in rows:
         finished = run.finished_at if run else None
         add_row(
@@ -88,6 +93,7 @@ def jobs_list(config: Path | None = ConfigOption, as_json: bool = JsonOption) ->
             e.name,
             e.cron or "(trigger only)",
             e.timezone,
+            overlap_text(e.definition.get("overlap"), e.definition.get("max_concurrency")),
             when(nxt, zone(e.timezone)) if nxt else "-",
             run.status if run else None,
             ago(now - finished) if finished else "-",

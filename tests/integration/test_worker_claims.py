@@ -53,7 +53,7 @@ def run_with(store: AllPorts, worker: Worker, body: Callable[[], Awaitable[None]
 
 def test_a_claim_leaves_out_limited_jobs_with_unwritten_outcomes(tmp_path: Path) -> None:
     jobs = [
-        {"name": "exclusive", "func": "sysjobs:noop_async"},  # overlap = "forbid": one at a time
+        {"name": "exclusive", "func": "sysjobs:noop_async", "overlap": "forbid"},  # one at a time
         {"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"},
     ]
     store, worker = new_worker(tmp_path, jobs)

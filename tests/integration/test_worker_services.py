@@ -38,7 +38,7 @@ WORKER = "test-worker"
 JOBS = [
     {"name": "tick", "func": "sysjobs:noop_async", "cron": "* * * * * */10"},
     {"name": "queue", "func": "sysjobs:noop_async", "overlap": "allow"},
-    {"name": "exclusive", "func": "sysjobs:noop_async"},  # overlap = "forbid": limited
+    {"name": "exclusive", "func": "sysjobs:noop_async", "overlap": "forbid"},  # limited
     {"name": "sleepy", "func": "sysjobs:sleep_async", "overlap": "allow"},
     {"name": "retried", "func": "sysjobs:sleep_async", "overlap": "allow", "retries": 1},
 ]

@@ -682,7 +682,7 @@ def test_job_defaults(write: WriteFn) -> None:
     )
     assert job.timezone == ZoneInfo("UTC")
     assert job.timeout is None
-    assert (job.retries, job.overlap, job.max_concurrency) == (0, "forbid", None)
+    assert (job.retries, job.overlap, job.max_concurrency) == (0, "allow", None)  # a queue
     assert job.retry_backoff == timedelta(seconds=30)
     assert job.retry_backoff_max == timedelta(hours=1)
     assert (job.catch_up, job.max_catch_up) == ("latest", 100)
@@ -823,11 +823,30 @@ def test_import_funcs_false_does_not_import(write: WriteFn) -> None:
 
 
 def test_max_concurrency_needs_overlap_allow(write: WriteFn) -> None:
-    key, message = one_issue(write(job_toml(SYNC, "max_concurrency = 2", name="n")))
+    cron = 'cron = "* * * * *"'
+    key, message = one_issue(write(job_toml(SYNC, cron, "max_concurrency = 2", name="n")))
     assert key == "jobs[0].max_concurrency"
     assert "overlap = 'allow'" in message and "'forbid'" in message
-    job = load(write(job_toml(SYNC, "overlap = 'allow'", "max_concurrency = 2"))).jobs[0]
+    job = load(write(job_toml(SYNC, cron, "overlap = 'allow'", "max_concurrency = 2"))).jobs[0]
     assert (job.overlap, job.max_concurrency) == ("allow", 2)
+    job = load(write(job_toml(SYNC, "max_concurrency = 2"))).jobs[0]  # no cron: allow
+    assert (job.overlap, job.max_concurrency) == ("allow", 2)
+
+
+@pytest.mark.parametrize(
+    ("lines", "overlap"),
+    [
+        ((), "allow"),  # no cron: queue-style, its runs run at once
+        (('cron = "* * * * *"',), "forbid"),  # a cron job: a slot never overlaps its previous
+        (("overlap = 'forbid'",), "forbid"),
+        (('cron = "* * * * *"', "overlap = 'allow'"), "allow"),
+        (('cron = "* * * * *"', "overlap = 'replace'"), "replace"),
+    ],
+)
+def test_the_default_overlap_depends_on_cron(
+    write: WriteFn, lines: tuple[str, ...], overlap: str
+) -> None:
+    assert load(write(job_toml(SYNC, *lines))).jobs[0].overlap == overlap
 
 
 def test_retry_backoff_max_not_below_backoff(write: WriteFn) -> None:
