@@ -221,6 +221,7 @@ class JobConfig:
         "forbid", conv.choice("forbid", "allow", "replace")
     )
     max_concurrency: int | None = setting(None, conv.integer(1))
+    priority: int = setting(0, conv.integer(*conv.PRIORITY_RANGE))  # higher runs first
     catch_up: Literal["skip", "latest", "all"] = setting(
         "latest", conv.choice("skip", "latest", "all")
     )
@@ -244,12 +245,10 @@ class JobConfig:
 
     def definition(self) -> dict[str, Any]:
         """Every setting as JSON-able values (durations in seconds, the zone by its key).
-
-        ``isolation`` and ``max_memory`` appear only for ``isolation = "process"``, so that
-        the definitions (and hashes) of jobs that do not use it stay what they were.
-        """
-        isolated = self.isolation != "thread"
-        return definition_of(self, leave_out=() if isolated else {"isolation", "max_memory"})
+        Settings added later appear only when set (``isolation = "process"`` with ``max_memory``,
+        a ``priority`` other than 0): other definitions (and hashes) stay what they were."""
+        unset = set() if self.isolation != "thread" else {"isolation", "max_memory"}
+        return definition_of(self, leave_out=unset | ({"priority"} if not self.priority else set()))
 
     @cached_property
     def definition_hash(self) -> str:

@@ -33,6 +33,9 @@ def integer(low: int, high: int | None = None) -> Converter:
     return convert
 
 
+PRIORITY_RANGE = (-1_000_000, 1_000_000)  # a run's priority (higher first): job key and enqueue
+
+
 def duration(minimum: timedelta = timedelta(0), *, exclusive: bool = False) -> Converter:
     def convert(value: object) -> timedelta:
         td = parse_duration(value)

@@ -36,6 +36,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from jobrunner.client import AsyncClient, Client
+from jobrunner.converters import PRIORITY_RANGE
 from jobrunner.errors import BadInput, JobNotFound, RunNotFound
 from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
@@ -87,6 +88,7 @@ class RunOut(BaseModel):
     idempotency_key: str | None
     correlation_id: str | None
     retry_of: int | None = Field(description="The run this one retries.")
+    priority: int = Field(description="Higher runs first (default 0, or the job's).")
 
 
 class JobOut(BaseModel):
@@ -118,6 +120,13 @@ class EnqueueRequest(BaseModel):
         min_length=1,
         max_length=200,
         description="A repeated key (per job) returns the run the first request created.",
+    )
+    priority: int | None = Field(
+        default=None,
+        ge=PRIORITY_RANGE[0],
+        le=PRIORITY_RANGE[1],
+        strict=True,
+        description="Higher runs first; default the job's `priority` (else 0).",
     )
 
 
@@ -232,6 +241,7 @@ def _job_routes(
                 run_at=body.run_at,
                 idempotency_key=body.idempotency_key,
                 correlation_id=get_correlation_id(request),
+                priority=body.priority,
             )
         except JobNotFound as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None

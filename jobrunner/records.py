@@ -37,6 +37,7 @@ class Run:
     idempotency_key: str | None
     correlation_id: str | None
     retry_of: int | None
+    priority: int = 0  # higher first
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class Slot:
     max_attempts: int = 1
     status: Literal["queued", "skipped"] = "queued"
     reason: str | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

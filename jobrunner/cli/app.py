@@ -109,6 +109,16 @@ def duration(value: str, option: str) -> timedelta:
         fail(f"{option}: {exc}", 2)
 
 
+def integer(value: str | None, option: str) -> int | None:
+    """An integer option given as text (typer's own error would be a box, not one line)."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        fail(f"{option}: expected an integer, got {value!r}", 2)
+
+
 def instant(value: str, option: str, now: datetime, tz: ZoneInfo | Any = UTC) -> datetime:
     """A duration back from `now` (`1h`, `30m`) or an ISO time (naive: in `tz`)."""
     try:

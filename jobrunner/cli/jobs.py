@@ -21,6 +21,7 @@ from jobrunner.cli.app import (
     err,
     error_line,
     fail,
+    integer,
     iso,
     load_settings,
     open_store,
@@ -35,6 +36,7 @@ from jobrunner.cli.app import (
     zone,
 )
 from jobrunner.config import format_duration
+from jobrunner.converters import PRIORITY_RANGE
 from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
 from jobrunner.store.ports import AdminPort
@@ -185,6 +187,12 @@ def jobs_trigger(
     correlation_id: str | None = typer.Option(
         None, "--correlation-id", help="Stored on the run and bound in its logs."
     ),
+    priority: str | None = typer.Option(
+        None,
+        "--priority",
+        help=f"Higher runs first, {PRIORITY_RANGE[0]:,} to {PRIORITY_RANGE[1]:,} (default: the "
+        "job's priority, else 0).",
+    ),
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -194,7 +202,11 @@ def jobs_trigger(
     cfg = load_settings(config)
     with open_store(cfg) as store:
         run = store.enqueue(
-            name, arguments, idempotency_key=idempotency_key, correlation_id=correlation_id
+            name,
+            arguments,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            priority=integer(priority, "--priority"),
         )
         if not wait:
             if as_json:
@@ -204,16 +216,7 @@ def jobs_trigger(
             return
         if not as_json:
             say(f"queued run {run.id} of {name}; waiting for it to finish")
-        now = store.now()
-        if not any(
-            name in w.jobs and now - w.last_seen <= cfg.worker.lease_ttl
-            for w in store.list_workers()
-        ):
-            err.print(
-                f"warning: no live worker defines {name}: the run waits until one starts",
-                markup=False,
-                highlight=False,
-            )
+        _warn_if_no_worker(store, name, cfg.worker.lease_ttl)
         final = _follow(store, run, limit, quiet=as_json)
     if as_json:
         print_json(final.as_dict() if final else run.as_dict())
@@ -221,6 +224,16 @@ def jobs_trigger(
         fail(f"run {run.id} not finished after {format_duration(limit or timedelta(0))}")
     if final.status != "succeeded":
         raise typer.Exit(1)
+
+
+def _warn_if_no_worker(store: AdminPort, name: str, lease_ttl: timedelta) -> None:
+    now = store.now()
+    if not any(name in w.jobs and now - w.last_seen <= lease_ttl for w in store.list_workers()):
+        err.print(
+            f"warning: no live worker defines {name}: the run waits until one starts",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _follow(store: AdminPort, run: Run, limit: timedelta | None, *, quiet: bool) -> Run | None:

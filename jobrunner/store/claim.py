@@ -35,14 +35,14 @@ def claim(
     """Start up to `limit` due queued runs of the jobs in `policies` on this worker.
 
     Due runs (`run_at <= now`) are locked with `FOR UPDATE SKIP LOCKED` on PostgreSQL
-    (SQLite serialises writers), oldest first. Each gets a lease in `job_locks` (fence
-    incremented) if its job has a free lease slot; the insert of a lease only succeeds on a
-    free row, so two workers can never hold the same one. Scheduled slots that cannot start
-    are recorded `skipped` with the reason (`paused`, `misfired`, `overlap`) or, with
-    overlap `replace`, take the lease from the running run, which is recorded `cancelled`
-    (reason `replaced`). Manual runs, retries and catch-up slots (reason `catch-up`) of a
-    job at capacity stay queued and run after the holder. Runs of jobs not in `policies`
-    are never touched.
+    (SQLite serialises writers), highest priority first, then oldest. Each gets a lease in
+    `job_locks` (fence incremented) if its job has a free lease slot; the insert of a lease
+    only succeeds on a free row, so two workers can never hold the same one. Scheduled slots
+    that cannot start are recorded `skipped` with the reason (`paused`, `misfired`,
+    `overlap`) or, with overlap `replace`, take the lease from the running run, which is
+    recorded `cancelled` (reason `replaced`). Manual runs, retries and catch-up slots
+    (reason `catch-up`) of a job at capacity stay queued and run after the holder. Runs of
+    jobs not in `policies` are never touched.
 
     With `ahead` (seconds), runs due within that time are claimed too, so that the claim
     is done when they are due: each is recorded running from its `run_at`, and the worker
@@ -173,7 +173,7 @@ def _candidates_query(dialect: str, saturated: bool) -> sa.Select[Any]:
             job_runs.c.run_at <= db_now(_AHEAD),
             any_of(dialect, job_runs.c.job_name, "jobs"),
         )
-        .order_by(job_runs.c.run_at, job_runs.c.id)
+        .order_by(job_runs.c.priority.desc(), job_runs.c.run_at, job_runs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True, of=job_runs)
     )

@@ -15,6 +15,7 @@ from typing import Any, TypedDict, Unpack
 
 import sqlalchemy as sa
 
+from jobrunner.converters import PRIORITY_RANGE
 from jobrunner.errors import BadInput, InvalidArguments, JobNotFound
 from jobrunner.records import Run
 from jobrunner.store.engine import db_now
@@ -30,6 +31,7 @@ class BulkOptions(TypedDict, total=False):
 
     run_at: datetime | None  # timezone-aware: not before then (default: now)
     correlation_id: str | None  # default: the one bound in the caller's context
+    priority: int | None  # higher first (default: the job's `priority`, else 0)
 
 
 class EnqueueOptions(BulkOptions, total=False):
@@ -84,6 +86,18 @@ def _check_run_at(run_at: datetime | None) -> None:
         raise BadInput(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
 
 
+def check_priority(priority: object) -> None:
+    """Refuse a priority that is not an integer in `PRIORITY_RANGE` (InvalidArguments)."""
+    low, high = PRIORITY_RANGE
+    if priority is None:
+        return
+    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
+        raise InvalidArguments(
+            f"priority must be an integer from {low:,} to {high:,} (higher runs first), "
+            f"got {priority!r}"
+        )
+
+
 def enqueue(
     dialect: str,
     job_name: str,
@@ -101,9 +115,11 @@ def enqueue(
     check_options(options, EnqueueOptions, "enqueue")
     values = json_object(kwargs)
     run_at, key = options.get("run_at"), options.get("idempotency_key")
-    corr = options.get("correlation_id")
+    corr, priority = options.get("correlation_id"), options.get("priority")
     _check_run_at(run_at)
-    params = {"name": job_name, "kwargs": values, "key": key, "corr": corr, "run_at": run_at}
+    check_priority(priority)
+    params: dict[str, Any] = {"name": job_name, "kwargs": values, "key": key, "corr": corr}
+    params.update(run_at=run_at, priority=priority)
     query = _enqueue_statement(dialect, run_at is not None, key is not None)
     row = (yield query, params).one_or_none()
     if row is not None:  # the run as inserted: what the database chose, and what was given
@@ -123,7 +139,7 @@ def _queued(
     job_name: str, kwargs: dict[str, Any], key: str | None, corr: str | None, got: tuple[Any, ...]
 ) -> Run:
     """The run an enqueue inserted, from what it gave and what the database chose (`got`:
-    id, run_at, max_attempts, enqueued_at)."""
+    id, run_at, max_attempts, enqueued_at, priority)."""
     return Run(
         id=got[0],
         job_name=job_name,
@@ -145,6 +161,7 @@ def _queued(
         idempotency_key=key,
         correlation_id=corr,
         retry_of=None,
+        priority=got[4],
     )
 
 
@@ -166,6 +183,7 @@ def enqueue_many(
             raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
     run_at = options.get("run_at")
     _check_run_at(run_at)
+    check_priority(options.get("priority"))
     if not values:
         return []
     params = {
@@ -173,6 +191,7 @@ def enqueue_many(
         "kwargs": json.dumps(values),
         "corr": options.get("correlation_id"),
         "run_at": run_at,
+        "priority": options.get("priority"),
     }
     ids = list((yield _enqueue_many_statement(dialect, run_at is not None), params).scalars())
     if not ids:
@@ -185,6 +204,11 @@ def _runs_from_catalog(delayed: bool, kwargs: Any, key: Any, corr: Any) -> sa.Se
     """SELECT of the columns `_ENQUEUE_COLUMNS` for a manual run of the job `:name` (from its
     catalog row: none for an unknown job), given the kwargs, key and correlation id."""
     retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
+    priority = sa.func.coalesce(
+        sa.bindparam("priority", type_=sa.Integer()),
+        jobrunner_jobs.c.definition["priority"].as_integer(),
+        0,
+    )
     return sa.select(
         jobrunner_jobs.c.name,
         sa.literal("manual"),
@@ -196,12 +220,13 @@ def _runs_from_catalog(delayed: bool, kwargs: Any, key: Any, corr: Any) -> sa.Se
         db_now(),
         key,
         corr,
+        priority,
     ).where(jobrunner_jobs.c.name == sa.bindparam("name"))
 
 
 _ENQUEUE_COLUMNS = [
     "job_name", "trigger", "run_at", "status", "attempt", "max_attempts", "kwargs",
-    "enqueued_at", "idempotency_key", "correlation_id",
+    "enqueued_at", "idempotency_key", "correlation_id", "priority",
 ]  # fmt: skip
 
 
@@ -243,7 +268,7 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
         )
     # Only what the database chose (`enqueue` has the rest): the 20 columns' descriptions
     # and values cost the client about as much as the rest of the call.
-    chosen = [job_runs.c[k] for k in ("id", "run_at", "max_attempts", "enqueued_at")]
+    chosen = [job_runs.c[k] for k in ("id", "run_at", "max_attempts", "enqueued_at", "priority")]
     returning: sa.Executable = stmt.returning(*chosen)
     if dialect != "postgresql":
         return returning
@@ -257,7 +282,7 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
 
 def queue_retries(dialect: str, delays: Mapping[int, float]) -> Op[None]:
     """Queue attempt + 1 of each run in `delays` (run id -> seconds from now) that has
-    attempts left, copying its job, slot, kwargs and correlation id (idempotent per slot),
+    attempts left, copying its job, slot, kwargs, priority and correlation id (idempotent per slot),
     and wake listening workers: a retry may be due now."""
     if not delays:
         return
@@ -279,10 +304,11 @@ def _retry_statement(dialect: str) -> Any:
         db_now(),
         job_runs.c.correlation_id,
         job_runs.c.id,
+        job_runs.c.priority,
     ).where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.attempt < job_runs.c.max_attempts)
     columns = [
         "job_name", "trigger", "scheduled_for", "run_at", "status", "attempt", "max_attempts",
-        "kwargs", "enqueued_at", "correlation_id", "retry_of",
+        "kwargs", "enqueued_at", "correlation_id", "retry_of", "priority",
     ]  # fmt: skip
     return (
         insert(dialect, job_runs)

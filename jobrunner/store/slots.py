@@ -51,6 +51,7 @@ def insert_slots(dialect: str, slots: Sequence[Slot]) -> Op[int]:
             "st": s.status,
             "why": s.reason,
             "ma": s.max_attempts,
+            "pr": s.priority,
         }
         for s in slots
     ]
@@ -63,7 +64,8 @@ def insert_slots(dialect: str, slots: Sequence[Slot]) -> Op[int]:
 @functools.cache
 def _slots_statement(dialect: str) -> Any:
     """Record scheduled slots, idempotently (`ON CONFLICT DO NOTHING`), given as `j` (job),
-    `sf` (slot), `ra` (run_at), `st` (status), `why` (reason) and `ma` (max attempts).
+    `sf` (slot), `ra` (run_at), `st` (status), `why` (reason), `ma` (max attempts) and `pr`
+    (priority).
 
     PostgreSQL: one statement of fixed text whatever the count, each of them an array
     parameter (`v_j`, ...): 10,000 slots due at one minute took 1.1 s as an executemany,
@@ -75,6 +77,7 @@ def _slots_statement(dialect: str) -> Any:
         "st": sa.String(),
         "why": sa.String(),
         "ma": sa.Integer(),
+        "pr": sa.Integer(),
     }
     if dialect == "postgresql":
         given_rows = unnest(*keys.items())
@@ -90,6 +93,7 @@ def _slots_statement(dialect: str) -> Any:
         "reason": given["why"],
         "attempt": sa.literal(1),
         "max_attempts": given["ma"],
+        "priority": given["pr"],
         "kwargs": sa.literal({}, type_=sa.JSON()),
         "enqueued_at": db_now(),
         "finished_at": sa.case((given["st"] == "skipped", db_now()), else_=sa.null()),

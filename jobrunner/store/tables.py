@@ -182,6 +182,7 @@ job_runs = sa.Table(
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("correlation_id", sa.String(200), nullable=True),
     sa.Column("retry_of", sa.BigInteger(), nullable=True),
+    sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),  # higher first
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="ck_job_runs_status"
     ),
@@ -212,8 +213,9 @@ sa.Index(
     postgresql_where=KEYED,
     sqlite_where=KEYED,
 )
-sa.Index(  # claim order: a claim reads its batch off this index, no sort
+sa.Index(  # claim order (higher priority first): a claim reads its batch off it, no sort
     "ix_job_runs_queued",
+    job_runs.c.priority.desc(),
     job_runs.c.run_at,
     job_runs.c.id,
     postgresql_where=job_runs.c.status == "queued",

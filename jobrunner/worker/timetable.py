@@ -74,6 +74,7 @@ def plan_slots(
                 scheduled_for=t,
                 run_at=t + jitter,
                 max_attempts=max_attempts,
+                priority=job.priority,
                 status="queued" if runs else "skipped",
                 reason=(None if t in on_time else CATCH_UP) if runs else "misfired",
             )

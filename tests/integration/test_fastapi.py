@@ -115,6 +115,9 @@ def test_enqueue_is_202_with_the_run_and_idempotent(setup: tuple[TestClient, str
     delayed = http.post("/jr/jobs/adhoc/runs", json={"run_at": "2030-01-01T10:00:00+02:00"})
     assert delayed.json()["run_at"].startswith("2030-01-01T08:00:00")
     assert http.get(f"/jr/runs/{run['id']}").json() == run
+    assert run["priority"] == 0
+    urgent = http.post("/jr/jobs/adhoc/runs", json={"priority": 7})
+    assert urgent.status_code == 202 and urgent.json()["priority"] == 7
 
 
 def test_unknown_job_is_404_and_nothing_is_written(setup: tuple[TestClient, str]) -> None:
@@ -134,6 +137,10 @@ def test_unknown_job_is_404_and_nothing_is_written(setup: tuple[TestClient, str]
         {"run_at": "tomorrow"},
         {"idempotency_key": ""},
         {"idempotency_key": "k" * 201},
+        {"priority": "high"},
+        {"priority": 1.5},
+        {"priority": True},
+        {"priority": 1_000_001},
         {"func": "os:system"},  # unknown field: nothing a client sends is imported
     ],
 )

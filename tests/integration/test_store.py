@@ -126,15 +126,22 @@ def test_schema_behind_is_refused_and_names_db_upgrade(store: AllPorts) -> None:
 def test_upgrade_to_partial_unique_keys_keeps_rows_and_constraints(store: AllPorts) -> None:
     """Migration 0005 (rebuilds the table on SQLite): rows survive, the slot key and the
     idempotency key still refuse a second row, and the downgrade restores the constraints."""
-    with store.engine.begin() as conn:
-        command.downgrade(migrate._alembic_config(conn), "0004")
     publish(store, "a")
     at = past(30)
-    store.insert_slots([slot("a", at)])
-    keyed = store.enqueue("a", {"n": 1}, idempotency_key="k")
+    with store.engine.begin() as conn:
+        command.downgrade(migrate._alembic_config(conn), "0004")
+        for slot_at, key in ((at, None), (None, "k")):  # rows as 0004's code wrote them
+            conn.execute(
+                job_runs.insert().values(
+                    job_name="a", trigger="schedule" if slot_at else "manual",
+                    scheduled_for=slot_at, run_at=at, status="queued", attempt=1,
+                    max_attempts=1, kwargs={}, enqueued_at=at, idempotency_key=key,
+                )  # no priority: the column is not there yet
+            )  # fmt: skip
     assert migrate.upgrade(store.engine).up_to_date
     assert store.insert_slots([slot("a", at)]) == 0
-    assert store.enqueue("a", {"n": 2}, idempotency_key="k").id == keyed.id
+    keyed = store.enqueue("a", {"n": 2}, idempotency_key="k")
+    assert (keyed.kwargs, keyed.priority) == ({}, 0)  # the first row's, migrated
     assert store.enqueue("a").id != store.enqueue("a").id  # no key: no conflict
     with store.engine.begin() as conn:
         command.downgrade(migrate._alembic_config(conn), "0004")
@@ -521,6 +528,46 @@ def test_enqueue_validates_and_is_idempotent(store: AllPorts) -> None:
     assert store.enqueue("a", idempotency_key="k2").id != first.id
     with pytest.raises(RunNotFound):
         store.get_run(999999)
+
+
+def test_a_higher_priority_run_is_claimed_before_an_older_backlog(store: AllPorts) -> None:
+    """Claims take the highest priority first, then the oldest; an enqueue's priority
+    overrides the job's (from the catalog), retries and slots keep theirs."""
+    publish(store, "a", retries=1)
+    store.publish_catalog(
+        [CatalogEntry(name="urgent", cron=None, timezone="UTC", config_hash="h",
+                      definition={"priority": 5})],
+        "w0",
+    )  # fmt: skip
+    backlog = store.enqueue_many("a", [{"n": i} for i in range(50)])
+    job_default = store.enqueue("urgent")
+    overriding = store.enqueue("a", {"n": "vip"}, priority=9)
+    low = store.enqueue("urgent", priority=-1)
+    assert (job_default.priority, overriding.priority, low.priority) == (5, 9, -1)
+    assert store.get_run(backlog[0]).priority == 0
+    pol = {"a": Policy(overlap="allow"), "urgent": Policy(overlap="allow")}
+    first = store.claim(worker_id="w", limit=3, policies=pol, lease_ttl=30).started
+    assert [c.run.id for c in first] == [overriding.id, job_default.id, backlog[0]]
+    store.finish("w", [Outcome(lease=first[0].lease, status="failed", retry_in=0.0)])
+    (retry,) = [r for r in store.run_attempts(overriding.id) if r.attempt == 2]
+    assert retry.priority == 9  # a retry keeps its priority
+    again = store.claim(worker_id="w", limit=1, policies=pol, lease_ttl=30).started
+    assert [c.run.id for c in again] == [retry.id]
+    store.insert_slots([slot("a", past(1), priority=3)])
+    (scheduled,) = store.claim(worker_id="w", limit=1, policies=pol, lease_ttl=30).started
+    assert (scheduled.run.trigger, scheduled.run.priority) == ("schedule", 3)
+    rest = store.claim(worker_id="w", limit=100, policies=pol, lease_ttl=30).started
+    assert [c.run.id for c in rest][-1] == low.id  # below the default 0
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, "1", 1_000_001, -1_000_001])
+def test_an_invalid_priority_is_refused_and_nothing_written(store: AllPorts, bad: Any) -> None:
+    publish(store, "a")
+    with pytest.raises(InvalidArguments, match="priority must be an integer from -1,000,000"):
+        store.enqueue("a", priority=bad)
+    with pytest.raises(InvalidArguments, match="priority must be an integer"):
+        store.enqueue_many("a", [{}], priority=bad)
+    assert store.list_runs() == []
 
 
 def test_cancel_queued_run_is_immediate(store: AllPorts) -> None:

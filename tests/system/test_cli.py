@@ -233,6 +233,8 @@ BAD_INPUT = [
     (("jobs", "trigger", "tick", "--kwargs", "{bad"), "--kwargs is not valid JSON"),
     (("jobs", "trigger", "tick", "--kwargs", "[1, 2]"), "--kwargs must be a JSON object"),
     (("jobs", "trigger", "tick", "--wait", "--timeout", "soon"), "--timeout: invalid duration"),
+    (("jobs", "trigger", "tick", "--priority", "2000000"), "priority must be an integer from"),
+    (("jobs", "trigger", "tick", "--priority", "high"), "--priority: expected an integer"),
     (("jobs", "pause", "nope"), "no job named 'nope'"),
     (("jobs", "next", "nope"), "no job named 'nope'"),
     (("runs", "list", "--status", "bogus"), "--status: unknown status 'bogus'"),

@@ -833,6 +833,17 @@ def test_max_concurrency_needs_overlap_allow(write: WriteFn) -> None:
     assert (job.overlap, job.max_concurrency) == ("allow", 2)
 
 
+def test_priority_is_an_integer_and_left_out_of_the_definition_at_0(write: WriteFn) -> None:
+    plain = load(write(job_toml(SYNC))).jobs[0]
+    assert plain.priority == 0 and "priority" not in plain.definition()  # hashes unchanged
+    urgent = load(write(job_toml(SYNC, "priority = 7"))).jobs[0]
+    assert urgent.definition()["priority"] == 7
+    assert urgent.definition_hash != plain.definition_hash
+    for bad, why in (("'high'", "expected an integer"), ("2000000", "between -1000000")):
+        key, message = one_issue(write(job_toml(SYNC, f"priority = {bad}")))
+        assert key == "jobs[0].priority" and why in message
+
+
 @pytest.mark.parametrize(
     ("lines", "overlap"),
     [
