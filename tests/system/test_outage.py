@@ -7,7 +7,6 @@ runs where that cluster is the test database (CI on this machine)."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
@@ -18,23 +17,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bench.chaos import pg_cluster
 from tests.support import AllPorts, Workers, wait_for, write_config
 
 pytestmark = pytest.mark.system
 
 
-def _cluster() -> list[str] | None:
-    etc = Path("/etc/postgresql")
-    if not shutil.which("pg_ctlcluster") or not etc.is_dir():
-        return None
-    versions = sorted(p.name for p in etc.iterdir())
-    return (
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"] if versions else None
-    )
-
-
 def _pg(action: str) -> None:
-    cluster = _cluster()
+    cluster = pg_cluster()
     assert cluster is not None
     args = [*cluster, action] + (["-m", "fast"] if action == "stop" else [])
     subprocess.run(args, check=True, capture_output=True, timeout=60)
@@ -43,7 +33,7 @@ def _pg(action: str) -> None:
 def test_database_outage_does_not_stop_the_worker(
     tmp_path: Path, pg_url: str, workers: Workers
 ) -> None:
-    if _cluster() is None or sa.make_url(pg_url).host not in ("127.0.0.1", "localhost"):
+    if pg_cluster() is None or sa.make_url(pg_url).host not in ("127.0.0.1", "localhost"):
         pytest.skip("needs the local PostgreSQL cluster (pg_ctlcluster) as the test database")
     config = write_config(
         tmp_path / "jr.toml",
