@@ -103,6 +103,17 @@ def connect(url: str, wait: float = 90.0) -> psycopg.Connection[Any]:
             time.sleep(1)
 
 
+def enqueue(url: str, job: str, count: int = 1) -> list[int]:
+    """Queue `count` runs of `job` through jobrunner's own client store; their ids."""
+    from jobrunner.store.access import ClientStore
+
+    store = ClientStore.from_url(url)
+    try:
+        return store.enqueue_many(job, [None] * count)
+    finally:
+        store.close()
+
+
 def query(url: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[Any]:
     """Rows of one statement on its own short connection (autocommit)."""
     for attempt in range(3):

@@ -24,7 +24,8 @@ async def record(ctx: Any) -> None:
     path = os.environ.get("BENCH_STARTS")
     if not path:
         return
-    line = json.dumps(
+    _append(
+        path,
         {
             "t": began,
             "job": ctx.job_name,
@@ -32,11 +33,15 @@ async def record(ctx: Any) -> None:
             "slot": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
             "attempt": ctx.attempt,
             "worker": ctx.worker_id,
-        }
+        },
     )
+
+
+def _append(path: str, row: dict[str, Any]) -> None:
+    """One JSON line appended to `path` in one write (O_APPEND: replicas share the file)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (line + "\n").encode())
+        os.write(fd, (json.dumps(row) + "\n").encode())
     finally:
         os.close(fd)
 
@@ -47,15 +52,9 @@ async def sleep(seconds: float = 600.0) -> None:
 
 
 def _mark(ctx: Any, event: str) -> None:
-    """One line per event to $BENCH_EVENTS (O_APPEND): run id, attempt, event, time."""
-    line = json.dumps(
-        {"t": time.time(), "run_id": ctx.run_id, "attempt": ctx.attempt, "event": event}
-    )
-    fd = os.open(os.environ["BENCH_EVENTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    """One line per event to $BENCH_EVENTS: run id, attempt, event, time."""
+    row = {"t": time.time(), "run_id": ctx.run_id, "attempt": ctx.attempt, "event": event}
+    _append(os.environ["BENCH_EVENTS"], row)
 
 
 async def ticking(ctx: Any, seconds: float = 14.0) -> None:

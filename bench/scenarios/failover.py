@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.common import (
     clock_offset,
+    enqueue,
     query,
     start_jobrunner,
     stop_all,
@@ -103,8 +104,6 @@ def once(
     worker: dict[str, Any],
     timeout: float,
 ) -> dict[str, Any]:
-    from jobrunner.store.access import ClientStore
-
     workdir = ctx.dir(f"failover/r{r}-{sig.name}")
     with ctx.server.fresh("failover") as url:
         config = write_jobrunner_config(
@@ -123,11 +122,7 @@ def once(
         procs = [start_jobrunner(config, workdir / f"replica{i}.log") for i in range(replicas)]
         try:
             wait_jobrunner_started(procs)
-            store = ClientStore.from_url(url)
-            try:
-                run_id = store.enqueue("long").id
-            finally:
-                store.close()
+            (run_id,) = enqueue(url, "long")
 
             def holder() -> Any:
                 rows = query(

@@ -20,12 +20,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import query, start_jobrunner, stop_all, wait_for, wait_jobrunner_started
+from bench.common import enqueue, query, start_jobrunner, stop_all, wait_for, wait_jobrunner_started
 from bench.common import write_jobrunner_config as write_config
 from bench.pgproxy import CountingProxy, Proxies
 from bench.report import Metric, Result
 from bench.scenarios import Context
-from jobrunner.store.access import ClientStore
 
 KINDS = {
     "async": {"func": "bench.jobs:ticking"},
@@ -96,11 +95,7 @@ def once(ctx: Context, proxies: Proxies, r: int, kind: str) -> dict[str, Any]:
         procs = [a]
         try:
             wait_jobrunner_started(procs)
-            store = ClientStore.from_url(url)
-            try:
-                run_id = store.enqueue("long").id
-            finally:
-                store.close()
+            (run_id,) = enqueue(url, "long")
             status = "SELECT status FROM job_runs WHERE id = %s"
             wait_for(lambda: query(url, status, (run_id,))[0][0] == "running", 30, 0.02)
             procs.append(start_jobrunner(direct, workdir / "b.log", env=env))

@@ -2,7 +2,8 @@
 
 A fresh database; two per-second cron jobs and a queue job. Three replicas of the earlier
 commit (`--old REV`, installed once into a cached virtual environment from `git archive`) run
-alone, then each is replaced in turn by a replica of this checkout (start the new one, then
+alone; `jobrunner db upgrade` of this checkout migrates the schema under them; then each is
+replaced in turn by a replica of this checkout (start the new one, then
 SIGTERM the old one), with a few seconds of both in between; finally the new ones run alone.
 Over the whole window: every slot started exactly once and finished, none missed, queued runs
 all ran, both versions ran slots, every replica exited 0 after its SIGTERM.
@@ -19,14 +20,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Proc, query, stop_all, wait_jobrunner_started
+from bench.common import ROOT, Proc, enqueue, query, stop_all, wait_jobrunner_started
 from bench.common import write_jobrunner_config as write_config
 from bench.report import Metric, Result
 from bench.scenarios import Context
-from jobrunner.store.access import ClientStore
 
 CACHE = Path.home() / ".cache" / "jobrunner-bench"
-JOBS = [
+JOBS: list[dict[str, Any]] = [
     {"name": "tick-a", "func": "bench.jobs:record", "cron": "* * * * * *", "overlap": "allow"},
     {"name": "tick-b", "func": "bench.jobs:record", "cron": "* * * * * *", "overlap": "allow"},
     {"name": "queued", "func": "bench.jobs:record", "overlap": "allow", "max_concurrency": 8},
@@ -99,14 +99,16 @@ def once(ctx: Context, r: int, old_bin: Path, replicas: int, overlap: float) -> 
         try:
             wait_jobrunner_started(olds)
             begin = datetime.now(UTC)
-            queued = _enqueue(url, 200)
             time.sleep(overlap)
+            # the schema first, as docs/operations.md says: the old replicas keep running
+            subprocess.run([*new_cmd, "db", "upgrade", "-c", str(config)], check=True)
+            queued = enqueue(url, "queued", 200)
             for i, old in enumerate(olds):
                 news.append(start(new_cmd, f"new{i}"))
                 wait_jobrunner_started(news)
                 time.sleep(overlap)
                 exits.append(old.stop(30))
-            _enqueue(url, 200, queued)
+            queued += enqueue(url, "queued", 200)
             time.sleep(overlap)
             end = datetime.now(UTC)
             time.sleep(3)  # the last slots finish
@@ -115,16 +117,6 @@ def once(ctx: Context, r: int, old_bin: Path, replicas: int, overlap: float) -> 
             stop_all(olds, timeout=5)
         old_pids = {str(p.pid) for p in olds}
         return _measure(url, starts, (begin, end), queued, exits, old_pids)
-
-
-def _enqueue(url: str, n: int, into: list[int] | None = None) -> list[int]:
-    ids = into if into is not None else []
-    store = ClientStore.from_url(url)
-    try:
-        ids += store.enqueue_many("queued", [None] * n)
-    finally:
-        store.close()
-    return ids
 
 
 def _measure(

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound, SchemaOutOfDate
 from jobrunner.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
 from jobrunner.store import migrate
+from jobrunner.store.engine import IDLE_IN_TRANSACTION, create_engine
 from jobrunner.store.tables import PgArray, job_locks, job_runs, jobrunner_workers, metadata
 from tests.support import AllPorts
 
@@ -147,6 +148,23 @@ def test_upgrade_to_partial_unique_keys_keeps_rows_and_constraints(store: AllPor
         command.downgrade(migrate._alembic_config(conn), "0004")
         assert conn.execute(sa.select(sa.func.count()).select_from(job_runs)).scalar() == 4
     assert migrate.upgrade(store.engine).up_to_date
+
+
+def test_postgres_ends_a_transaction_left_idle_and_keeps_the_urls_options(pg_url: str) -> None:
+    """A client cut off mid-transaction must not keep its row locks (peers skip locked rows:
+    an expired lease could not be taken over), so jobrunner's connections set
+    idle_in_transaction_session_timeout; options given in the URL are kept."""
+    given = sa.make_url(pg_url).update_query_dict({"options": "-c statement_timeout=7000"})
+    for url in (pg_url, given.render_as_string(hide_password=False)):
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                show = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar()
+                assert show == f"{int(IDLE_IN_TRANSACTION)}s"
+                if url != pg_url:
+                    assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "7s"
+        finally:
+            engine.dispose()
 
 
 def test_schema_from_a_newer_jobrunner_is_refused_as_such(store: AllPorts) -> None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 import structlog
 
-from jobrunner.context import JobContext, Result
+from jobrunner.context import KILL_AT_ONCE, JobContext, Result
 from jobrunner.logging import configure_logging
 from jobrunner.worker.executor import Executor
 from jobrunner.worker.isolation import ProcessPool, unpicklable
@@ -270,6 +270,25 @@ def test_cancel_kills_the_child_and_sets_ctx_cancelled(harness: Harness) -> None
     assert ctx.cancelled.is_set()
     [start] = harness.records("start")
     assert gone_within(start["pid"], 2)
+
+
+def test_a_renew_deadline_stop_kills_the_child_without_the_sigterm_grace(
+    harness: Harness,
+) -> None:
+    """Guarantee 10: past its renew deadline a run's child gets SIGKILL at once (the cancel
+    carries KILL_AT_ONCE), even one that ignores SIGTERM and with a grace of 60 s."""
+    harness.executor.process_pool.grace = 60.0
+
+    async def go() -> None:
+        task = asyncio.create_task(harness.call("ignore_sigterm"))
+        await harness.started()
+        task.cancel(KILL_AT_ONCE)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(go())
+    [start] = harness.records("start")
+    assert gone_within(start["pid"], 10)  # not the 60 s grace
 
 
 def test_children_that_die_fail_the_run_and_are_replaced(harness: Harness) -> None:
