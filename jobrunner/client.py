@@ -30,7 +30,8 @@ from jobrunner.records import CatalogEntry, Run
 from jobrunner.store import catalog, history, queue
 from jobrunner.store.access import ClientStore
 from jobrunner.store.engine import create_engine, postgres_options
-from jobrunner.store.queue import BulkOptions, EnqueueOptions
+from jobrunner.store.history import RunFilters
+from jobrunner.store.queue import BulkOptions, EnqueueOptions, check_options
 from jobrunner.store.sql import Op, run_async
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet: imported only when used
@@ -144,17 +145,11 @@ class Client(_Correlated):
         """The run with this id (RunNotFound if there is none)."""
         return self._store.get_run(run_id)
 
-    def list_runs(
-        self,
-        job: str | None = None,
-        status: str | None = None,
-        limit: int = 50,
-        correlation_id: str | None = None,
-    ) -> list[Run]:
-        """Runs newest first, filtered by job, status and correlation id."""
-        return self._store.list_runs(
-            job=job, status=status, limit=_check_limit(limit), correlation_id=correlation_id
-        )
+    def list_runs(self, *, limit: int = 50, **filters: Unpack[RunFilters]) -> list[Run]:
+        """Runs newest first, filtered by `RunFilters` (job, status, since, correlation id,
+        queue, priority)."""
+        check_options(filters, RunFilters, "list_runs")
+        return self._store.list_runs(limit=_check_limit(limit), **filters)
 
     def list_jobs(self) -> list[CatalogEntry]:
         """The jobs the workers published, by name."""
@@ -271,19 +266,10 @@ class AsyncClient(_Correlated):
         """As `Client.get_run`."""
         return await self._read(history.get_run(run_id))
 
-    async def list_runs(
-        self,
-        job: str | None = None,
-        status: str | None = None,
-        limit: int = 50,
-        correlation_id: str | None = None,
-    ) -> list[Run]:
+    async def list_runs(self, *, limit: int = 50, **filters: Unpack[RunFilters]) -> list[Run]:
         """As `Client.list_runs`."""
-        return await self._read(
-            history.list_runs(
-                job=job, status=status, limit=_check_limit(limit), correlation_id=correlation_id
-            )
-        )
+        check_options(filters, RunFilters, "list_runs")
+        return await self._read(history.list_runs(limit=_check_limit(limit), **filters))
 
     async def list_jobs(self) -> list[CatalogEntry]:
         """As `Client.list_jobs`."""

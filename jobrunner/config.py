@@ -36,36 +36,27 @@ Rules (see DESIGN.md, "Configuration" and guarantee 8):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from jobrunner import converters as conv
 from jobrunner.errors import ConfigError, ConfigIssue
-from jobrunner.importing import accepts_ctx, extend_sys_path, import_func, is_async
 from jobrunner.interpolate import interpolate
-from jobrunner.schedule import Schedule
+from jobrunner.jobconfig import JobConfig, build_jobs, short_hash
 from jobrunner.settings import (
-    UNRESOLVED,
     Issues,
     check_keys,
     definition_of,
     parse_table,
     setting,
-    toml_key,
 )
 from jobrunner.units import (
-    describe,
     format_duration,
     mask_url,
     normalize_database_url,
@@ -112,11 +103,6 @@ T = TypeVar("T")
 # ``definition()``, and so changes the hashes that workers compare during a rolling deploy.
 
 
-def _short_hash(payload: object) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 @dataclass(frozen=True, kw_only=True, repr=False)
 class DatabaseConfig:
     """``[database]``. ``listen_url`` (the direct connection for LISTEN) defaults to ``url``;
@@ -151,10 +137,17 @@ class WorkerConfig:
     poll_interval: timedelta = setting(timedelta(seconds=1), conv.duration(exclusive=True))
     max_clock_skew: timedelta = setting(timedelta(seconds=5), conv.duration())
     processes: int = setting(2, conv.integer(1, 64))
+    queues: tuple[str, ...] | None = setting(None, conv.queue_list)  # None: every queue
 
     def definition(self) -> dict[str, Any]:
-        """JSON-able settings, without ``import_paths`` (they depend on where the file is)."""
-        return definition_of(self, leave_out={"import_paths"})
+        """JSON-able settings, without ``import_paths`` (they depend on where the file is)
+        and without ``queues`` when it is not set (the hash stays what it was)."""
+        unset = {"import_paths"} | ({"queues"} if self.queues is None else set())
+        return definition_of(self, leave_out=unset)
+
+    def serves(self, queue: str) -> bool:
+        """Whether this worker runs the jobs of `queue`."""
+        return self.queues is None or queue in self.queues
 
     @property
     def renew_deadline(self) -> float:
@@ -205,58 +198,6 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class JobConfig:
-    """One ``[[jobs]]`` entry; ``fn`` is None when loaded with ``import_funcs=False``."""
-
-    name: str = field(metadata=toml_key(conv.job_name, hint="a unique name like 'nightly-report'"))
-    func: str = field(metadata=toml_key(conv.func_spec, hint=conv.FUNC_ALLOWED))
-    cron: str | None = setting(None, conv.cron)
-    timezone: ZoneInfo = setting(UTC, conv.zone)  # loaded without it: [worker] timezone
-    timeout: timedelta | None = setting(None, conv.optional(conv.duration(exclusive=True)))
-    retries: int = setting(0, conv.integer(0, 1_000))
-    retry_backoff: timedelta = setting(timedelta(seconds=30), conv.duration())
-    retry_backoff_max: timedelta = setting(timedelta(hours=1), conv.duration())
-    # the loader's default: "forbid" with a cron, "allow" without (a queue)
-    overlap: Literal["forbid", "allow", "replace"] = setting(
-        "forbid", conv.choice("forbid", "allow", "replace")
-    )
-    max_concurrency: int | None = setting(None, conv.integer(1))
-    priority: int = setting(0, conv.integer(*conv.PRIORITY_RANGE))  # higher runs first
-    catch_up: Literal["skip", "latest", "all"] = setting(
-        "latest", conv.choice("skip", "latest", "all")
-    )
-    misfire_grace: timedelta = setting(timedelta(minutes=1), conv.duration())
-    max_catch_up: int = setting(100, conv.integer(1, 100_000))
-    jitter: timedelta = setting(timedelta(0), conv.duration())
-    kwargs: Mapping[str, Any] = field(
-        default_factory=lambda: MappingProxyType({}), metadata=toml_key(conv.json_table)
-    )
-    isolation: Literal["thread", "process"] = setting("thread", conv.choice("thread", "process"))
-    # bytes (RLIMIT_AS of the child); only with "process"
-    max_memory: int | None = setting(None, conv.memory)
-    fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
-    is_async: bool = False
-    accepts_ctx: bool = False
-
-    @cached_property  # parsed once: the scheduler asks for it on every tick
-    def schedule(self) -> Schedule | None:
-        """The cron schedule in the job's zone, or None for a job that is only enqueued."""
-        return None if self.cron is None else Schedule.of(self.cron, self.timezone)
-
-    def definition(self) -> dict[str, Any]:
-        """Every setting as JSON-able values (durations in seconds, the zone by its key).
-        Settings added later appear only when set (``isolation = "process"`` with ``max_memory``,
-        a ``priority`` other than 0): other definitions (and hashes) stay what they were."""
-        unset = set() if self.isolation != "thread" else {"isolation", "max_memory"}
-        return definition_of(self, leave_out=unset | ({"priority"} if not self.priority else set()))
-
-    @cached_property
-    def definition_hash(self) -> str:
-        """16 hex digits of the SHA-256 of :meth:`definition` (canonical JSON)."""
-        return _short_hash(self.definition())
-
-
-@dataclass(frozen=True, kw_only=True)
 class Config:
     """A loaded configuration file. ``path`` is absolute."""
 
@@ -279,7 +220,7 @@ class Config:
     def config_hash(self) -> str:
         """16 hex digits over the worker settings and every job's definition (by name)."""
         jobs = sorted((job.definition() for job in self.jobs), key=lambda d: str(d["name"]))
-        return _short_hash({"worker": self.worker.definition(), "jobs": jobs})
+        return short_hash({"worker": self.worker.definition(), "jobs": jobs})
 
 
 # --------------------------------------------------------------------------- sections
@@ -343,97 +284,6 @@ def _build_http(raw: object, issues: Issues) -> HttpConfig | None:
     return HttpConfig(listen=values["listen"], host=host, port=port)
 
 
-# --------------------------------------------------------------------------- jobs
-
-
-def _job_label(raw: object) -> str:
-    name = raw.get("name") if isinstance(raw, dict) else None
-    return f"job {name!r}: " if isinstance(name, str) and re.fullmatch(conv.NAME, name) else ""
-
-
-def _check_job_rules(values: dict[str, Any], key: str, label: str, issues: Issues) -> bool:
-    ok = True
-    if values.get("max_concurrency") is not None and values.get("overlap", "allow") != "allow":
-        issues.add(
-            f"{key}.max_concurrency",
-            f"{label}max_concurrency only applies with overlap = 'allow', "
-            f"but overlap is {values['overlap']!r}; remove it or set overlap = 'allow'",
-        )
-        ok = False
-    if values.get("max_memory") is not None and values.get("isolation", "process") != "process":
-        issues.add(
-            f"{key}.max_memory",
-            f"{label}max_memory only applies with isolation = 'process' (a thread cannot be "
-            "limited), but isolation is 'thread'; remove it or set isolation = 'process'",
-        )
-        ok = False
-    backoff, backoff_max = values.get("retry_backoff"), values.get("retry_backoff_max")
-    if backoff is not None and backoff_max is not None and backoff_max < backoff:
-        issues.add(
-            f"{key}.retry_backoff_max",
-            f"{label}must be at least retry_backoff ({format_duration(backoff)}), "
-            f"got {format_duration(backoff_max)}",
-        )
-        ok = False
-    return ok
-
-
-def _build_job(
-    raw: object, key: str, worker: WorkerConfig, issues: Issues, import_funcs: bool
-) -> JobConfig | None:
-    label = _job_label(raw)
-    values, ok = parse_table(raw, JobConfig, key, issues, label)
-    if isinstance(raw, dict) and "overlap" not in raw:  # queue-style without a cron
-        values["overlap"] = "forbid" if raw.get("cron") is not None else "allow"
-    ok = _check_job_rules(values, key, label, issues) and ok
-    if isinstance(raw, dict) and "timezone" not in raw:  # a job runs in [worker] timezone
-        values["timezone"] = worker.timezone
-    if import_funcs and "func" in values:
-        try:
-            fn = import_func(values["func"], worker.import_paths)
-        except ValueError as exc:
-            issues.add(f"{key}.func", f"{label}{exc}")
-            return None
-        values.update(fn=fn, is_async=is_async(fn), accepts_ctx=accepts_ctx(fn))
-        if values["is_async"] and values.get("isolation") == "process":
-            issues.add(
-                f"{key}.isolation",
-                f"{label}isolation = 'process' runs plain def functions only, but "
-                f"{values['func']!r} is async; remove isolation (async jobs run on the event "
-                "loop and can be cancelled) or make the function a plain def",
-            )
-            ok = False
-    return JobConfig(**values) if ok else None
-
-
-def _build_jobs(
-    raw: object, worker: WorkerConfig, issues: Issues, import_funcs: bool
-) -> tuple[JobConfig, ...]:
-    if raw is UNRESOLVED:
-        return ()
-    if not isinstance(raw, list):
-        issues.add("jobs", f"expected an array of tables ([[jobs]]), got {describe(raw)}")
-        return ()
-    if import_funcs:
-        extend_sys_path(worker.import_paths)
-    jobs: list[JobConfig] = []
-    first_index: dict[str, int] = {}
-    for index, item in enumerate(raw):
-        name = item.get("name") if isinstance(item, dict) else None
-        if isinstance(name, str) and name in first_index:
-            issues.add(
-                f"jobs[{index}].name",
-                f"duplicate job name {name!r}: jobs[{first_index[name]}] and jobs[{index}] "
-                "both use it; allowed: each name once",
-            )
-        elif isinstance(name, str):
-            first_index[name] = index
-        job = _build_job(item, f"jobs[{index}]", worker, issues, import_funcs)
-        if job is not None:
-            jobs.append(job)
-    return tuple(jobs)
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -475,7 +325,8 @@ def load_config(
     logging = _section(doc.get("logging", {}), LoggingConfig, "logging", issues)
     http = _build_http(doc["http"], issues) if "http" in doc else None
     history = _section(doc.get("history", {}), HistoryConfig, "history", issues)
-    jobs = _build_jobs(doc.get("jobs", []), worker, issues, import_funcs)
+    paths = worker.import_paths if import_funcs else None
+    jobs = build_jobs(doc.get("jobs", []), worker.timezone, paths, issues)
     if issues or not worker_ok or database is None or logging is None or history is None:
         raise ConfigError(issues.items)
     return Config(

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from jobrunner.errors import InvalidArguments
 from jobrunner.schedule import validate_cron
 from jobrunner.settings import Converter
 from jobrunner.units import describe, format_duration, parse_duration, parse_size
@@ -34,6 +35,18 @@ def integer(low: int, high: int | None = None) -> Converter:
 
 
 PRIORITY_RANGE = (-1_000_000, 1_000_000)  # a run's priority (higher first): job key and enqueue
+
+
+def check_priority(priority: object) -> None:
+    """Refuse a priority that is not an integer in `PRIORITY_RANGE` (InvalidArguments)."""
+    low, high = PRIORITY_RANGE
+    if priority is None:
+        return
+    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
+        raise InvalidArguments(
+            f"priority must be an integer from {low:,} to {high:,} (higher runs first), "
+            f"got {priority!r}"
+        )
 
 
 def duration(minimum: timedelta = timedelta(0), *, exclusive: bool = False) -> Converter:
@@ -164,3 +177,43 @@ FUNC_ALLOWED = "'package.module:function' (the function may be dotted: 'pkg.mod:
 
 job_name = string(NAME, NAME_ALLOWED)
 func_spec = string(f"{_DOTTED}:{_DOTTED}", FUNC_ALLOWED)
+
+queue_name = string(NAME, NAME_ALLOWED)
+KWARG_ALLOWED = "the name of one of the job's keyword arguments (a Python identifier)"
+kwarg_name = string(r"[A-Za-z_]\w{0,99}", KWARG_ALLOWED)
+RATE_MAX = 10_000  # starts per window: the window's log of start times is one row
+
+
+def rate_limit(value: object) -> str:
+    """``"N/DURATION"``: at most N starts (1 to RATE_MAX) in any window of DURATION."""
+    text = as_str(value)
+    parse_rate(text)
+    return text
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"100/1m"`` as (100, 60.0); ValueError saying what is allowed."""
+    allowed = f"'N/DURATION' with N from 1 to {RATE_MAX:,} and a duration like '1s', '1m', '1h'"
+    count, _, window = text.partition("/")
+    if not count.isdigit() or not window:
+        raise ValueError(f"invalid rate limit {text!r}: allowed {allowed}")
+    try:
+        seconds = parse_duration(window).total_seconds()
+    except ValueError as exc:
+        raise ValueError(f"invalid rate limit {text!r}: {exc}") from None
+    if not 1 <= int(count) <= RATE_MAX or seconds <= 0:
+        raise ValueError(f"invalid rate limit {text!r}: allowed {allowed}")
+    return int(count), seconds
+
+
+def queue_list(value: object) -> tuple[str, ...]:
+    """``[worker] queues``: a non-empty array of queue names, each once."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(
+            'expected a non-empty array of queue names like ["default", "heavy"], '
+            f"got {describe(value)}"
+        )
+    names = tuple(queue_name(item) for item in value)
+    if len(set(names)) != len(names):
+        raise ValueError(f"each queue once, got {list(names)}")
+    return names

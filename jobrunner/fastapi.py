@@ -89,6 +89,9 @@ class RunOut(BaseModel):
     correlation_id: str | None
     retry_of: int | None = Field(description="The run this one retries.")
     priority: int = Field(description="Higher runs first (default 0, or the job's).")
+    concurrency_key: str | None = Field(
+        default=None, description="The key value its job's per-key and rate limits count by."
+    )
 
 
 class JobOut(BaseModel):
@@ -127,6 +130,13 @@ class EnqueueRequest(BaseModel):
         le=PRIORITY_RANGE[1],
         strict=True,
         description="Higher runs first; default the job's `priority` (else 0).",
+    )
+    concurrency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The run's concurrency key value; default the kwarg named by the job's "
+        "`concurrency_key`. A job with a key refuses a run without one (422).",
     )
 
 
@@ -242,6 +252,7 @@ def _job_routes(
                 idempotency_key=body.idempotency_key,
                 correlation_id=get_correlation_id(request),
                 priority=body.priority,
+                concurrency_key=body.concurrency_key,
             )
         except JobNotFound as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
@@ -259,10 +270,18 @@ def _run_routes(router: APIRouter, call: _Calls, include_traceback: bool) -> Non
         status_: Annotated[RunStatus | None, Query(alias="status")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         correlation_id: Annotated[str | None, Query(max_length=200)] = None,
+        queue: Annotated[str | None, Query(max_length=200)] = None,
+        priority: Annotated[int | None, Query(ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])] = None,
     ) -> list[RunOut]:
-        """Runs newest first, filtered."""
+        """Runs newest first, filtered (queue: runs of the jobs of that queue)."""
         runs = await call(
-            "list_runs", job=job, status=status_, limit=limit, correlation_id=correlation_id
+            "list_runs",
+            job=job,
+            status=status_,
+            limit=limit,
+            correlation_id=correlation_id,
+            queue=queue,
+            priority=priority,
         )
         return [_run_out(r, include_traceback) for r in runs]
 

@@ -55,6 +55,14 @@ def retry_after(
     return 0.0 if job is None else retry_delay(job, attempt, rand)
 
 
+LaneKey = tuple[str, str]  # (job, concurrency key value; '' for a job without a key)
+
+
+def lane_key(run: Run, pol: Policy) -> LaneKey:
+    """Whose lease slots and rate window a run uses: its job's, or its (job, key)'s."""
+    return (run.job_name, (run.concurrency_key or "") if pol.keyed else "")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Decisions:
     """What a claim does with its candidates (see `decide_claim`)."""
@@ -62,36 +70,51 @@ class Decisions:
     start: list[tuple[Run, int]] = field(default_factory=list)  # run, free lease slot
     skip: list[tuple[Run, str]] = field(default_factory=list)  # run, reason
     replace: list[tuple[Run, Lease]] = field(default_factory=list)  # run, the lease it takes
-    waiting: int = 0  # due candidates left queued: their job is at capacity
+    waiting: int = 0  # due candidates left queued: their job (or key) is at capacity or rate
+    passed_over: int = 0  # of those, runs of a concurrency key or rate limit (see claim)
+    # the rate windows this claim started runs in: (job, key) -> (start times, when the
+    # window admits the next start, or None)
+    rates: dict[LaneKey, tuple[list[float], float | None]] = field(default_factory=dict)
 
 
 def decide_claim(
     candidates: Sequence[tuple[Run, bool]],
-    held: Mapping[str, Mapping[int, Lease]],
+    held: Mapping[LaneKey, Mapping[int, Lease]],
     policies: Mapping[str, Policy],
     now: datetime,
+    rates: Mapping[LaneKey, Sequence[float]] | None = None,
 ) -> Decisions:
     """Decide each queued candidate (with its job's paused flag), in claim order.
 
     A run due later than `now` (claimed ahead) only takes a free lease slot, else stays
     queued; every other decision waits for its time. A due scheduled slot is skipped if its
     job is paused, or if it is later than `misfire_grace` (`misfired`). Otherwise a run takes
-    a free lease slot of its job; at capacity, a scheduled slot of an overlap `replace` job
-    replaces the holder of slot 0 (once per claim), one of an overlap `forbid` job whose
-    slots were all held before this claim is skipped (`overlap`), and anything else (manual
-    runs, retries, catch-up slots, slots behind one of this claim) waits for the holder.
+    a free lease slot of its job (of its (job, key) with a concurrency key); at capacity, a
+    scheduled slot of an overlap `replace` job replaces the holder of slot 0 (once per
+    claim), one of an overlap `forbid` job whose slots were all held before this claim is
+    skipped (`overlap`), and anything else (manual runs, retries, catch-up slots, slots
+    behind one of this claim) waits for the holder. A job with a rate limit starts a run only
+    if fewer than N of its (key's) starts in `rates` (seconds since the epoch) lie within
+    the window before it; else the run waits.
     """
     start: list[tuple[Run, int]] = []
     skip: list[tuple[Run, str]] = []
     replace: list[tuple[Run, Lease]] = []
-    lanes: dict[str, _Lanes] = {}
-    waiting = 0
+    lanes: dict[LaneKey, _Lanes] = {}
+    windows: dict[LaneKey, _Window] = {}
+    waiting = passed_over = 0
     for run, paused in candidates:
         pol = policies[run.job_name]
-        job_lanes = lanes.get(run.job_name)
+        key = lane_key(run, pol)
+        job_lanes = lanes.get(key)
         if job_lanes is None:
-            job_lanes = lanes[run.job_name] = _Lanes(held.get(run.job_name, {}), pol.capacity)
-        decision = _decide_one(run, paused, pol, job_lanes, now)
+            job_lanes = lanes[key] = _Lanes(held.get(key, {}), pol.capacity)
+        window = None
+        if pol.rate is not None:
+            window = windows.get(key)
+            if window is None:
+                window = windows[key] = _Window(pol.rate, (rates or {}).get(key, ()))
+        decision = _decide_one(run, paused, pol, job_lanes, window, now)
         if isinstance(decision, int):
             start.append((run, decision))
         elif isinstance(decision, Lease):
@@ -100,29 +123,87 @@ def decide_claim(
             skip.append((run, decision))
         elif run.run_at <= now:  # a run claimed ahead that stays queued is not waiting
             waiting += 1
-    return Decisions(start=start, skip=skip, replace=replace, waiting=waiting)
+            passed_over += pol.keyed or pol.rate is not None
+    used = {key: (w.starts, w.next_start()) for key, w in windows.items() if w.changed}
+    return Decisions(
+        start=start,
+        skip=skip,
+        replace=replace,
+        waiting=waiting,
+        passed_over=passed_over,
+        rates=used,
+    )
 
 
 def _decide_one(
-    run: Run, paused: bool, pol: Policy, lanes: _Lanes, now: datetime
+    run: Run, paused: bool, pol: Policy, lanes: _Lanes, window: _Window | None, now: datetime
 ) -> int | str | Lease | None:
     """A slot to start on, a reason to skip, a lease to replace, or None (stays queued)."""
     scheduled = run.trigger == "schedule"
     if run.run_at > now:  # claimed ahead: only onto a free lease slot, else left queued
-        return None if paused and scheduled else lanes.take()
+        if paused and scheduled:
+            return None
+        return _start_on(lanes.take, window, run.run_at.timestamp())
     if scheduled and paused:
         return "paused"
     late = now - run.run_at > timedelta(seconds=pol.misfire_grace)
     if scheduled and run.scheduled_for is not None and late:
         return "misfired"
-    slot = lanes.take()
-    if slot is not None:
-        return slot
+    slot = _start_on(lanes.take, window, now.timestamp())
+    if slot is not None or (window is not None and not window.allows(now.timestamp())):
+        return slot  # started, or waits for its rate window
     if scheduled and pol.overlap == "replace" and 0 in lanes.held:
-        return lanes.held[0] if lanes.take_for_replace() else None
+        if not lanes.take_for_replace():
+            return None
+        if window is not None:
+            window.add(now.timestamp())
+        return lanes.held[0]
     if scheduled and not lanes.had_room and run.reason != "catch-up":
         return "overlap"  # a run from before still holds the lease
     return None  # runs after the holder: a catch-up slot, or one of this batch
+
+
+def _start_on(take: Callable[[], int | None], window: _Window | None, at: float) -> int | None:
+    """A free lease slot for a run starting at `at` (seconds since the epoch), if its rate
+    window admits it (the start is then counted)."""
+    if window is not None and not window.allows(at):
+        return None
+    slot = take()
+    if slot is not None and window is not None:
+        window.add(at)
+    return slot
+
+
+class _Window:
+    """The start times of one rate window during one claim: at most `count` in any
+    `seconds`. A start at t is admitted when fewer than `count` known starts are later than
+    t - seconds (later ones included: a peer's claim may have begun earlier and started
+    later), which bounds every window that holds t."""
+
+    def __init__(self, rate: tuple[int, float], starts: Sequence[float]) -> None:
+        self.count, self.seconds = rate
+        self.starts = sorted(starts)
+        self.changed = False
+
+    def allows(self, at: float) -> bool:
+        since = at - self.seconds
+        return sum(1 for t in self.starts if t > since) < self.count
+
+    def add(self, at: float) -> None:
+        self.starts.append(at)
+        self.starts.sort()
+        self.changed = True
+        # Keep two windows back from the latest start (claims that began a little earlier
+        # still see the starts they must count).
+        latest = self.starts[-1]
+        self.starts = [t for t in self.starts if t > latest - 2 * self.seconds]
+
+    def next_start(self) -> float | None:
+        """The earliest time the window admits another start (the N-th latest start plus
+        the window), or None while it holds fewer than N starts."""
+        if len(self.starts) < self.count:
+            return None
+        return self.starts[-self.count] + self.seconds
 
 
 class _Lanes:

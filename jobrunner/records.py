@@ -38,6 +38,7 @@ class Run:
     correlation_id: str | None
     retry_of: int | None
     priority: int = 0  # higher first
+    concurrency_key: str | None = None  # its lease and rate limit are those of (job, key)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class Slot:
     status: Literal["queued", "skipped"] = "queued"
     reason: str | None = None
     priority: int = 0
+    concurrency_key: str | None = None  # the value of the job's key kwarg in its kwargs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,10 +76,16 @@ class Policy:
     overlap: Overlap = "forbid"
     max_concurrency: int | None = None  # only for overlap="allow"; None = unlimited
     misfire_grace: float = 60.0  # seconds a scheduled slot may start late
+    keyed: bool = False  # a concurrency_key: lease slots (and the rate) are per key value
+    max_per_key: int | None = None  # with `keyed`: runs of one key value at once
+    rate: tuple[int, float] | None = None  # at most N starts in any window of S seconds
 
     @property
     def capacity(self) -> int | None:
-        return (self.max_concurrency if self.overlap == "allow" else 1) or None
+        """Lease slots of the job (of each key value when `keyed`); None: unlimited."""
+        if self.overlap != "allow":
+            return 1
+        return (self.max_per_key if self.keyed else self.max_concurrency) or None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +96,7 @@ class Lease:
     slot: int
     run_id: int
     fence: int
+    key: str = ""  # the concurrency key value ('' for a job without one)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +156,9 @@ class Heartbeat:
     renewal: Renewal
     lost: list[Run]  # runs of dead holders this pass recorded lost (and retried)
     catalog: dict[str, tuple[str, bool]]  # job -> (definition hash, publisher alive)
-    queue_depth: int | None  # counted on housekeeping passes only
+    queue_depth: Mapping[str, int] | None  # due queued runs by queue (housekeeping only)
+    # queue -> its jobs, for the queues no live worker serves (housekeeping only)
+    unserved: Mapping[str, list[str]] | None = None
     retired: list[str]  # jobs removed from the catalog (housekeeping passes only)
     next_expiry_in: float | None  # seconds until another worker's first lease expires
 
@@ -160,6 +171,7 @@ class WorkerInfo:
     version: str
     config_hash: str
     jobs: Mapping[str, str]  # job name -> definition hash
+    queues: Sequence[str] | None = None  # the queues it serves; None: every queue
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,6 +209,7 @@ class LockRow:
     fence: int
     acquired_at: datetime | None
     expires_at: datetime | None
+    concurrency_key: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,3 +223,4 @@ class WorkerRow:
     state: str
     started_at: datetime
     last_seen: datetime
+    queues: Sequence[str] | None = None  # None: every queue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -188,6 +188,22 @@ def overlap_text(overlap: str | None, max_concurrency: int | None) -> str:
     if overlap == "allow":
         return f"allow (max {max_concurrency})" if max_concurrency else "allow"
     return overlap or "-"
+
+
+def limits_text(definition: Mapping[str, Any]) -> str:
+    """A job's overlap and limits as `check` and `jobs list` show them: `allow (max 4)`,
+    `allow (2 per tenant, 100/1m per tenant)`, `forbid`."""
+    text = overlap_text(definition.get("overlap"), definition.get("max_concurrency"))
+    key = definition.get("concurrency_key")
+    per = f" per {key}" if key else ""
+    limits = []
+    if definition.get("max_per_key"):
+        limits.append(f"{definition['max_per_key']}{per}")
+    if definition.get("rate_limit"):
+        limits.append(f"{definition['rate_limit']}{per}")
+    if definition.get("priority"):
+        limits.append(f"priority {definition['priority']}")
+    return f"{text} ({', '.join(limits)})" if limits else text
 
 
 def table(*columns: str) -> Table:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from jobrunner.cli.app import ConfigOption, app, err, load, out, overlap_text, table, when
-from jobrunner.config import mask_url
+from jobrunner.cli.app import ConfigOption, app, err, limits_text, load, out, table, when
+from jobrunner.config import Config, mask_url
 from jobrunner.daemon import run_worker
 
 
@@ -43,21 +43,19 @@ def check(
     if problems:
         raise typer.Exit(2)
     now = datetime.now(UTC)
-    t = table("JOB", "FUNC", "KIND", "OVERLAP", "SCHEDULE", "ZONE", "NEXT")
+    t = table("JOB", "FUNC", "KIND", "QUEUE", "OVERLAP", "SCHEDULE", "ZONE", "NEXT")
     for job in cfg.jobs:
         kind = "async" if job.is_async else "sync"
         if job.isolation == "process":
             kind += ", process" + (f" (max {job.max_memory} bytes)" if job.max_memory else "")
-        overlap = overlap_text(job.overlap, job.max_concurrency)
+        overlap = limits_text(job.definition())
+        head = (job.name, job.func, kind, job.queue, overlap)
         if job.cron is None:
-            t.add_row(job.name, job.func, kind, overlap, "(trigger only)", job.timezone.key, "-")
+            t.add_row(*head, "(trigger only)", job.timezone.key, "-")
             continue
         times = next_fire_times(job.cron, job.timezone, now, count)
         t.add_row(
-            job.name,
-            job.func,
-            kind,
-            overlap,
+            *head,
             job.cron,
             job.timezone.key,
             "\n".join(when(x, job.timezone) for x in times),
@@ -70,4 +68,28 @@ def check(
             "arguments (the kwargs here and those given at enqueue) must be picklable; "
             "return values stay in the child"
         )
+    _warn_queues(cfg)
     out.print(f"{cfg.path}: ok, {len(cfg.jobs)} job(s), database {mask_url(cfg.database.url)}")
+
+
+def _warn_queues(cfg: Config) -> None:
+    """Name the queues `[worker] queues` serves that no job uses, and the jobs this worker
+    will not run (their queue is not served)."""
+    served = cfg.worker.queues
+    if served is None:
+        return
+    used = {job.queue for job in cfg.jobs}
+    for name in served:
+        if name not in used:
+            err.print(
+                f"warning: {cfg.path}: worker.queues: no job uses queue {name!r} (queues of the "
+                f"jobs: {', '.join(sorted(used)) or 'none'}); is it misspelt?",
+                markup=False,
+                highlight=False,
+            )
+    skipped = [job.name for job in cfg.jobs if job.queue not in served]
+    if skipped:
+        out.print(
+            f"worker.queues = {list(served)}: this worker does not run {', '.join(skipped)} "
+            "(other queues); a worker that serves their queue must"
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -23,10 +24,10 @@ from jobrunner.cli.app import (
     fail,
     integer,
     iso,
+    limits_text,
     load_settings,
     open_store,
     out,
-    overlap_text,
     parse_kwargs,
     print_json,
     say,
@@ -41,6 +42,7 @@ from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
 from jobrunner.store.ports import AdminPort
 from jobrunner.store.tables import FINAL_STATUSES
+from jobrunner.waits import job_queue, live, queue_served, unserved, unserved_text
 
 jobs_app = typer.Typer(
     help="Jobs in the catalog: list, next, pause, resume, trigger.", no_args_is_help=True
@@ -64,38 +66,26 @@ def jobs_list(config: Path | None = ConfigOption, as_json: bool = JsonOption) ->
         now = store.now()
         entries = store.list_jobs()
         last = store.last_outcomes()
+        workers = live(store.list_workers(), now, cfg.worker.lease_ttl)
     rows = [(e, last.get(e.name), _next_fire(e, now)) for e in entries]
+    served = {e.name: queue_served(e, workers) for e in entries}
     if as_json:
-        print_json(
-            [
-                {
-                    "name": e.name,
-                    "cron": e.cron,
-                    "timezone": e.timezone,
-                    "next_fire": iso(nxt),
-                    "last_outcome": run.status if run else None,
-                    "last_finished_at": iso(run.finished_at) if run else None,
-                    "last_run_id": run.id if run else None,
-                    "paused": e.paused,
-                    "overlap": e.definition.get("overlap"),
-                    "max_concurrency": e.definition.get("max_concurrency"),
-                    "definition_hash": e.config_hash,
-                }
-                for e, run, nxt in rows
-            ]
-        )
+        print_json([_job_json(e, run, nxt, served[e.name]) for e, run, nxt in rows])
         return
     t = table(
-        "NAME", "SCHEDULE", "ZONE", "OVERLAP", "NEXT FIRE", "LAST OUTCOME", "FINISHED", "PAUSED"
-    )
+        "NAME", "SCHEDULE", "ZONE", "QUEUE", "OVERLAP", "NEXT FIRE", "LAST OUTCOME", "FINISHED",
+        "PAUSED",
+    )  # fmt: skip
     for e, run, nxt in rows:
         finished = run.finished_at if run else None
+        queue = job_queue(e.definition)
         add_row(
             t,
             e.name,
             e.cron or "(trigger only)",
             e.timezone,
-            overlap_text(e.definition.get("overlap"), e.definition.get("max_concurrency")),
+            queue if served[e.name] else f"{queue} (no live worker)",
+            limits_text(e.definition),
             when(nxt, zone(e.timezone)) if nxt else "-",
             run.status if run else None,
             ago(now - finished) if finished else "-",
@@ -104,6 +94,38 @@ def jobs_list(config: Path | None = ConfigOption, as_json: bool = JsonOption) ->
     out.print(t)
     if not rows:
         say("no jobs in the catalog: a worker publishes its jobs when it starts")
+    for queue, names in sorted(unserved(entries, workers).items()):
+        err.print(
+            f"warning: queue {queue!r} is served by no live worker: runs of "
+            f"{', '.join(names)} wait until a worker whose [worker] queues includes it starts",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _job_json(
+    e: CatalogEntry, run: Run | None, nxt: datetime | None, served: bool
+) -> dict[str, Any]:
+    d = e.definition
+    return {
+        "name": e.name,
+        "cron": e.cron,
+        "timezone": e.timezone,
+        "next_fire": iso(nxt),
+        "last_outcome": run.status if run else None,
+        "last_finished_at": iso(run.finished_at) if run else None,
+        "last_run_id": run.id if run else None,
+        "paused": e.paused,
+        "overlap": d.get("overlap"),
+        "max_concurrency": d.get("max_concurrency"),
+        "queue": job_queue(d),
+        "queue_served": served,
+        "priority": d.get("priority", 0),
+        "concurrency_key": d.get("concurrency_key"),
+        "max_per_key": d.get("max_per_key"),
+        "rate_limit": d.get("rate_limit"),
+        "definition_hash": e.config_hash,
+    }
 
 
 @jobs_app.command("next")
@@ -193,6 +215,12 @@ def jobs_trigger(
         help=f"Higher runs first, {PRIORITY_RANGE[0]:,} to {PRIORITY_RANGE[1]:,} (default: the "
         "job's priority, else 0).",
     ),
+    concurrency_key: str | None = typer.Option(
+        None,
+        "--concurrency-key",
+        help="The run's concurrency key value (default: its kwarg named by the job's "
+        "concurrency_key).",
+    ),
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -207,6 +235,7 @@ def jobs_trigger(
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
             priority=integer(priority, "--priority"),
+            concurrency_key=concurrency_key,
         )
         if not wait:
             if as_json:
@@ -216,7 +245,7 @@ def jobs_trigger(
             return
         if not as_json:
             say(f"queued run {run.id} of {name}; waiting for it to finish")
-        _warn_if_no_worker(store, name, cfg.worker.lease_ttl)
+        _warn_if_no_worker(store, store.get_job(name), cfg.worker.lease_ttl)
         final = _follow(store, run, limit, quiet=as_json)
     if as_json:
         print_json(final.as_dict() if final else run.as_dict())
@@ -226,11 +255,11 @@ def jobs_trigger(
         raise typer.Exit(1)
 
 
-def _warn_if_no_worker(store: AdminPort, name: str, lease_ttl: timedelta) -> None:
-    now = store.now()
-    if not any(name in w.jobs and now - w.last_seen <= lease_ttl for w in store.list_workers()):
+def _warn_if_no_worker(store: AdminPort, entry: CatalogEntry, lease_ttl: timedelta) -> None:
+    workers = live(store.list_workers(), store.now(), lease_ttl)
+    if not queue_served(entry, workers):
         err.print(
-            f"warning: no live worker defines {name}: the run waits until one starts",
+            f"warning: {unserved_text(entry, workers)}; the run waits until then",
             markup=False,
             highlight=False,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import typer
@@ -16,6 +17,7 @@ from jobrunner.cli.app import (
     error_line,
     fail,
     instant,
+    integer,
     load_settings,
     open_store,
     out,
@@ -25,7 +27,11 @@ from jobrunner.cli.app import (
     took,
     when,
 )
+from jobrunner.errors import JobNotFound
+from jobrunner.records import CatalogEntry, Run
+from jobrunner.store.ports import AdminPort
 from jobrunner.store.tables import RUN_STATUSES
+from jobrunner.waits import live, waiting_reason
 
 runs_app = typer.Typer(help="Run history: list, show, cancel.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -50,6 +56,8 @@ def runs_list(
     correlation_id: str | None = typer.Option(
         None, "--correlation-id", help="Only runs with this correlation id."
     ),
+    queue: str | None = typer.Option(None, "--queue", help="Only runs of this queue's jobs."),
+    priority: str | None = typer.Option(None, "--priority", help="Only runs of this priority."),
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -62,7 +70,13 @@ def runs_list(
         if job is not None and not store.has_runs(job):
             store.get_job(job)  # an unknown job is bad input (exit 2)
         runs = store.list_runs(
-            job=job, status=status, since=start, correlation_id=correlation_id, limit=limit
+            job=job,
+            status=status,
+            since=start,
+            correlation_id=correlation_id,
+            queue=queue,
+            priority=integer(priority, "--priority"),
+            limit=limit,
         )
     if as_json:
         print_json([r.as_dict() for r in runs])
@@ -99,8 +113,10 @@ def runs_show(
     with open_store(cfg) as store:
         run = store.get_run(run_id)
         attempts = store.run_attempts(run_id)
+        waiting = _waiting(store, run, cfg.worker.lease_ttl)
     if as_json:
-        print_json({**run.as_dict(), "attempts": [a.as_dict() for a in attempts]})
+        shown = {**run.as_dict(), "waiting": waiting}
+        print_json({**shown, "attempts": [a.as_dict() for a in attempts]})
         return
     fields = table("FIELD", "VALUE")
     for key, value in run.as_dict().items():
@@ -110,6 +126,9 @@ def runs_show(
             value = json.dumps(value, sort_keys=True)
         add_row(fields, key, value)
     out.print(fields)
+    if waiting:
+        say("")
+        say(f"waiting: {waiting}")
     if run.error:
         say("")
         say(f"error: {run.error.get('type')}: {run.error.get('message')}")
@@ -134,6 +153,24 @@ def runs_show(
             error_line(a),
         )
     out.print(t)
+
+
+def _waiting(store: AdminPort, run: Run, lease_ttl: timedelta) -> str | None:
+    """Why a queued run has not started (None for any other run)."""
+    if run.status != "queued":
+        return None
+    entry: CatalogEntry | None
+    try:
+        entry = store.get_job(run.job_name)
+    except JobNotFound:
+        entry = None
+    now = store.now()
+    keyed = entry is not None and entry.definition.get("concurrency_key") is not None
+    key = (run.concurrency_key or "") if keyed else ""
+    rated = entry is not None and entry.definition.get("rate_limit") is not None
+    blocked = store.rate_blocked_until(run.job_name, key) if rated else None
+    workers = live(store.list_workers(), now, lease_ttl)
+    return waiting_reason(run, entry, workers, store.list_locks(), blocked, now)
 
 
 @runs_app.command("cancel")

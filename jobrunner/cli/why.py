@@ -36,6 +36,7 @@ from jobrunner.ledger import (
     collapse,
     slot_window,
 )
+from jobrunner.waits import live, queue_served, unserved_text
 
 
 @app.command()
@@ -59,10 +60,14 @@ def why(
     cfg = load_settings(config)
     with open_store(cfg) as store:
         entry = store.get_job(job)
+        now = store.now()
+        workers = live(store.list_workers(), now, cfg.worker.lease_ttl)
+        unserved = None if queue_served(entry, workers) else unserved_text(entry, workers)
         if entry.cron is None:
+            if unserved and not as_json:
+                say(f"{job}: {unserved}: its queued runs wait")
             fail(f"job {job!r} has no cron, so no slots: see `jobrunner runs list --job {job}`", 2)
         tz = zone(entry.timezone)
-        now = store.now()
         start = instant(since, "--since", now, tz)
         end = instant(until, "--until", now, tz) if until is not None else now
         if start >= end:
@@ -81,9 +86,11 @@ def why(
         )
     ledger = account(window, rows, around)
     if as_json:
-        print_json(ledger.as_dict())
+        print_json({**ledger.as_dict(), "unserved": unserved})
     else:
         _print_ledger(ledger, tz)
+        if unserved:
+            say(f"now: {unserved}: its slots are queued but wait, and misfire when late")
 
 
 def _print_ledger(ledger: Ledger, tz: ZoneInfo) -> None:

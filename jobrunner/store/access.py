@@ -27,10 +27,22 @@ from jobrunner.records import (
     WorkerInfo,
     WorkerRow,
 )
-from jobrunner.store import catalog, claim, history, leases, migrate, outcomes, queue, slots
+from jobrunner.store import (
+    catalog,
+    claim,
+    history,
+    leases,
+    migrate,
+    outcomes,
+    queue,
+    rates,
+    slots,
+)
 from jobrunner.store.engine import create_engine
+from jobrunner.store.history import RunFilters
 from jobrunner.store.queue import BulkOptions, EnqueueOptions
 from jobrunner.store.sql import Op, run_sync
+from jobrunner.waits import unserved_queues
 
 if TYPE_CHECKING:
     from jobrunner.store.ports import AdminPort, ClientPort, WorkerPort
@@ -139,19 +151,8 @@ class ClientStore(_Store):
     def get_run(self, run_id: int) -> Run:
         return read(self.engine, history.get_run(run_id))
 
-    def list_runs(
-        self,
-        *,
-        job: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        correlation_id: str | None = None,
-        limit: int = 50,
-    ) -> list[Run]:
-        op = history.list_runs(
-            job=job, status=status, since=since, correlation_id=correlation_id, limit=limit
-        )
-        return read(self.engine, op)
+    def list_runs(self, *, limit: int = 50, **filters: Unpack[RunFilters]) -> list[Run]:
+        return read(self.engine, history.list_runs(limit=limit, **filters))
 
     def list_jobs(self) -> list[CatalogEntry]:
         return read(self.engine, catalog.list_jobs())
@@ -189,6 +190,9 @@ class AdminStore(ClientStore):
 
     def list_locks(self) -> list[LockRow]:
         return read(self.engine, leases.list_locks())
+
+    def rate_blocked_until(self, job: str, key: str) -> datetime | None:
+        return read(self.engine, rates.blocked_until(job, key))
 
 
 class WorkerStore(_Store):
@@ -263,14 +267,18 @@ def _heartbeat(dialect: str, worker_id: str, lease_ttl: float, housekeeping: boo
     state = yield from catalog.catalog_state(lease_ttl)
     depth = (yield from queue.queue_depth()) if housekeeping else None
     retired: list[str] = []
+    unserved = None
     if housekeeping:
         yield from catalog.forget_workers(lease_ttl)
         retired = yield from catalog.retire_jobs(lease_ttl)
+        queues, live = yield from catalog.served_state(lease_ttl)
+        unserved = unserved_queues(queues, live)
     return Heartbeat(
         renewal=renewal,
         lost=lost,
         catalog=state,
         queue_depth=depth,
+        unserved=unserved,
         retired=retired,
         next_expiry_in=(yield from leases.next_expiry_in(worker_id)),
     )

@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from jobrunner.errors import JobNotFound
+from jobrunner.jobconfig import DEFAULT_QUEUE
 from jobrunner.records import CatalogEntry, WorkerInfo, WorkerRow
 from jobrunner.store.engine import db_now
 from jobrunner.store.leases import release
@@ -34,6 +35,7 @@ def register_worker(dialect: str, info: WorkerInfo) -> Op[datetime]:
         "version": info.version,
         "config_hash": info.config_hash,
         "jobs": dict(info.jobs),
+        "queues": None if info.queues is None else list(info.queues),
         "state": "running",
         "last_seen": now,
     }
@@ -175,3 +177,15 @@ def set_paused(name: str, paused: bool) -> Op[None]:
     )
     if result.rowcount == 0:
         raise JobNotFound(f"no job named {name!r} in the catalog")
+
+
+def served_state(live_within: float) -> Op[tuple[dict[str, str], list[WorkerRow]]]:
+    """Each catalogued job's queue, and the workers that claim runs (seen within
+    `live_within` seconds, not draining): what tells a queue no live worker serves."""
+    queue = sa.func.coalesce(jobrunner_jobs.c.definition["queue"].as_string(), DEFAULT_QUEUE)
+    queues = {n: str(q) for n, q in (yield sa.select(jobrunner_jobs.c.name, queue))}
+    live = yield sa.select(jobrunner_workers).where(
+        jobrunner_workers.c.last_seen >= db_now(-live_within),
+        jobrunner_workers.c.state == "running",
+    )
+    return queues, [WorkerRow(**r._mapping) for r in live]

@@ -15,12 +15,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobrunner.policy import Decisions, decide_claim
+from jobrunner.policy import Decisions, LaneKey, decide_claim, lane_key
 from jobrunner.records import Claim, ClaimedRun, Lease, Policy, Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.leases import STARTED_AT, acquire, held_leases, replace
+from jobrunner.store.rates import rate_windows, record_windows, unblocked_at
 from jobrunner.store.sql import Op, any_of, rows, unnest
-from jobrunner.store.tables import UTCDateTime, job_runs, jobrunner_jobs
+from jobrunner.store.tables import UTCDateTime, job_rates, job_runs, jobrunner_jobs
+
+KEY_SEP = "\x1f"  # joins a job's name and a key value in the list of full (job, key) pairs
 
 
 def claim(
@@ -53,34 +56,87 @@ def claim(
     if limit <= 0 or not policies:
         return Claim()
     held = yield from held_leases()
-    saturated = [  # by the held leases: far fewer than the jobs, with many jobs
-        name
-        for name, slots in held.items()
-        if (pol := policies.get(name)) is not None
-        and (cap := pol.capacity) is not None
-        and len(slots) >= cap
-    ]
-    candidates, now = yield from _candidates(dialect, limit, list(policies), saturated, ahead)
+    filters = _Filters.of(held, policies)
+    candidates, now = yield from _candidates(dialect, limit, list(policies), filters, ahead)
     result = Claim(now=now)
     if candidates and now is not None:
-        decisions = decide_claim(candidates, held, policies, now)
-        result = yield from _write(dialect, decisions, candidates, now, worker_id, lease_ttl)
+        windows = yield from rate_windows(dialect, _rated_keys(candidates, policies))
+        decisions = decide_claim(candidates, held, policies, now, windows)
+        yield from record_windows(decisions.rates)
+        result = yield from _write(
+            dialect, decisions, candidates, policies, now, worker_id, lease_ttl
+        )
+        result = _again_for(result, decisions, full=len(candidates) >= limit)
     if len(candidates) < limit:
-        result = yield from _when_next(dialect, result, list(policies), ahead)
+        result = yield from _when_next(dialect, result, list(policies), filters.rated, ahead)
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Filters:
+    """What a claim's read passes over: runs of jobs (`saturated`) and of (job, key) pairs
+    (`full`) whose lease slots are all held, and of rate-limited jobs (`rated`) whose
+    window is full now (as `job_rates.blocked_until` says)."""
+
+    saturated: list[str]
+    full: list[str]
+    rated: list[str]
+
+    @classmethod
+    def of(
+        cls, held: Mapping[LaneKey, Mapping[int, Lease]], policies: Mapping[str, Policy]
+    ) -> _Filters:
+        saturated, full = [], []
+        for (name, key), slots in held.items():  # far fewer than the jobs, with many jobs
+            pol = policies.get(name)
+            if pol is None or (cap := pol.capacity) is None or len(slots) < cap:
+                continue
+            if pol.keyed:
+                full.append(name + KEY_SEP + key)
+            elif not key:
+                saturated.append(name)
+        rated = [name for name, pol in policies.items() if pol.rate is not None]
+        return cls(saturated, full, rated)
+
+    @property
+    def shape(self) -> tuple[bool, bool, bool]:
+        return bool(self.saturated), bool(self.full), bool(self.rated)
+
+
+def _rated_keys(
+    candidates: list[tuple[Run, bool]], policies: Mapping[str, Policy]
+) -> list[LaneKey]:
+    """The rate windows the candidates start in (sorted: their rows are locked in order)."""
+    keys = {lane_key(run, pol) for run, _ in candidates if (pol := policies[run.job_name]).rate}
+    return sorted(keys)
+
+
+def _again_for(result: Claim, decided: Decisions, *, full: bool) -> Claim:
+    """Claim again at once when a full batch left runs of full (job, key) pairs or rate
+    windows queued (the next read passes over them, to the runs behind), else when the
+    first full rate window admits a start again."""
+    again = result.now if full and decided.passed_over else None
+    reopen = [at for _, at in decided.rates.values() if at is not None]
+    if again is None and reopen and result.now is not None:
+        again = max(result.now, datetime.fromtimestamp(min(reopen), UTC))
+    if again is None or (result.next_due is not None and result.next_due <= again):
+        return result
+    return dataclasses.replace(result, next_due=again)
 
 
 def _write(
     dialect: str,
     decided: Decisions,
     candidates: list[tuple[Run, bool]],
+    policies: Mapping[str, Policy],
     now: datetime,
     worker_id: str,
     lease_ttl: float,
 ) -> Op[Claim]:
     """Carry out a claim's decisions: take the leases, replace holders, start the runs
     that got a lease, record the skipped slots."""
-    acquired, clock = yield from acquire(dialect, decided.start, worker_id, lease_ttl, now)
+    wanted = [(run, lane_key(run, policies[run.job_name])[1], slot) for run, slot in decided.start]
+    acquired, clock = yield from acquire(dialect, wanted, worker_id, lease_ttl, now)
     moved = yield from replace(worker_id, decided.replace, lease_ttl)
     waiting = decided.waiting
     waiting += len(decided.start) - len(acquired) + len(decided.replace) - len(moved)
@@ -110,10 +166,17 @@ def _write(
     )
 
 
-def _when_next(dialect: str, result: Claim, jobs: list[str], ahead: float) -> Op[Claim]:
+def _when_next(
+    dialect: str, result: Claim, jobs: list[str], rated: list[str], ahead: float
+) -> Op[Claim]:
     """`result` with when to claim next: `ahead` before the next run due later (or at the
-    time of one due within `ahead` that a peer's claim holds), and the latest clock."""
+    time of one due within `ahead` that a peer's claim holds, or when a full rate window of
+    `rated` jobs admits a start again), and the latest clock."""
     later, db_time, clock = yield from _next_due(dialect, jobs)
+    if rated:
+        reopen = yield from unblocked_at(dialect, rated)
+        if reopen is not None and (later is None or reopen < later):
+            later = reopen
     # The latest clock reading: runs claimed ahead wait (and the claimer sleeps) less.
     clock = max(clock, result.clock) if result.clock is not None else clock
     now = result.now or db_time
@@ -133,14 +196,15 @@ _AHEAD = sa.bindparam("ahead", type_=sa.Float())
 
 
 def _candidates(
-    dialect: str, limit: int, jobs: list[str], saturated: list[str], ahead: float
+    dialect: str, limit: int, jobs: list[str], filters: _Filters, ahead: float
 ) -> Op[tuple[list[tuple[Run, bool]], datetime | None]]:
-    """Queued runs due within `ahead` seconds (locked, SKIP LOCKED), each with its job's
-    paused flag, and db now."""
-    query = _candidates_query(dialect, bool(saturated))
+    """Queued runs due within `ahead` seconds (locked, SKIP LOCKED) but those `filters`
+    pass over, each with its job's paused flag, and db now."""
+    query = _candidates_query(dialect, *filters.shape)
     params: dict[str, Any] = {"jobs": jobs, "limit": limit, "ahead": ahead}
-    if saturated:
-        params["saturated"] = saturated
+    for name in ("saturated", "full", "rated"):
+        if getattr(filters, name):
+            params[name] = getattr(filters, name)
     names = job_runs.c.keys()
     width = len(names)
     result = yield query, params
@@ -153,10 +217,11 @@ def _candidates(
 
 
 @functools.cache
-def _candidates_query(dialect: str, saturated: bool) -> sa.Select[Any]:
-    """The claim's read, built once: queued runs of `:jobs` due within `:ahead` seconds in
-    claim order, at most `:limit`, locked; with `saturated`, runs of `:saturated` jobs only
-    if scheduled."""
+def _candidates_query(dialect: str, saturated: bool, full: bool, rated: bool) -> sa.Select[Any]:
+    """The claim's read, built once per shape: queued runs of `:jobs` due within `:ahead`
+    seconds in claim order, at most `:limit`, locked; with `saturated` (`full`), runs of
+    `:saturated` jobs (`:full` job-key pairs) only if scheduled; with `rated`, no runs of
+    `:rated` jobs whose rate window is full."""
     paused = (
         sa.select(jobrunner_jobs.c.paused)
         .where(jobrunner_jobs.c.name == job_runs.c.job_name)
@@ -177,10 +242,19 @@ def _candidates_query(dialect: str, saturated: bool) -> sa.Select[Any]:
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True, of=job_runs)
     )
+    scheduled = job_runs.c.trigger == "schedule"
     if saturated:
-        query = query.where(
-            (job_runs.c.trigger == "schedule") | ~any_of(dialect, job_runs.c.job_name, "saturated")
+        query = query.where(scheduled | ~any_of(dialect, job_runs.c.job_name, "saturated"))
+    if full:
+        pair = job_runs.c.job_name + KEY_SEP + sa.func.coalesce(job_runs.c.concurrency_key, "")
+        query = query.where(scheduled | ~any_of(dialect, pair, "full"))
+    if rated:
+        blocked = sa.exists().where(
+            job_rates.c.job_name == job_runs.c.job_name,
+            job_rates.c.concurrency_key == sa.func.coalesce(job_runs.c.concurrency_key, ""),
+            job_rates.c.blocked_until > db_now(),
         )
+        query = query.where(~any_of(dialect, job_runs.c.job_name, "rated") | ~blocked)
     return query
 
 

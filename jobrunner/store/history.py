@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypedDict, Unpack
 
 import sqlalchemy as sa
 
+from jobrunner.converters import check_priority
 from jobrunner.errors import BadInput, RunNotFound
+from jobrunner.jobconfig import DEFAULT_QUEUE
 from jobrunner.records import Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.sql import Op
-from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES, job_runs
+from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES, job_runs, jobrunner_jobs
 
 
 def get_run(run_id: int) -> Op[Run]:
@@ -21,27 +24,40 @@ def get_run(run_id: int) -> Op[Run]:
     return Run(**row._mapping)
 
 
-def list_runs(
-    *,
-    job: str | None = None,
-    status: str | None = None,
-    since: datetime | None = None,
-    correlation_id: str | None = None,
-    limit: int = 50,
-) -> Op[list[Run]]:
-    """Runs newest first, filtered (`since` compares `enqueued_at`); an unknown status is
-    BadInput (a ValueError)."""
+class RunFilters(TypedDict, total=False):
+    """What `list_runs` filters by (the one definition of these filters)."""
+
+    job: str | None
+    status: str | None
+    since: datetime | None  # enqueued at or after
+    correlation_id: str | None
+    queue: str | None  # runs of the jobs of this queue (by the catalog)
+    priority: int | None  # runs of exactly this priority
+
+
+def list_runs(*, limit: int = 50, **filters: Unpack[RunFilters]) -> Op[list[Run]]:
+    """Runs newest first, filtered (`RunFilters`); an unknown status is BadInput (a
+    ValueError)."""
+    status = filters.get("status")
     if status is not None and status not in RUN_STATUSES:
         raise BadInput(f"unknown status {status!r}: allowed {', '.join(RUN_STATUSES)}")
+    check_priority(filters.get("priority"))
     query = sa.select(job_runs).order_by(job_runs.c.id.desc()).limit(limit)
-    if job is not None:
-        query = query.where(job_runs.c.job_name == job)
-    if status is not None:
-        query = query.where(job_runs.c.status == status)
-    if since is not None:
+    equal = {
+        "job": job_runs.c.job_name,
+        "status": job_runs.c.status,
+        "correlation_id": job_runs.c.correlation_id,
+        "priority": job_runs.c.priority,
+    }
+    for name, column in equal.items():
+        if filters.get(name) is not None:
+            query = query.where(column == filters.get(name))
+    if (since := filters.get("since")) is not None:
         query = query.where(job_runs.c.enqueued_at >= since)
-    if correlation_id is not None:
-        query = query.where(job_runs.c.correlation_id == correlation_id)
+    if (queue := filters.get("queue")) is not None:
+        named = sa.func.coalesce(jobrunner_jobs.c.definition["queue"].as_string(), DEFAULT_QUEUE)
+        of_queue = sa.select(jobrunner_jobs.c.name).where(named == queue)
+        query = query.where(job_runs.c.job_name.in_(of_queue))
     return [Run(**r._mapping) for r in (yield query)]
 
 

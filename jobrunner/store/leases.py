@@ -1,4 +1,5 @@
-"""Leases in `job_locks`: one row per (job, slot), held by one run of one worker at a time.
+"""Leases in `job_locks`: one row per (job, key, slot), held by one run of one worker at a time
+(the key is '' for a job without a concurrency key, else the run's key value).
 
 `expires_at` is always computed with the database's clock. A released row stays, so that its
 fence token keeps growing on the next acquire; every write by a holder is conditioned on
@@ -31,37 +32,48 @@ def release(where: sa.ColumnElement[bool]) -> sa.Update:
 
 
 _HELD_LEASES = sa.select(
-    job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence
+    job_locks.c.job_name,
+    job_locks.c.concurrency_key,
+    job_locks.c.slot,
+    job_locks.c.run_id,
+    job_locks.c.fence,
 ).where(job_locks.c.worker_id.is_not(None))
 
 
-def held_leases() -> Op[dict[str, dict[int, Lease]]]:
-    """Every held lease (of any worker), by job and slot: what a claim decides with."""
-    held: dict[str, dict[int, Lease]] = defaultdict(dict)
-    for job_name, slot, run_id, fence in (yield _HELD_LEASES).all():
-        held[job_name][slot] = Lease(job_name=job_name, slot=slot, run_id=run_id, fence=fence)
+def held_leases() -> Op[dict[tuple[str, str], dict[int, Lease]]]:
+    """Every held lease (of any worker), by (job, key) and slot: what a claim decides with."""
+    held: dict[tuple[str, str], dict[int, Lease]] = defaultdict(dict)
+    for job_name, key, slot, run_id, fence in (yield _HELD_LEASES).all():
+        lease = Lease(job_name=job_name, slot=slot, run_id=run_id, fence=fence, key=key)
+        held[job_name, key][slot] = lease
     return held
 
 
 def acquire(
-    dialect: str, wanted: list[tuple[Run, int]], worker_id: str, lease_ttl: float, now: datetime
+    dialect: str,
+    wanted: list[tuple[Run, str, int]],
+    worker_id: str,
+    lease_ttl: float,
+    now: datetime,
 ) -> Op[tuple[list[Lease], datetime | None]]:
     """Take free lease rows (insert, or update a released row) in one statement for the
-    runs in `wanted` (run, slot). On PostgreSQL the same statement marks the runs that got a
-    lease running (a data-modifying CTE: one round trip less per claim); on SQLite the claim
-    starts them. Also returns the database's clock as the statement ended (`Claim.clock`)."""
+    runs in `wanted` (run, lease key, slot; see `policy.lane_key`). On PostgreSQL the same
+    statement marks the runs that got a lease running (a data-modifying CTE: one round trip
+    less per claim); on SQLite the claim starts them. Also returns the database's clock as
+    the statement ended (`Claim.clock`)."""
     if not wanted:
         return [], None
-    given = [{"j": run.job_name, "s": slot, "r": run.id} for run, slot in wanted]
+    given = [{"j": run.job_name, "k": key, "s": slot, "r": run.id} for run, key, slot in wanted]
     if dialect == "postgresql":
         params = rows(dialect, given, worker=worker_id, ttl=lease_ttl, now=now)
         got = (yield _acquire_and_start_statement(), params).all()
-        clock = max((row[4] for row in got), default=None)
-        return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f, _ in got], clock
-    params = rows(dialect, given, worker=worker_id, ttl=lease_ttl)
-    got = (yield _acquire_statement(dialect), params).all()
-    clock = datetime.now(UTC)  # SQLite's clock is this host's
-    return [Lease(job_name=j, slot=s, run_id=r, fence=f) for j, s, r, f in got], clock
+        clock = max((row[5] for row in got), default=None)
+    else:
+        params = rows(dialect, given, worker=worker_id, ttl=lease_ttl)
+        got = (yield _acquire_statement(dialect), params).all()
+        clock = datetime.now(UTC)  # SQLite's clock is this host's
+    leases = [Lease(job_name=j, key=k, slot=s, run_id=r, fence=f) for j, k, s, r, f, *_ in got]
+    return leases, clock
 
 
 @functools.cache
@@ -70,22 +82,27 @@ def _acquire_statement(dialect: str) -> Any:
     the leases taken. Built once per dialect; rows and lease given at execution."""
     worker = sa.bindparam("worker", type_=sa.String())
     expires = db_now(sa.bindparam("ttl", type_=sa.Float()))
-    columns = ["job_name", "slot", "run_id", "worker_id", "fence", "acquired_at", "expires_at"]
+    columns = [
+        "job_name", "concurrency_key", "slot", "run_id", "worker_id", "fence", "acquired_at",
+        "expires_at",
+    ]  # fmt: skip
     if dialect == "postgresql":
-        # The rows as three array parameters: one statement text whatever the batch size,
+        # The rows as array parameters: one statement text whatever the batch size,
         # prepared once by psycopg (a multi-row VALUES is re-rendered for every size).
-        given = unnest(("j", sa.String()), ("s", sa.Integer()), ("r", sa.BigInteger()))
+        given = unnest(
+            ("j", sa.String()), ("k", sa.String()), ("s", sa.Integer()), ("r", sa.BigInteger())
+        )
         source = sa.select(
-            given.c.j, given.c.s, given.c.r, worker, sa.literal(1), db_now(), expires
+            given.c.j, given.c.k, given.c.s, given.c.r, worker, sa.literal(1), db_now(), expires
         )
         stmt = insert(dialect, job_locks).from_select(columns, source)
     else:  # SQLite: executemany, batched by SQLAlchemy (insertmanyvalues)
-        values = [sa.bindparam("j"), sa.bindparam("s"), sa.bindparam("r"), worker, 1, db_now()]
+        values = [sa.bindparam(n) for n in ("j", "k", "s", "r")] + [worker, 1, db_now()]
         stmt = insert(dialect, job_locks).values(
             dict(zip(columns, [*values, expires], strict=True))
         )
     return stmt.on_conflict_do_update(
-        index_elements=["job_name", "slot"],
+        index_elements=["job_name", "concurrency_key", "slot"],
         set_={
             "run_id": stmt.excluded.run_id,
             "worker_id": stmt.excluded.worker_id,
@@ -94,7 +111,12 @@ def _acquire_statement(dialect: str) -> Any:
             "expires_at": stmt.excluded.expires_at,
         },
         where=job_locks.c.worker_id.is_(None),
-    ).returning(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence)
+    ).returning(*_LEASE_COLUMNS)
+
+
+_LEASE_COLUMNS = [
+    job_locks.c[n] for n in ("job_name", "concurrency_key", "slot", "run_id", "fence")
+]
 
 
 # A run claimed ahead of its `run_at` (see `WorkerPort.claim`) starts then, not at the claim.
@@ -118,7 +140,7 @@ def _acquire_and_start_statement() -> sa.Select[Any]:
         )
     )
     clock = sa.func.clock_timestamp(type_=UTCDateTime())  # when the row was returned
-    leases = sa.select(taken.c.job_name, taken.c.slot, taken.c.run_id, taken.c.fence, clock)
+    leases = sa.select(*(taken.c[c.name] for c in _LEASE_COLUMNS), clock)
     return leases.add_cte(start.cte("started"))
 
 
@@ -131,6 +153,7 @@ def replace(worker_id: str, moves: list[tuple[Run, Lease]], lease_ttl: float) ->
             yield job_locks.update()
             .where(
                 job_locks.c.job_name == old.job_name,
+                job_locks.c.concurrency_key == old.key,
                 job_locks.c.slot == old.slot,
                 job_locks.c.fence == old.fence,
             )
@@ -145,7 +168,8 @@ def replace(worker_id: str, moves: list[tuple[Run, Lease]], lease_ttl: float) ->
         ).scalar_one_or_none()
         if fence is None:
             continue
-        leases.append(Lease(job_name=run.job_name, slot=old.slot, run_id=run.id, fence=fence))
+        moved = Lease(job_name=run.job_name, key=old.key, slot=old.slot, run_id=run.id, fence=fence)
+        leases.append(moved)
         yield (
             job_runs.update()
             .where(job_runs.c.id == old.run_id, job_runs.c.status == "running")
@@ -197,6 +221,6 @@ def list_locks() -> Op[list[LockRow]]:
     found = yield (
         sa.select(job_locks)
         .where(job_locks.c.worker_id.is_not(None))
-        .order_by(job_locks.c.job_name, job_locks.c.slot)
+        .order_by(job_locks.c.job_name, job_locks.c.concurrency_key, job_locks.c.slot)
     )
     return [LockRow(**r._mapping) for r in found]

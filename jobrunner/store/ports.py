@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         WorkerInfo,
         WorkerRow,
     )
+    from jobrunner.store.history import RunFilters
     from jobrunner.store.migrate import SchemaStatus
     from jobrunner.store.queue import BulkOptions, EnqueueOptions
 
@@ -118,15 +119,7 @@ class ClientPort(Protocol):
 
     def get_run(self, run_id: int) -> Run: ...
 
-    def list_runs(
-        self,
-        *,
-        job: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        correlation_id: str | None = None,
-        limit: int = 50,
-    ) -> list[Run]: ...
+    def list_runs(self, *, limit: int = 50, **filters: Unpack[RunFilters]) -> list[Run]: ...
 
     def list_jobs(self) -> list[CatalogEntry]: ...
 
@@ -153,3 +146,7 @@ class AdminPort(_Common, ClientPort, Protocol):
     def last_outcomes(self) -> dict[str, Run]: ...
 
     def list_locks(self) -> list[LockRow]: ...
+
+    def rate_blocked_until(self, job: str, key: str) -> datetime | None:
+        """While the rate window of (job, key) is full: when it admits a start again."""
+        ...

@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
-from jobrunner.converters import PRIORITY_RANGE
+from jobrunner.converters import check_priority
 from jobrunner.errors import BadInput, InvalidArguments, JobNotFound
+from jobrunner.jobconfig import DEFAULT_QUEUE, key_text
 from jobrunner.records import Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.history import get_run
@@ -32,6 +34,8 @@ class BulkOptions(TypedDict, total=False):
     run_at: datetime | None  # timezone-aware: not before then (default: now)
     correlation_id: str | None  # default: the one bound in the caller's context
     priority: int | None  # higher first (default: the job's `priority`, else 0)
+    # the run's concurrency key value (default: its kwarg named by the job's concurrency_key)
+    concurrency_key: str | None
 
 
 class EnqueueOptions(BulkOptions, total=False):
@@ -40,7 +44,7 @@ class EnqueueOptions(BulkOptions, total=False):
     idempotency_key: str | None  # per job: a repeat returns the run the first call created
 
 
-def check_options(options: Mapping[str, Any], allowed: type[BulkOptions], call: str) -> None:
+def check_options(options: Mapping[str, Any], allowed: type[Mapping[str, Any]], call: str) -> None:
     """Refuse a keyword the call does not know, naming the allowed ones (a TypeError, as
     Python's own for a misspelt keyword)."""
     names = list(allowed.__annotations__)
@@ -86,18 +90,6 @@ def _check_run_at(run_at: datetime | None) -> None:
         raise BadInput(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
 
 
-def check_priority(priority: object) -> None:
-    """Refuse a priority that is not an integer in `PRIORITY_RANGE` (InvalidArguments)."""
-    low, high = PRIORITY_RANGE
-    if priority is None:
-        return
-    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
-        raise InvalidArguments(
-            f"priority must be an integer from {low:,} to {high:,} (higher runs first), "
-            f"got {priority!r}"
-        )
-
-
 def enqueue(
     dialect: str,
     job_name: str,
@@ -116,10 +108,12 @@ def enqueue(
     values = json_object(kwargs)
     run_at, key = options.get("run_at"), options.get("idempotency_key")
     corr, priority = options.get("correlation_id"), options.get("priority")
+    ckey = options.get("concurrency_key")
     _check_run_at(run_at)
     check_priority(priority)
+    check_concurrency_key(ckey)
     params: dict[str, Any] = {"name": job_name, "kwargs": values, "key": key, "corr": corr}
-    params.update(run_at=run_at, priority=priority)
+    params.update(run_at=run_at, priority=priority, ckey=ckey)
     query = _enqueue_statement(dialect, run_at is not None, key is not None)
     row = (yield query, params).one_or_none()
     if row is not None:  # the run as inserted: what the database chose, and what was given
@@ -132,14 +126,46 @@ def enqueue(
         ).one_or_none()
         if first is not None:
             return Run(**first._mapping)
-    raise JobNotFound(f"no job named {job_name!r} in the catalog")
+    yield from _refused(job_name, [values], ckey)
+    raise AssertionError("unreachable: _refused raises")
+
+
+def check_concurrency_key(value: object) -> None:
+    """Refuse a concurrency key that is not a string of 1 to 200 characters."""
+    if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 200):
+        raise InvalidArguments(
+            f"concurrency_key must be a string of 1 to 200 characters, got {value!r}"
+        )
+
+
+def _refused(job_name: str, kwargs_list: Sequence[Mapping[str, Any]], ckey: str | None) -> Op[None]:
+    """Why an enqueue inserted nothing (or fewer runs than asked): the job is not in the
+    catalog (JobNotFound), or its concurrency key does not fit (InvalidArguments)."""
+    found = (
+        yield sa.select(jobrunner_jobs.c.definition).where(jobrunner_jobs.c.name == job_name)
+    ).scalar_one_or_none()
+    if found is None:
+        raise JobNotFound(f"no job named {job_name!r} in the catalog")
+    kwarg = found.get("concurrency_key")
+    if kwarg is None:
+        raise InvalidArguments(
+            f"job {job_name!r} has no concurrency_key, so a run cannot be given one: "
+            f"leave concurrency_key out, or set concurrency_key and max_per_key on the job"
+        )
+    missing = next(i for i, kw in enumerate(kwargs_list) if key_text(kw.get(kwarg)) is None)
+    where = f"kwargs_list[{missing}]: " if len(kwargs_list) > 1 else ""
+    raise InvalidArguments(
+        f"{where}job {job_name!r} limits its runs per value of the kwarg {kwarg!r} "
+        f"(concurrency_key): kwargs must hold {kwarg!r} (not null), or pass "
+        "concurrency_key=... to the enqueue"
+    )
 
 
 def _queued(
     job_name: str, kwargs: dict[str, Any], key: str | None, corr: str | None, got: tuple[Any, ...]
 ) -> Run:
     """The run an enqueue inserted, from what it gave and what the database chose (`got`:
-    id, run_at, max_attempts, enqueued_at, priority)."""
+    id, run_at, max_attempts, enqueued_at, priority, concurrency_key)."""
     return Run(
         id=got[0],
         job_name=job_name,
@@ -162,6 +188,7 @@ def _queued(
         correlation_id=corr,
         retry_of=None,
         priority=got[4],
+        concurrency_key=got[5],
     )
 
 
@@ -181,9 +208,10 @@ def enqueue_many(
             values.append(json_object(kwargs))
         except InvalidArguments as exc:
             raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
-    run_at = options.get("run_at")
+    run_at, ckey = options.get("run_at"), options.get("concurrency_key")
     _check_run_at(run_at)
     check_priority(options.get("priority"))
+    check_concurrency_key(ckey)
     if not values:
         return []
     params = {
@@ -192,23 +220,46 @@ def enqueue_many(
         "corr": options.get("correlation_id"),
         "run_at": run_at,
         "priority": options.get("priority"),
+        "ckey": ckey,
     }
     ids = list((yield _enqueue_many_statement(dialect, run_at is not None), params).scalars())
-    if not ids:
-        raise JobNotFound(f"no job named {job_name!r} in the catalog")
+    if len(ids) < len(values):  # the caller's transaction is rolled back: nothing written
+        yield from _refused(job_name, values, ckey)
     yield from wake(dialect, job_name)
     return ids
 
 
-def _runs_from_catalog(delayed: bool, kwargs: Any, key: Any, corr: Any) -> sa.Select[Any]:
+def _concurrency_key(dialect: str, kwargs: Any) -> tuple[Any, sa.ColumnElement[bool]]:
+    """The run's concurrency key (`:ckey`, else the kwarg its job's `concurrency_key`
+    names, as text), and the condition that it fits the job: none for a job without a key,
+    one for a job with a key."""
+    name = jobrunner_jobs.c.definition["concurrency_key"].as_string()
+    given = sa.bindparam("ckey", type_=sa.String())
+    found: sa.ColumnElement[Any]
+    if dialect == "postgresql":
+        found = sa.func.json_extract_path_text(sa.cast(kwargs, postgresql.JSON()), name)
+    else:
+        found = sa.cast(sa.func.json_extract(kwargs, '$."' + name + '"'), sa.String())
+    key = sa.case((name.is_(None), sa.null()), else_=sa.func.coalesce(given, found))
+    fits = sa.or_(
+        sa.and_(name.is_(None), given.is_(None)), sa.and_(name.is_not(None), key.is_not(None))
+    )
+    return key, fits
+
+
+def _runs_from_catalog(
+    dialect: str, delayed: bool, kwargs: Any, key: Any, corr: Any
+) -> sa.Select[Any]:
     """SELECT of the columns `_ENQUEUE_COLUMNS` for a manual run of the job `:name` (from its
-    catalog row: none for an unknown job), given the kwargs, key and correlation id."""
+    catalog row: none for an unknown job, or a concurrency key that does not fit), given the
+    kwargs, idempotency key and correlation id."""
     retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
     priority = sa.func.coalesce(
         sa.bindparam("priority", type_=sa.Integer()),
         jobrunner_jobs.c.definition["priority"].as_integer(),
         0,
     )
+    ckey, fits = _concurrency_key(dialect, kwargs)
     return sa.select(
         jobrunner_jobs.c.name,
         sa.literal("manual"),
@@ -221,12 +272,13 @@ def _runs_from_catalog(delayed: bool, kwargs: Any, key: Any, corr: Any) -> sa.Se
         key,
         corr,
         priority,
-    ).where(jobrunner_jobs.c.name == sa.bindparam("name"))
+        ckey,
+    ).where(jobrunner_jobs.c.name == sa.bindparam("name"), fits)
 
 
 _ENQUEUE_COLUMNS = [
     "job_name", "trigger", "run_at", "status", "attempt", "max_attempts", "kwargs",
-    "enqueued_at", "idempotency_key", "correlation_id", "priority",
+    "enqueued_at", "idempotency_key", "correlation_id", "priority", "concurrency_key",
 ]  # fmt: skip
 
 
@@ -240,6 +292,7 @@ def _enqueue_many_statement(dialect: str, delayed: bool) -> sa.Executable:
     else:
         elements = sa.func.json_each(text).table_valued("value")
     source = _runs_from_catalog(
+        dialect,
         delayed,
         elements.c.value,
         sa.null(),
@@ -256,6 +309,7 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
     """The enqueue statement, built once per shape (parameters: name, kwargs, key, corr,
     run_at): building it costs more than sending it."""
     source = _runs_from_catalog(
+        dialect,
         delayed,
         sa.bindparam("kwargs", type_=job_runs.c.kwargs.type),
         sa.bindparam("key", type_=job_runs.c.idempotency_key.type),
@@ -268,7 +322,10 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
         )
     # Only what the database chose (`enqueue` has the rest): the 20 columns' descriptions
     # and values cost the client about as much as the rest of the call.
-    chosen = [job_runs.c[k] for k in ("id", "run_at", "max_attempts", "enqueued_at", "priority")]
+    chosen = [
+        job_runs.c[k]
+        for k in ("id", "run_at", "max_attempts", "enqueued_at", "priority", "concurrency_key")
+    ]
     returning: sa.Executable = stmt.returning(*chosen)
     if dialect != "postgresql":
         return returning
@@ -282,7 +339,8 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
 
 def queue_retries(dialect: str, delays: Mapping[int, float]) -> Op[None]:
     """Queue attempt + 1 of each run in `delays` (run id -> seconds from now) that has
-    attempts left, copying its job, slot, kwargs, priority and correlation id (idempotent per slot),
+    attempts left, copying its job, slot, kwargs, priority, concurrency key and correlation id
+    (idempotent per slot),
     and wake listening workers: a retry may be due now."""
     if not delays:
         return
@@ -305,10 +363,11 @@ def _retry_statement(dialect: str) -> Any:
         job_runs.c.correlation_id,
         job_runs.c.id,
         job_runs.c.priority,
+        job_runs.c.concurrency_key,
     ).where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.attempt < job_runs.c.max_attempts)
     columns = [
         "job_name", "trigger", "scheduled_for", "run_at", "status", "attempt", "max_attempts",
-        "kwargs", "enqueued_at", "correlation_id", "retry_of", "priority",
+        "kwargs", "enqueued_at", "correlation_id", "retry_of", "priority", "concurrency_key",
     ]  # fmt: skip
     return (
         insert(dialect, job_runs)
@@ -334,9 +393,16 @@ def cancel_run(run_id: int) -> Op[Run]:
     return (yield from get_run(run_id))
 
 
-def queue_depth() -> Op[int]:
-    """Queued runs that are due now."""
-    count = sa.select(sa.func.count()).where(
-        job_runs.c.status == "queued", job_runs.c.run_at <= db_now()
+def queue_depth() -> Op[dict[str, int]]:
+    """Queued runs that are due now, by their job's queue (a job no longer in the catalog
+    counts in its last queue's place: "default")."""
+    queue = sa.func.coalesce(jobrunner_jobs.c.definition["queue"].as_string(), DEFAULT_QUEUE)
+    count = (
+        sa.select(queue, sa.func.count())
+        .select_from(
+            job_runs.outerjoin(jobrunner_jobs, jobrunner_jobs.c.name == job_runs.c.job_name)
+        )
+        .where(job_runs.c.status == "queued", job_runs.c.run_at <= db_now())
+        .group_by(queue)
     )
-    return int((yield count).scalar_one())
+    return {str(name): int(n) for name, n in (yield count)}

@@ -52,6 +52,7 @@ def insert_slots(dialect: str, slots: Sequence[Slot]) -> Op[int]:
             "why": s.reason,
             "ma": s.max_attempts,
             "pr": s.priority,
+            "ck": s.concurrency_key,
         }
         for s in slots
     ]
@@ -64,8 +65,8 @@ def insert_slots(dialect: str, slots: Sequence[Slot]) -> Op[int]:
 @functools.cache
 def _slots_statement(dialect: str) -> Any:
     """Record scheduled slots, idempotently (`ON CONFLICT DO NOTHING`), given as `j` (job),
-    `sf` (slot), `ra` (run_at), `st` (status), `why` (reason), `ma` (max attempts) and `pr`
-    (priority).
+    `sf` (slot), `ra` (run_at), `st` (status), `why` (reason), `ma` (max attempts), `pr`
+    (priority) and `ck` (concurrency key).
 
     PostgreSQL: one statement of fixed text whatever the count, each of them an array
     parameter (`v_j`, ...): 10,000 slots due at one minute took 1.1 s as an executemany,
@@ -78,6 +79,7 @@ def _slots_statement(dialect: str) -> Any:
         "why": sa.String(),
         "ma": sa.Integer(),
         "pr": sa.Integer(),
+        "ck": sa.String(),
     }
     if dialect == "postgresql":
         given_rows = unnest(*keys.items())
@@ -94,6 +96,7 @@ def _slots_statement(dialect: str) -> Any:
         "attempt": sa.literal(1),
         "max_attempts": given["ma"],
         "priority": given["pr"],
+        "concurrency_key": given["ck"],
         "kwargs": sa.literal({}, type_=sa.JSON()),
         "enqueued_at": db_now(),
         "finished_at": sa.case((given["st"] == "skipped", db_now()), else_=sa.null()),

@@ -183,6 +183,9 @@ job_runs = sa.Table(
     sa.Column("correlation_id", sa.String(200), nullable=True),
     sa.Column("retry_of", sa.BigInteger(), nullable=True),
     sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),  # higher first
+    # the value of the job's `concurrency_key` kwarg (or the enqueue's): its lease and rate
+    # limit are those of (job, key)
+    sa.Column("concurrency_key", sa.String(200), nullable=True),
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="ck_job_runs_status"
     ),
@@ -247,8 +250,24 @@ job_locks = sa.Table(
     sa.Column("fence", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("acquired_at", UTCDateTime(), nullable=True),
     sa.Column("expires_at", UTCDateTime(), nullable=True),
+    # '' for a job without a concurrency key; else its slots are per key value
+    sa.Column("concurrency_key", sa.String(200), primary_key=True, server_default=""),
+    sa.PrimaryKeyConstraint("job_name", "concurrency_key", "slot"),
 )
 sa.Index("ix_job_locks_worker", job_locks.c.worker_id)
+
+# `rate_limit`: the start times (seconds since the epoch, by the database's clock) of the
+# last window of a job (per key value: '' without a key). A claim locks the row, counts, and
+# appends the starts it makes: at most N in any window, across replicas.
+job_rates = sa.Table(
+    "job_rates",
+    metadata,
+    sa.Column("job_name", sa.String(200), primary_key=True),
+    sa.Column("concurrency_key", sa.String(200), primary_key=True, server_default=""),
+    sa.Column("starts", sa.JSON(), nullable=False),
+    # when the window admits the next start, while it is full: claims pass over its runs
+    sa.Column("blocked_until", UTCDateTime(), nullable=True),
+)
 
 jobrunner_jobs = sa.Table(
     "jobrunner_jobs",
@@ -275,4 +294,5 @@ jobrunner_workers = sa.Table(
     sa.Column("state", sa.String(16), nullable=False, server_default="running"),
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("last_seen", UTCDateTime(), nullable=False),
+    sa.Column("queues", sa.JSON(), nullable=True),  # the queues it serves; NULL: every queue
 )

@@ -17,7 +17,7 @@ import asyncio
 import math
 import socket
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from jobrunner.logging import get_logger
 from jobrunner.records import Renewal, Run, WorkerInfo
@@ -61,12 +61,23 @@ class Heartbeat:
         self.last_beat = monotonic()  # last heartbeat pass, successful or not
         self._beats = 0  # heartbeats so far: slow checks run on every HOUSEKEEPING_EVERY-th
         self._warned_peers = False
+        self._unserved_seen: set[str] = set()  # queues already warned about
 
     async def run(self) -> None:
         backoff = Backoff("heartbeat", self.metrics.db_error, self.monotonic)
         while True:
             delay = await backoff.guard(self.run_once)
             await asyncio.sleep(min(delay, self.interval))
+
+    def _unserved(self, unserved: Mapping[str, list[str]]) -> None:
+        """Count the queues no live worker serves, and say so once per queue until served."""
+        self.metrics.set_unserved(unserved)
+        for queue, jobs in unserved.items():
+            if queue not in self._unserved_seen:
+                log.warning(
+                    "queue served by no live worker: its runs wait", queue=queue, jobs=jobs[:20]
+                )
+        self._unserved_seen = set(unserved)
 
     async def run_once(self) -> float:
         """One transaction: renew every lease, reap dead holders' leases, read the catalog.
@@ -85,6 +96,8 @@ class Heartbeat:
         self.metrics.set_running(self.runs.executing)
         if beat.queue_depth is not None:
             self.metrics.set_queue_depth(beat.queue_depth)
+        if beat.unserved is not None:
+            self._unserved(beat.unserved)
         if not renewal.registered:
             await self.db(self.store.register_worker, self.info)
         self._extend(renewal.held, sent + self.renew_deadline)

@@ -13,7 +13,7 @@ import bisect
 import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -167,7 +167,17 @@ class Metrics:
         )
         self._queue_depth = Gauge(
             "jobrunner_queue_depth",
-            "Queued runs that are due now, in the whole database (as seen by this worker).",
+            "Queued runs that are due now in the whole database, by queue (as seen by this "
+            "worker).",
+            ["queue"],
+            registry=r,
+        )
+        self._queue_depth.labels(queue="default").set(0)  # counted at the first housekeeping
+        self._unserved = Gauge(
+            "jobrunner_queue_unserved",
+            "1 for a queue with jobs in the catalog that no live worker serves (its runs "
+            "wait); the value is the number of its jobs.",
+            ["queue"],
             registry=r,
         )
         self._db_errors = Counter(
@@ -217,8 +227,16 @@ class Metrics:
     def set_leases(self, n: int) -> None:
         self._leases.set(n)
 
-    def set_queue_depth(self, n: int) -> None:
-        self._queue_depth.set(n)
+    def set_queue_depth(self, depth: Mapping[str, int]) -> None:
+        """Due queued runs by queue; a queue with none reads 0."""
+        self._queue_depth.clear()
+        for queue in depth.keys() | {"default"}:
+            self._queue_depth.labels(queue=queue).set(depth.get(queue, 0))
+
+    def set_unserved(self, unserved: Mapping[str, list[str]]) -> None:
+        self._unserved.clear()
+        for queue, jobs in unserved.items():
+            self._unserved.labels(queue=queue).set(len(jobs))
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric, and its content type."""

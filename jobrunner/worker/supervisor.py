@@ -79,14 +79,18 @@ def new_worker_id() -> str:
 
 
 def policies(config: Config) -> dict[str, Policy]:
-    """What the claimer needs to know of each job."""
+    """What the claimer needs to know of each job of the queues this worker serves."""
     return {
         j.name: Policy(
             overlap=j.overlap,
             max_concurrency=j.max_concurrency,
             misfire_grace=j.misfire_grace.total_seconds(),
+            keyed=j.concurrency_key is not None,
+            max_per_key=j.max_per_key,
+            rate=j.rate,
         )
         for j in config.jobs
+        if config.worker.serves(j.queue)
     }
 
 
@@ -171,8 +175,21 @@ class Worker:
             jobs=len(self.config.jobs),
             concurrency=self.config.worker.concurrency,
             database=self.config.database.url,
+            queues=list(self.config.worker.queues or ["*"]),
         )
+        self._warn_unknown_queues()
         return True
+
+    def _warn_unknown_queues(self) -> None:
+        """A queue in `[worker] queues` that no job of the file uses is likely misspelt."""
+        used = sorted({j.queue for j in self.config.jobs})
+        for name in self.config.worker.queues or ():
+            if name not in used:
+                log.warning(
+                    "worker.queues names a queue no job uses: this worker runs nothing of it",
+                    queue=name,
+                    queues_of_jobs=used,
+                )
 
     async def _wait_for_database(self) -> bool:
         """Run the start-up steps that need the database; while it is unreachable, retry them
@@ -268,6 +285,7 @@ class Worker:
             version=__version__,
             config_hash=self.config.config_hash,
             jobs={j.name: j.definition_hash for j in self.config.jobs},
+            queues=self.config.worker.queues,
         )
 
     # -- run and stop ---------------------------------------------------------------------

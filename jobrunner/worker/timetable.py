@@ -64,6 +64,7 @@ def plan_slots(
     missed = [t for t in times if now - t > OVERDUE]
     to_run = on_time | _missed_to_run(job, missed, now, bool(on_time))
     max_attempts = job.retries + 1
+    key = job.key_of(job.kwargs)
     slots = []
     for t in times:
         runs = t in to_run
@@ -75,6 +76,7 @@ def plan_slots(
                 run_at=t + jitter,
                 max_attempts=max_attempts,
                 priority=job.priority,
+                concurrency_key=key,
                 status="queued" if runs else "skipped",
                 reason=(None if t in on_time else CATCH_UP) if runs else "misfired",
             )

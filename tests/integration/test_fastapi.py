@@ -279,7 +279,7 @@ def test_openapi_documents_routes_models_and_errors(sqlite_url: str) -> None:
     assert "EnqueueRequest" in str(body)
     assert "409" in paths["/jr/runs/{run_id}/cancel"]["post"]["responses"]
     list_params = {p["name"] for p in paths["/jr/runs"]["get"]["parameters"]}
-    assert list_params == {"job", "status", "limit", "correlation_id"}
+    assert list_params == {"job", "status", "limit", "correlation_id", "queue", "priority"}
     assert all(op["tags"] == ["jobrunner"] for p in paths.values() for op in p.values())
 
 

@@ -79,3 +79,15 @@ def starts(path: str) -> list[dict[str, Any]]:
             return [json.loads(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+async def tenant_sleep(ctx: Any, tenant: str, seconds: float = 0.3) -> None:
+    """A job whose runs are grouped by tenant (concurrency_key = "tenant")."""
+    _record(ctx)
+    await asyncio.sleep(seconds)
+    _record(ctx, "finish")
+
+
+async def tenant_noop(ctx: Any, tenant: str) -> None:
+    _record(ctx)
+    _record(ctx, "finish")

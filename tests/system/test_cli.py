@@ -136,7 +136,7 @@ def test_trigger_wait_runs_list_show_and_prune(
     assert len([r for r in after if r["job_name"] == "flaky"]) == 1  # the newest one is kept
 
     stuck = cli(config, "jobs", "trigger", "flaky", "--wait", "--timeout", "0.5s", code=1)
-    assert "warning: no live worker defines flaky" in stuck.stderr
+    assert "warning: no worker is alive" in stuck.stderr
     assert stuck.stderr.strip().endswith("not finished after 500ms")
 
 

@@ -1254,3 +1254,73 @@ def test_isolation_in_the_definition_only_when_used(write: WriteFn) -> None:
     assert again.definition_hash != isolated.definition_hash
     workers = load(write("[worker]\nprocesses = 4\n", "w.toml")).worker
     assert workers.definition()["processes"] == 4
+
+
+# --------------------------------------------------------------------------- queue keys
+
+
+def test_queue_keys_load_and_enter_the_definition_only_when_set(write: WriteFn) -> None:
+    plain = load(write(job_toml(SYNC))).jobs[0]
+    assert (plain.queue, plain.concurrency_key, plain.max_per_key, plain.rate) == (
+        "default",
+        None,
+        None,
+        None,
+    )
+    assert not {"queue", "concurrency_key", "max_per_key", "rate_limit"} & set(plain.definition())
+    lines = ("queue = 'heavy'", "concurrency_key = 'tenant'", "max_per_key = 3")
+    job = load(write(job_toml(SYNC, *lines, "rate_limit = '100/1m'"))).jobs[0]
+    assert (job.queue, job.concurrency_key, job.max_per_key) == ("heavy", "tenant", 3)
+    assert job.rate == (100, 60.0) and job.definition()["rate_limit"] == "100/1m"
+    assert job.key_of({"tenant": "t-7"}) == "t-7" and job.key_of({"tenant": 7}) == "7"
+    assert job.key_of({}) is None
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "why"),
+    [
+        (("max_per_key = 2",), "jobs[0].max_per_key", "needs concurrency_key"),
+        (("concurrency_key = 'tenant'",), "jobs[0].concurrency_key", "needs max_per_key or"),
+        (
+            ("concurrency_key = 'tenant'", "max_per_key = 2", "max_concurrency = 4"),
+            "jobs[0].max_concurrency",
+            "use max_per_key",
+        ),
+        (
+            ('cron = "* * * * *"', "overlap = 'allow'", "concurrency_key = 't'", "max_per_key = 1"),
+            "jobs[0].concurrency_key",
+            "kwargs must hold its concurrency_key 't'",
+        ),
+        (
+            ("concurrency_key = 't'", "max_per_key = 1", "overlap = 'forbid'"),
+            "jobs[0].max_per_key",
+            "only applies with overlap = 'allow'",
+        ),
+        (("concurrency_key = '1x'", "max_per_key = 1"), "jobs[0].concurrency_key", "identifier"),
+        (("max_per_key = 0", "concurrency_key = 't'"), "jobs[0].max_per_key", "between 1"),
+        (("rate_limit = '0/1m'",), "jobs[0].rate_limit", "N from 1 to 10,000"),
+        (("rate_limit = 'fast'",), "jobs[0].rate_limit", "'N/DURATION'"),
+        (("rate_limit = '5/1parsec'",), "jobs[0].rate_limit", "invalid duration"),
+        (("queue = ''",), "jobs[0].queue", "letters, digits"),
+    ],
+)
+def test_bad_queue_keys_are_named_with_what_is_allowed(
+    write: WriteFn, lines: tuple[str, ...], key: str, why: str
+) -> None:
+    found_key, message = one_issue(write(job_toml(SYNC, *lines)))
+    assert found_key == key and why in message, message
+
+
+def test_worker_queues_default_to_every_queue(write: WriteFn) -> None:
+    every = load(write(job_toml(SYNC))).worker
+    assert every.queues is None and every.serves("anything")
+    assert "queues" not in every.definition()
+    some = load(write("[worker]\nqueues = ['heavy', 'default']\n")).worker
+    assert some.queues == ("heavy", "default") and not some.serves("light")
+    for bad, why in (
+        ("[]", "non-empty array"),
+        ("['a', 'a']", "each queue once"),
+        ("'a'", "array"),
+    ):
+        key, message = one_issue(write(f"[worker]\nqueues = {bad}\n"))
+        assert key == "worker.queues" and why in message, message

@@ -6,6 +6,7 @@ import random
 import re
 import time
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -91,14 +92,20 @@ def test_skips_db_errors_and_gauges() -> None:
     m.db_error()
     m.set_running(3)
     m.set_leases(4)
-    m.set_queue_depth(7)
+    m.set_queue_depth({"default": 7, "heavy": 2})
+    m.set_queue_depth({"default": 7})  # a queue emptied reads nothing (or 0 for default)
+    m.set_unserved({"heavy": ["render", "encode"]})
     m.set_running(2)
     assert value(m, "jobrunner_slots_skipped_total", job="report", reason="overlap") == 2
     assert value(m, "jobrunner_slots_skipped_total", job="report", reason="misfired") == 1
     assert value(m, "jobrunner_db_errors_total") == 1
     assert value(m, "jobrunner_runs_running") == 2
     assert value(m, "jobrunner_leases_held") == 4
-    assert value(m, "jobrunner_queue_depth") == 7
+    assert value(m, "jobrunner_queue_depth", queue="default") == 7
+    assert value(m, "jobrunner_queue_unserved", queue="heavy") == 2
+    m.set_unserved({})
+    with pytest.raises(AssertionError):
+        value(m, "jobrunner_queue_unserved", queue="heavy")
 
 
 def test_each_instance_has_its_own_registry() -> None:

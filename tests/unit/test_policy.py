@@ -69,7 +69,7 @@ def test_a_paused_job_still_runs_its_manual_runs() -> None:
 
 
 def test_forbid_skips_a_slot_while_a_run_from_before_holds_the_lease() -> None:
-    d = decide_claim([(run(1), False)], {"j": {0: lease()}}, {"j": FORBID}, NOW)
+    d = decide_claim([(run(1), False)], {("j", ""): {0: lease()}}, {"j": FORBID}, NOW)
     assert ids(d.skip) == [(1, "overlap")]
 
 
@@ -79,7 +79,7 @@ def test_slots_behind_one_of_the_same_claim_wait_instead_of_skipping() -> None:
 
 
 def test_catch_up_slots_and_manual_runs_wait_for_the_holder() -> None:
-    held = {"j": {0: lease()}}
+    held = {("j", ""): {0: lease()}}
     catch_up = run(1, reason="catch-up")
     manual = run(2, trigger="manual")
     d = decide_claim([(catch_up, False), (manual, False)], held, {"j": FORBID}, NOW)
@@ -87,14 +87,14 @@ def test_catch_up_slots_and_manual_runs_wait_for_the_holder() -> None:
 
 
 def test_allow_fills_free_slots_up_to_max_concurrency() -> None:
-    held = {"j": {0: lease()}}
+    held = {("j", ""): {0: lease()}}
     runs = [(run(i, trigger="manual"), False) for i in (1, 2, 3)]
     d = decide_claim(runs, held, {"j": ALLOW2}, NOW)
     assert ids(d.start) == [(1, 1)] and d.waiting == 2
 
 
 def test_replace_takes_the_holders_lease_once_per_claim() -> None:
-    held = {"j": {0: lease()}}
+    held = {("j", ""): {0: lease()}}
     d = decide_claim([(run(1), False), (run(2), False)], held, {"j": REPLACE}, NOW)
     assert ids(d.replace) == [(1, lease())] and d.waiting == 1 and d.skip == []
 
@@ -102,7 +102,7 @@ def test_replace_takes_the_holders_lease_once_per_claim() -> None:
 def test_a_run_claimed_ahead_only_takes_a_free_slot_and_never_counts_as_waiting() -> None:
     ahead = run(1, late=-0.04)
     assert ids(decide_claim([(ahead, False)], {}, {"j": FORBID}, NOW).start) == [(1, 0)]
-    busy = decide_claim([(ahead, False)], {"j": {0: lease()}}, {"j": FORBID}, NOW)
+    busy = decide_claim([(ahead, False)], {("j", ""): {0: lease()}}, {"j": FORBID}, NOW)
     assert busy.start == busy.skip == busy.replace == [] and busy.waiting == 0
     paused = decide_claim([(ahead, True)], {}, {"j": FORBID}, NOW)
     assert paused.start == paused.skip == [] and paused.waiting == 0
@@ -115,3 +115,41 @@ def test_retry_after_one_rule_for_outcomes_and_lost_runs() -> None:
     assert retry_after(status="lost", attempt=1, max_attempts=2) == 0.0
     assert retry_after(status="cancelled", attempt=1, max_attempts=2, stop_reason="shutdown") == 0.0
     assert retry_after(status="timed_out", attempt=2, max_attempts=3) == 0.0  # no job: at once
+
+
+KEYED = Policy(overlap="allow", keyed=True, max_per_key=1, misfire_grace=60)
+
+
+def test_lease_slots_are_per_key_value_with_a_concurrency_key() -> None:
+    runs = [
+        (run(i, trigger="manual", concurrency_key=k), False)
+        for i, k in ((1, "a"), (2, "a"), (3, "b"))
+    ]
+    d = decide_claim(runs, {}, {"j": KEYED}, NOW)
+    assert ids(d.start) == [(1, 0), (3, 0)] and d.waiting == 1 and d.passed_over == 1
+    held = {("j", "b"): {0: lease(run_id=3)}}
+    d = decide_claim(
+        [(run(4, trigger="manual", concurrency_key="b"), False)], held, {"j": KEYED}, NOW
+    )
+    assert d.start == [] and d.waiting == 1
+
+
+def test_a_rate_window_admits_n_starts_and_says_when_it_reopens() -> None:
+    rated = Policy(overlap="allow", rate=(2, 60.0))
+    earlier = NOW.timestamp() - 50  # one start 50 s ago: one more fits in the minute
+    runs = [(run(i, trigger="manual"), False) for i in (1, 2, 3)]
+    d = decide_claim(runs, {}, {"j": rated}, NOW, {("j", ""): [earlier]})
+    assert ids(d.start) == [(1, 0)] and d.waiting == 2
+    starts, reopen = d.rates["j", ""]
+    assert starts == [earlier, NOW.timestamp()] and reopen == earlier + 60
+    # Starts older than the window do not count; later ones (a peer's) do.
+    d = decide_claim(runs, {}, {"j": rated}, NOW, {("j", ""): [NOW.timestamp() - 61]})
+    assert len(d.start) == 2
+    d = decide_claim(runs, {}, {"j": rated}, NOW, {("j", ""): [NOW.timestamp() + 0.01] * 2})
+    assert d.start == [] and d.rates == {}
+
+
+def test_a_rate_limited_slot_waits_rather_than_being_skipped() -> None:
+    rated = Policy(overlap="forbid", rate=(1, 3600.0), misfire_grace=60)
+    d = decide_claim([(run(1), False)], {}, {"j": rated}, NOW, {("j", ""): [NOW.timestamp()]})
+    assert d.start == d.skip == [] and d.waiting == 1
