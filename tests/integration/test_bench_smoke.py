@@ -15,7 +15,17 @@ import pytest
 
 from bench.common import Server, kill_all
 from bench.report import Result
-from bench.scenarios import Context, failover, firelag, idle, memory, pickup, scale, throughput
+from bench.scenarios import (
+    Context,
+    failover,
+    firelag,
+    idle,
+    memory,
+    pickup,
+    queues,
+    scale,
+    throughput,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.system, pytest.mark.timeout(90)]
 
@@ -93,6 +103,19 @@ def test_memory(ctx: Context) -> None:
     result = memory.run(ctx, duration=1.0)
     v = values(result)
     assert v["rss_peak"] is not None and v["rss_peak"] > 0
+
+
+def test_queues(ctx: Context) -> None:
+    result = queues.run(ctx, size=60, backlog=2_000, urgent=3, tenants=4, concurrencies=(16,))
+    for key in ("urgent_p50", "urgent_p99", "urgent_max"):
+        assert values(result, "plain")[key] is not None, key
+    for variant in queues.VARIANTS:
+        v = values(result, variant)
+        assert v["rate_16"] is not None and v["rate_16"] > 0, variant
+        assert v["cpu_16"] is not None, variant
+    # the one note: whether the rate limit without a key bound (not at 60 runs)
+    assert [n for n in result.notes if "did not bind" not in n] == [], result.notes
+    assert "| keyed/plain |" in result.table()
 
 
 @pytest.mark.skipif(

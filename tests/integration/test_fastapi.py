@@ -40,6 +40,13 @@ def publish(url: str) -> None:
                 CatalogEntry(
                     name="adhoc", cron=None, timezone="UTC", config_hash="h-adhoc", definition={}
                 ),
+                CatalogEntry(
+                    name="sync",
+                    cron=None,
+                    timezone="UTC",
+                    config_hash="h-sync",
+                    definition={"concurrency_key": "tenant", "max_per_key": 1, "queue": "heavy"},
+                ),
             ],
             worker_id="w1",
         )
@@ -90,7 +97,7 @@ def setup(request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, str]]:
 def test_jobs_are_listed_and_shown(setup: tuple[TestClient, str]) -> None:
     http, _ = setup
     jobs = http.get("/jr/jobs").json()
-    assert [j["name"] for j in jobs] == ["adhoc", "report"]
+    assert [j["name"] for j in jobs] == ["adhoc", "report", "sync"]
     report = http.get("/jr/jobs/report").json()
     assert report["cron"] == "*/5 * * * *" and report["timezone"] == "Europe/Berlin"
     assert report["definition_hash"] == "h-report" and report["paused"] is False
@@ -151,6 +158,31 @@ def test_bad_body_is_422_and_nothing_is_written(
     response = http.post("/jr/jobs/report/runs", json=body)
     assert response.status_code == 422, response.text
     assert http.get("/jr/runs").json() == []
+
+
+def test_a_concurrency_key_is_taken_from_the_kwargs_or_the_body_and_required(
+    setup: tuple[TestClient, str],
+) -> None:
+    http, _ = setup
+    for body in (
+        {},  # the job groups by kwargs["tenant"]: a run without it is refused
+        {"kwargs": {"tenant": None}},
+        {"kwargs": {"tenant": "a"}, "concurrency_key": ""},
+        {"kwargs": {"tenant": "a"}, "concurrency_key": 7},
+    ):
+        response = http.post("/jr/jobs/sync/runs", json=body)
+        assert response.status_code == 422, (body, response.text)
+    refused = http.post("/jr/jobs/adhoc/runs", json={"concurrency_key": "x"})
+    assert refused.status_code == 422 and "has no concurrency_key" in refused.text
+    assert http.get("/jr/runs").json() == []
+    run = http.post("/jr/jobs/sync/runs", json={"kwargs": {"tenant": "t-7"}}).json()
+    assert run["concurrency_key"] == "t-7"
+    given = http.post("/jr/jobs/sync/runs", json={"kwargs": {}, "concurrency_key": "t-8"})
+    assert given.json()["concurrency_key"] == "t-8"
+    heavy = http.get("/jr/runs", params={"queue": "heavy"}).json()
+    assert sorted(r["id"] for r in heavy) == sorted([run["id"], given.json()["id"]])
+    assert http.get("/jr/runs", params={"queue": "default"}).json() == []
+    assert http.get("/jr/runs", params={"priority": "x"}).status_code == 422
 
 
 def test_runs_are_filtered_and_shown(setup: tuple[TestClient, str]) -> None:

@@ -31,11 +31,15 @@ def test_check_the_example_config_prints_next_fire_times(tmp_path: Path) -> None
     # the effective overlap: cron jobs forbid, trigger-only jobs run as a queue
     assert "OVERLAP" in result.stdout
     overlap = {
-        line.split()[0]: line.split()[3]
+        line.split()[0]: (line.split()[3], line.split()[4])
         for line in result.stdout.splitlines()
         if line.split() and line.split()[0] in ("nightly-report", "report", "send-welcome-email")
     }
-    assert overlap == {"nightly-report": "forbid", "report": "allow", "send-welcome-email": "allow"}
+    assert overlap == {
+        "nightly-report": ("default", "forbid"),
+        "report": ("default", "allow"),
+        "send-welcome-email": ("default", "allow"),
+    }
 
 
 def test_config_falls_back_to_env_then_cwd(tmp_path: Path) -> None:

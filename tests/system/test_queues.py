@@ -260,3 +260,59 @@ def test_a_replica_serving_one_queue_leaves_the_others_and_an_unserved_queue_is_
     for proc in (first, second):
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("jobs", "trigger", "sync", "--kwargs", "{}"), "kwarg 'tenant'"),
+        (("jobs", "trigger", "sync", "--kwargs", '{"tenant": null}'), "kwarg 'tenant'"),
+        (("jobs", "trigger", "sync", "--concurrency-key", ""), "1 to 200 characters"),
+        (("jobs", "trigger", "plain", "--concurrency-key", "k"), "has no concurrency_key"),
+        (("runs", "list", "--priority", "high"), "--priority"),
+        (("runs", "list", "--priority", "2000000"), "priority"),
+    ],
+)
+def test_bad_queue_arguments_exit_2_with_one_line_and_write_nothing(
+    tmp_path: Path, sqlite_url: str, args: tuple[str, ...], said: str
+) -> None:
+    jobs = [
+        {
+            "name": "sync",
+            "func": "sysjobs:tenant_noop",
+            "concurrency_key": "tenant",
+            "max_per_key": 1,
+        },
+        {"name": "plain", "func": "sysjobs:noop_async"},
+    ]
+    config = write_config(tmp_path / "jr.toml", sqlite_url, jobs)
+    store = AllPorts.from_url(sqlite_url)
+    try:
+        migrate_and_publish(store, config)
+        done = run_cli(*args, "-c", str(config))
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and said in lines[0], done.stderr
+        assert store.list_runs() == []
+    finally:
+        store.close()
+
+
+def test_check_refuses_bad_limits_and_warns_of_unknown_queues(tmp_path: Path) -> None:
+    bad = write_config(
+        tmp_path / "bad.toml",
+        "sqlite:///x.db",
+        [{"name": "m", "func": "sysjobs:noop_async", "rate_limit": "lots"}],
+    )
+    done = run_cli("check", "-c", str(bad))
+    assert done.returncode == 2 and "jobs[0].rate_limit" in done.stderr, done.stderr
+    odd = write_config(
+        tmp_path / "odd.toml",
+        "sqlite:///x.db",
+        [{"name": "m", "func": "sysjobs:noop_async", "queue": "heavy"}],
+        worker={"queues": ["haevy"]},
+    )
+    done = run_cli("check", "-c", str(odd))
+    assert done.returncode == 0, done.stderr
+    assert "no job uses queue 'haevy'" in done.stderr
+    assert "does not run m" in done.stdout
