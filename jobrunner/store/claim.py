@@ -18,12 +18,10 @@ import sqlalchemy as sa
 from jobrunner.policy import Decisions, LaneKey, decide_claim, lane_key
 from jobrunner.records import Claim, ClaimedRun, Lease, Policy, Run
 from jobrunner.store.engine import db_now
-from jobrunner.store.leases import STARTED_AT, acquire, held_leases, replace
+from jobrunner.store.leases import KEY_SEP, STARTED_AT, acquire, held_leases, lock_name, replace
 from jobrunner.store.rates import rate_windows, record_windows, unblocked_at
 from jobrunner.store.sql import Op, any_of, rows, unnest
 from jobrunner.store.tables import UTCDateTime, job_rates, job_runs, jobrunner_jobs
-
-KEY_SEP = "\x1f"  # joins a job's name and a key value in the list of full (job, key) pairs
 
 
 def claim(
@@ -92,7 +90,7 @@ class _Filters:
             if pol is None or (cap := pol.capacity) is None or len(slots) < cap:
                 continue
             if pol.keyed:
-                full.append(name + KEY_SEP + key)
+                full.append(lock_name(name, key))
             elif not key:
                 saturated.append(name)
         rated = [name for name, pol in policies.items() if pol.rate is not None]

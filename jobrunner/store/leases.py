@@ -1,5 +1,6 @@
-"""Leases in `job_locks`: one row per (job, key, slot), held by one run of one worker at a time
-(the key is '' for a job without a concurrency key, else the run's key value).
+"""Leases in `job_locks`: one row per (lease name, slot), held by one run of one worker at a
+time. The name is the job's, or "JOB\x1fKEY" for a job with a concurrency key (`lock_name`):
+its slots are per key value.
 
 `expires_at` is always computed with the database's clock. A released row stays, so that its
 fence token keeps growing on the next acquire; every write by a holder is conditioned on
@@ -21,6 +22,19 @@ from jobrunner.store.engine import db_now
 from jobrunner.store.sql import Op, insert, rows, unnest
 from jobrunner.store.tables import UTCDateTime, job_locks, job_runs, jobrunner_workers
 
+KEY_SEP = "\x1f"  # between a job's name and a key value in a lease's name (never in a job name)
+
+
+def lock_name(job: str, key: str) -> str:
+    """The name of the leases of (job, key value); the job's own without a key."""
+    return f"{job}{KEY_SEP}{key}" if key else job
+
+
+def split_lock(name: str) -> tuple[str, str]:
+    """(job, key value) of a lease's name."""
+    job, _, key = name.partition(KEY_SEP)
+    return job, key
+
 
 def release(where: sa.ColumnElement[bool]) -> sa.Update:
     """Release leases: the row stays so the fence keeps growing on the next acquire."""
@@ -32,20 +46,16 @@ def release(where: sa.ColumnElement[bool]) -> sa.Update:
 
 
 _HELD_LEASES = sa.select(
-    job_locks.c.job_name,
-    job_locks.c.concurrency_key,
-    job_locks.c.slot,
-    job_locks.c.run_id,
-    job_locks.c.fence,
+    job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence
 ).where(job_locks.c.worker_id.is_not(None))
 
 
 def held_leases() -> Op[dict[tuple[str, str], dict[int, Lease]]]:
     """Every held lease (of any worker), by (job, key) and slot: what a claim decides with."""
     held: dict[tuple[str, str], dict[int, Lease]] = defaultdict(dict)
-    for job_name, key, slot, run_id, fence in (yield _HELD_LEASES).all():
-        lease = Lease(job_name=job_name, slot=slot, run_id=run_id, fence=fence, key=key)
-        held[job_name, key][slot] = lease
+    for name, slot, run_id, fence in (yield _HELD_LEASES).all():
+        job, key = split_lock(name) if KEY_SEP in name else (name, "")
+        held[job, key][slot] = Lease(job_name=job, slot=slot, run_id=run_id, fence=fence, key=key)
     return held
 
 
@@ -63,16 +73,21 @@ def acquire(
     the statement ended (`Claim.clock`)."""
     if not wanted:
         return [], None
-    given = [{"j": run.job_name, "k": key, "s": slot, "r": run.id} for run, key, slot in wanted]
+    given = [
+        {"j": lock_name(run.job_name, key), "s": slot, "r": run.id} for run, key, slot in wanted
+    ]
     if dialect == "postgresql":
         params = rows(dialect, given, worker=worker_id, ttl=lease_ttl, now=now)
         got = (yield _acquire_and_start_statement(), params).all()
-        clock = max((row[5] for row in got), default=None)
+        clock = max((row[4] for row in got), default=None)
     else:
         params = rows(dialect, given, worker=worker_id, ttl=lease_ttl)
         got = (yield _acquire_statement(dialect), params).all()
         clock = datetime.now(UTC)  # SQLite's clock is this host's
-    leases = [Lease(job_name=j, key=k, slot=s, run_id=r, fence=f) for j, k, s, r, f, *_ in got]
+    leases = []
+    for name, slot, run_id, fence, *_ in got:
+        job, key = split_lock(name)
+        leases.append(Lease(job_name=job, key=key, slot=slot, run_id=run_id, fence=fence))
     return leases, clock
 
 
@@ -82,27 +97,22 @@ def _acquire_statement(dialect: str) -> Any:
     the leases taken. Built once per dialect; rows and lease given at execution."""
     worker = sa.bindparam("worker", type_=sa.String())
     expires = db_now(sa.bindparam("ttl", type_=sa.Float()))
-    columns = [
-        "job_name", "concurrency_key", "slot", "run_id", "worker_id", "fence", "acquired_at",
-        "expires_at",
-    ]  # fmt: skip
+    columns = ["job_name", "slot", "run_id", "worker_id", "fence", "acquired_at", "expires_at"]
     if dialect == "postgresql":
-        # The rows as array parameters: one statement text whatever the batch size,
+        # The rows as three array parameters: one statement text whatever the batch size,
         # prepared once by psycopg (a multi-row VALUES is re-rendered for every size).
-        given = unnest(
-            ("j", sa.String()), ("k", sa.String()), ("s", sa.Integer()), ("r", sa.BigInteger())
-        )
+        given = unnest(("j", sa.String()), ("s", sa.Integer()), ("r", sa.BigInteger()))
         source = sa.select(
-            given.c.j, given.c.k, given.c.s, given.c.r, worker, sa.literal(1), db_now(), expires
+            given.c.j, given.c.s, given.c.r, worker, sa.literal(1), db_now(), expires
         )
         stmt = insert(dialect, job_locks).from_select(columns, source)
     else:  # SQLite: executemany, batched by SQLAlchemy (insertmanyvalues)
-        values = [sa.bindparam(n) for n in ("j", "k", "s", "r")] + [worker, 1, db_now()]
+        values = [sa.bindparam("j"), sa.bindparam("s"), sa.bindparam("r"), worker, 1, db_now()]
         stmt = insert(dialect, job_locks).values(
             dict(zip(columns, [*values, expires], strict=True))
         )
     return stmt.on_conflict_do_update(
-        index_elements=["job_name", "concurrency_key", "slot"],
+        index_elements=["job_name", "slot"],
         set_={
             "run_id": stmt.excluded.run_id,
             "worker_id": stmt.excluded.worker_id,
@@ -114,9 +124,7 @@ def _acquire_statement(dialect: str) -> Any:
     ).returning(*_LEASE_COLUMNS)
 
 
-_LEASE_COLUMNS = [
-    job_locks.c[n] for n in ("job_name", "concurrency_key", "slot", "run_id", "fence")
-]
+_LEASE_COLUMNS = [job_locks.c[n] for n in ("job_name", "slot", "run_id", "fence")]
 
 
 # A run claimed ahead of its `run_at` (see `WorkerPort.claim`) starts then, not at the claim.
@@ -152,8 +160,7 @@ def replace(worker_id: str, moves: list[tuple[Run, Lease]], lease_ttl: float) ->
         fence = (
             yield job_locks.update()
             .where(
-                job_locks.c.job_name == old.job_name,
-                job_locks.c.concurrency_key == old.key,
+                job_locks.c.job_name == lock_name(old.job_name, old.key),
                 job_locks.c.slot == old.slot,
                 job_locks.c.fence == old.fence,
             )
@@ -221,6 +228,10 @@ def list_locks() -> Op[list[LockRow]]:
     found = yield (
         sa.select(job_locks)
         .where(job_locks.c.worker_id.is_not(None))
-        .order_by(job_locks.c.job_name, job_locks.c.concurrency_key, job_locks.c.slot)
+        .order_by(job_locks.c.job_name, job_locks.c.slot)
     )
-    return [LockRow(**r._mapping) for r in found]
+    rows = []
+    for r in found:
+        job, key = split_lock(r.job_name)
+        rows.append(LockRow(**{**r._mapping, "job_name": job, "concurrency_key": key}))
+    return rows

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from jobrunner.policy import retry_after
 from jobrunner.records import Outcome, Run
 from jobrunner.store.engine import db_now
-from jobrunner.store.leases import release
+from jobrunner.store.leases import lock_name, release
 from jobrunner.store.queue import queue_retries
 from jobrunner.store.sql import Op, any_of
 from jobrunner.store.tables import job_locks, job_runs
@@ -32,7 +32,9 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
     ids = [o.lease.run_id for o in outcomes]
     release_held, succeeded = _finish_statements(dialect)
     released = set((yield release_held, {"worker": worker_id, "ids": ids}).all())
-    mine = [o for o in outcomes if (o.lease.job_name, o.lease.key, o.lease.slot) in released]
+    mine = [
+        o for o in outcomes if (lock_name(o.lease.job_name, o.lease.key), o.lease.slot) in released
+    ]
     if not mine:
         return set()
     plain = [o.lease.run_id for o in mine if o.status == "succeeded" and not o.reason]
@@ -64,9 +66,7 @@ def _finish_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
     held = (job_locks.c.worker_id == sa.bindparam("worker", type_=sa.String())) & any_of(
         dialect, job_locks.c.run_id, "ids"
     )
-    release_held = release(held).returning(
-        job_locks.c.job_name, job_locks.c.concurrency_key, job_locks.c.slot
-    )
+    release_held = release(held).returning(job_locks.c.job_name, job_locks.c.slot)
     succeeded = (
         job_runs.update()
         .where(any_of(dialect, job_runs.c.id, "ids"))
@@ -102,16 +102,13 @@ def reap(dialect: str, *, lease_ttl: float, orphans: bool = True) -> Op[list[Run
     LOCKED so replicas reaping together never double-handle one. Returns the runs lost.
     """
     expired = (
-        yield sa.select(
-            job_locks.c.job_name, job_locks.c.concurrency_key, job_locks.c.slot, job_locks.c.run_id
-        )
+        yield sa.select(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id)
         .where(job_locks.c.worker_id.is_not(None), job_locks.c.expires_at < db_now())
         .with_for_update(skip_locked=True)
     ).all()
     if expired:
-        slots = [(e.job_name, e.concurrency_key, e.slot) for e in expired]
-        lease = sa.tuple_(job_locks.c.job_name, job_locks.c.concurrency_key, job_locks.c.slot)
-        yield release(lease.in_(slots))
+        slots = [(e.job_name, e.slot) for e in expired]
+        yield release(sa.tuple_(job_locks.c.job_name, job_locks.c.slot).in_(slots))
     lease_held = sa.exists().where(
         job_locks.c.run_id == job_runs.c.id, job_locks.c.worker_id.is_not(None)
     )

@@ -240,19 +240,18 @@ sa.Index(
     sqlite_where=job_runs.c.correlation_id.is_not(None),
 )
 
+# A lease's name is its job's, or with a concurrency key "JOB\x1fKEY" (`leases.lock_name`):
+# the slots of a keyed job are per key value, under the same primary key as any other.
 job_locks = sa.Table(
     "job_locks",
     metadata,
-    sa.Column("job_name", sa.String(200), primary_key=True),
+    sa.Column("job_name", sa.String(401), primary_key=True),
     sa.Column("slot", sa.Integer(), primary_key=True),
     sa.Column("run_id", sa.BigInteger(), nullable=True),
     sa.Column("worker_id", sa.String(200), nullable=True),
     sa.Column("fence", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("acquired_at", UTCDateTime(), nullable=True),
     sa.Column("expires_at", UTCDateTime(), nullable=True),
-    # '' for a job without a concurrency key; else its slots are per key value
-    sa.Column("concurrency_key", sa.String(200), primary_key=True, server_default=""),
-    sa.PrimaryKeyConstraint("job_name", "concurrency_key", "slot"),
 )
 sa.Index("ix_job_locks_worker", job_locks.c.worker_id)
 

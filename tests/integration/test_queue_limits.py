@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from jobrunner.errors import InvalidArguments, JobNotFound
 from jobrunner.records import CatalogEntry, Outcome, Policy
+from jobrunner.store.leases import lock_name
 from jobrunner.store.tables import job_locks, job_rates, job_runs
 from jobrunner.waits import waiting_reason
 from tests.support import AllPorts
@@ -85,7 +86,7 @@ def test_max_per_key_bounds_the_runs_of_each_key_value(store: AllPorts) -> None:
     keys = Counter(store.get_run(i).concurrency_key for i in started)
     assert keys == {"big": 2, "small": 2}
     assert set(small[:2]) <= set(started)
-    held = Counter(k for (k,) in _rows(store, sa.select(job_locks.c.concurrency_key)))
+    held = Counter(lock.concurrency_key for lock in store.list_locks())
     assert held == {"big": 2, "small": 2}
     # One run of "big" ends: exactly one more of "big" starts.
     first = store.get_run(started[0])
@@ -106,14 +107,19 @@ def test_a_fence_and_a_takeover_are_per_key(store: AllPorts) -> None:
     with store.engine.begin() as conn:
         conn.execute(
             job_locks.update()
-            .where(job_locks.c.concurrency_key == "a")
+            .where(job_locks.c.job_name == lock_name("sync", "a"))
             .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
     assert [r.id for r in store.reap(lease_ttl=30)] == [a]
     assert claim_all(store, policies, "w2") == [later]
     assert store.get_run(b).status == "running"
-    fences = dict(_rows(store, sa.select(job_locks.c.concurrency_key, job_locks.c.fence)))
+    fences = {lock.concurrency_key: lock.fence for lock in store.list_locks()}
     assert fences == {"a": 2, "b": 1}
+    # the lease names of a keyed job: its own name and the key value
+    assert {name for (name,) in _rows(store, sa.select(job_locks.c.job_name))} == {
+        "sync\x1fa",
+        "sync\x1fb",
+    }
 
 
 def test_a_rate_limit_holds_starts_in_a_window_and_says_when_it_reopens(
@@ -171,17 +177,17 @@ def _rows(store: AllPorts, query: sa.Select[Any]) -> list[Any]:
 def _claimed(store: AllPorts, run_id: int) -> list[Any]:
     from jobrunner.records import Lease
 
-    found = _rows(
-        store,
-        sa.select(
-            job_locks.c.job_name,
-            job_locks.c.concurrency_key,
-            job_locks.c.slot,
-            job_locks.c.run_id,
-            job_locks.c.fence,
-        ).where(job_locks.c.run_id == run_id),
-    )
-    return [Lease(job_name=j, key=k, slot=s, run_id=r, fence=f) for j, k, s, r, f in found]
+    return [
+        Lease(
+            job_name=lock.job_name,
+            key=lock.concurrency_key,
+            slot=lock.slot,
+            run_id=run_id,
+            fence=lock.fence,
+        )
+        for lock in store.list_locks()
+        if lock.run_id == run_id
+    ]
 
 
 def _live_worker(store: AllPorts) -> Any:

@@ -2,8 +2,9 @@
 
 - `job_runs.concurrency_key`: the value of the job's `concurrency_key` kwarg (or the
   enqueue's), NULL for a job without one.
-- `job_locks.concurrency_key` ('' without a key) joins the primary key: the lease slots of a
-  job with `max_per_key` are per key value.
+- `job_locks.job_name` widens to 401 characters: the lease slots of a job with `max_per_key`
+  are per key value, named "JOB\x1fKEY". The primary key stays (job_name, slot), so workers of
+  the previous version (whose lease insert names that conflict target) keep working beside it.
 - `job_rates`: per (job, key) the start times of the last `rate_limit` window and, while
   it is full, when it admits the next start.
 - `jobrunner_workers.queues`: the queues a worker serves (NULL: every queue).
@@ -14,8 +15,6 @@ Create Date: 2026-12-03
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -33,13 +32,8 @@ def upgrade() -> None:
 
     op.add_column("job_runs", sa.Column(KEY, sa.String(200), nullable=True))
     op.add_column("jobrunner_workers", sa.Column("queues", sa.JSON(), nullable=True))
-    lock_key = sa.Column(KEY, sa.String(200), nullable=False, server_default="")
-    if op.get_context().dialect.name == "postgresql":
-        op.add_column("job_locks", lock_key)
-        op.drop_constraint("job_locks_pkey", "job_locks", type_="primary")
-        op.create_primary_key("job_locks_pkey", "job_locks", ["job_name", KEY, "slot"])
-    else:  # SQLite: the table is rebuilt with the new key
-        _rebuild_locks(["job_name", KEY, "slot"])
+    with op.batch_alter_table("job_locks") as batch:  # SQLite: the table is rebuilt
+        batch.alter_column("job_name", type_=sa.String(401), existing_nullable=False)
     op.create_table(
         "job_rates",
         sa.Column("job_name", sa.String(200), nullable=False),
@@ -52,42 +46,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("job_rates")
-    op.execute(sa.text("DELETE FROM job_locks WHERE concurrency_key <> ''"))
-    if op.get_context().dialect.name == "postgresql":
-        op.drop_constraint("job_locks_pkey", "job_locks", type_="primary")
-        op.create_primary_key("job_locks_pkey", "job_locks", ["job_name", "slot"])
-        op.drop_column("job_locks", KEY)
-    else:
-        _rebuild_locks(["job_name", "slot"])
+    locks = sa.table("job_locks", sa.column("job_name", sa.String()))
+    op.execute(locks.delete().where(locks.c.job_name.contains("\x1f")))  # keyed leases
+    with op.batch_alter_table("job_locks") as batch:
+        batch.alter_column("job_name", type_=sa.String(200), existing_nullable=False)
     with op.batch_alter_table("jobrunner_workers") as batch:
         batch.drop_column("queues")
     with op.batch_alter_table("job_runs") as batch:
         batch.drop_column(KEY)
-
-
-def _rebuild_locks(key: list[str]) -> None:
-    """SQLite: `job_locks` again with primary key `key` (and the key column only if in it),
-    its rows copied."""
-    from jobrunner.store.tables import UTCDateTime
-
-    columns: list[sa.Column[Any]] = [
-        sa.Column("job_name", sa.String(200), nullable=False),
-        sa.Column("slot", sa.Integer(), nullable=False),
-        sa.Column("run_id", sa.BigInteger(), nullable=True),
-        sa.Column("worker_id", sa.String(200), nullable=True),
-        sa.Column("fence", sa.BigInteger(), server_default="0", nullable=False),
-        sa.Column("acquired_at", UTCDateTime(), nullable=True),
-        sa.Column("expires_at", UTCDateTime(), nullable=True),
-        *(
-            [sa.Column(KEY, sa.String(200), nullable=False, server_default="")]
-            if KEY in key
-            else []
-        ),
-    ]
-    names = ", ".join(c.name for c in columns if c.name != KEY)
-    op.create_table("job_locks_new", *columns, sa.PrimaryKeyConstraint(*key))
-    op.execute(sa.text(f"INSERT INTO job_locks_new ({names}) SELECT {names} FROM job_locks"))
-    op.drop_index("ix_job_locks_worker", table_name="job_locks")
-    op.drop_table("job_locks")
-    op.rename_table("job_locks_new", "job_locks")
-    op.create_index("ix_job_locks_worker", "job_locks", ["worker_id"], unique=False)
