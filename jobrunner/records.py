@@ -156,7 +156,8 @@ class Heartbeat:
     renewal: Renewal
     lost: list[Run]  # runs of dead holders this pass recorded lost (and retried)
     catalog: dict[str, tuple[str, bool]]  # job -> (definition hash, publisher alive)
-    queue_depth: Mapping[str, int] | None  # due queued runs by queue (housekeeping only)
+    # due queued runs by (queue, priority class) (housekeeping only)
+    queue_depth: Mapping[tuple[str, str], int] | None
     # queue -> its jobs, for the queues no live worker serves (housekeeping only)
     unserved: Mapping[str, list[str]] | None = None
     retired: list[str]  # jobs removed from the catalog (housekeeping passes only)

@@ -393,16 +393,19 @@ def cancel_run(run_id: int) -> Op[Run]:
     return (yield from get_run(run_id))
 
 
-def queue_depth() -> Op[dict[str, int]]:
+PRIORITY_CLASSES = {1: "above 0", 0: "0", -1: "below 0"}
+
+
+def queue_depth() -> Op[dict[tuple[str, str], int]]:
     """Queued runs that are due now, by their job's queue (a job no longer in the catalog
-    counts in its last queue's place: "default")."""
+    counts as "default") and priority class (`PRIORITY_CLASSES`: above 0, 0, below 0)."""
     queue = sa.func.coalesce(jobrunner_jobs.c.definition["queue"].as_string(), DEFAULT_QUEUE)
+    sign = sa.case((job_runs.c.priority > 0, 1), (job_runs.c.priority < 0, -1), else_=0)
+    joined = job_runs.outerjoin(jobrunner_jobs, jobrunner_jobs.c.name == job_runs.c.job_name)
     count = (
-        sa.select(queue, sa.func.count())
-        .select_from(
-            job_runs.outerjoin(jobrunner_jobs, jobrunner_jobs.c.name == job_runs.c.job_name)
-        )
+        sa.select(queue, sign, sa.func.count())
+        .select_from(joined)
         .where(job_runs.c.status == "queued", job_runs.c.run_at <= db_now())
-        .group_by(queue)
+        .group_by(queue, sign)
     )
-    return {str(name): int(n) for name, n in (yield count)}
+    return {(str(q), PRIORITY_CLASSES[int(p)]): int(n) for q, p, n in (yield count)}

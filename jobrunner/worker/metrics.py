@@ -167,12 +167,12 @@ class Metrics:
         )
         self._queue_depth = Gauge(
             "jobrunner_queue_depth",
-            "Queued runs that are due now in the whole database, by queue (as seen by this "
-            "worker).",
-            ["queue"],
+            "Queued runs that are due now in the whole database, by queue and priority class "
+            "('above 0', '0', 'below 0'), as seen by this worker.",
+            ["queue", "priority"],
             registry=r,
         )
-        self._queue_depth.labels(queue="default").set(0)  # counted at the first housekeeping
+        self._queue_depth.labels(queue="default", priority="0").set(0)  # until counted
         self._unserved = Gauge(
             "jobrunner_queue_unserved",
             "1 for a queue with jobs in the catalog that no live worker serves (its runs "
@@ -227,11 +227,11 @@ class Metrics:
     def set_leases(self, n: int) -> None:
         self._leases.set(n)
 
-    def set_queue_depth(self, depth: Mapping[str, int]) -> None:
-        """Due queued runs by queue; a queue with none reads 0."""
+    def set_queue_depth(self, depth: Mapping[tuple[str, str], int]) -> None:
+        """Due queued runs by (queue, priority class); the default queue reads 0 when empty."""
         self._queue_depth.clear()
-        for queue in depth.keys() | {"default"}:
-            self._queue_depth.labels(queue=queue).set(depth.get(queue, 0))
+        for (queue, priority), n in (depth or {("default", "0"): 0}).items():
+            self._queue_depth.labels(queue=queue, priority=priority).set(n)
 
     def set_unserved(self, unserved: Mapping[str, list[str]]) -> None:
         self._unserved.clear()

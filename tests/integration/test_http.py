@@ -63,7 +63,7 @@ def metrics() -> Metrics:
     m = Metrics("test-worker", "0.1.0", "abc123")
     m.run_finished("report", "succeeded", 0.3)
     m.run_started("report", 0.002)
-    m.set_queue_depth({"default": 5})
+    m.set_queue_depth({("default", "0"): 5})
     return m
 
 

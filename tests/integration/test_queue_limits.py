@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobrunner.errors import InvalidArguments, JobNotFound
-from jobrunner.records import CatalogEntry, Outcome, Policy
+from jobrunner.records import CatalogEntry, Outcome, Policy, WorkerInfo
 from jobrunner.store.leases import lock_name
 from jobrunner.store.tables import job_locks, job_rates, job_runs
 from jobrunner.waits import waiting_reason
@@ -191,8 +191,6 @@ def _claimed(store: AllPorts, run_id: int) -> list[Any]:
 
 
 def _live_worker(store: AllPorts) -> Any:
-    from jobrunner.records import WorkerInfo
-
     store.register_worker(
         WorkerInfo(
             worker_id="w",
@@ -210,3 +208,30 @@ def test_job_runs_key_column_is_what_the_claim_groups_by(store: AllPorts) -> Non
     publish(store, "sync", concurrency_key="tenant", max_per_key=1)
     store.enqueue("sync", {"tenant": "x"})
     assert _rows(store, sa.select(job_runs.c.concurrency_key)) == [("x",)]
+
+
+def test_housekeeping_counts_due_runs_by_queue_and_priority_and_finds_unserved_queues(
+    store: AllPorts,
+) -> None:
+    publish(store, "light")
+    publish(store, "heavy", queue="heavy")
+    store.enqueue_many("light", [{}] * 3)
+    store.enqueue("light", priority=-3)
+    store.enqueue_many("heavy", [{}] * 2, priority=5)
+    store.enqueue("heavy", run_at=datetime.now(UTC) + timedelta(hours=1))  # not due
+    beat = store.heartbeat("w", 30, housekeeping=True)
+    assert beat.queue_depth == {
+        ("default", "0"): 3,
+        ("default", "below 0"): 1,
+        ("heavy", "above 0"): 2,
+    }
+    assert beat.unserved == {"default": ["light"], "heavy": ["heavy"]}  # no live worker
+    _live_worker(store)  # defines "mail" only, serves every queue
+    store.register_worker(
+        WorkerInfo(
+            worker_id="w2", hostname="h", pid=2, version="v", config_hash="c",
+            jobs={"light": "h", "heavy": "h"}, queues=["default"],
+        )
+    )  # fmt: skip
+    beat = store.heartbeat("w", 30, housekeeping=True)
+    assert beat.unserved == {"heavy": ["heavy"]}

@@ -92,8 +92,8 @@ def test_skips_db_errors_and_gauges() -> None:
     m.db_error()
     m.set_running(3)
     m.set_leases(4)
-    m.set_queue_depth({"default": 7, "heavy": 2})
-    m.set_queue_depth({"default": 7})  # a queue emptied reads nothing (or 0 for default)
+    m.set_queue_depth({("default", "0"): 7, ("heavy", "above 0"): 2})
+    m.set_queue_depth({("default", "0"): 7})  # a queue emptied reads nothing
     m.set_unserved({"heavy": ["render", "encode"]})
     m.set_running(2)
     assert value(m, "jobrunner_slots_skipped_total", job="report", reason="overlap") == 2
@@ -101,7 +101,7 @@ def test_skips_db_errors_and_gauges() -> None:
     assert value(m, "jobrunner_db_errors_total") == 1
     assert value(m, "jobrunner_runs_running") == 2
     assert value(m, "jobrunner_leases_held") == 4
-    assert value(m, "jobrunner_queue_depth", queue="default") == 7
+    assert value(m, "jobrunner_queue_depth", queue="default", priority="0") == 7
     assert value(m, "jobrunner_queue_unserved", queue="heavy") == 2
     m.set_unserved({})
     with pytest.raises(AssertionError):
