@@ -1,8 +1,8 @@
 """`python -m bench SCENARIO --db URL [--repeats N] [--size N] ...`
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
-failover, partition, upgrade, idle, memory (jobrunner); pgbench (the machine's limit); statements (a
-diagnostic: statements per run, side by side); all (each in turn).
+failover, partition, upgrade, idle, memory, queues (jobrunner); pgbench (the machine's limit);
+statements (a diagnostic: statements per run, side by side); all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
 databases named bench_* and drops every one at the end, also on Ctrl-C.
 """
@@ -35,6 +35,7 @@ SCENARIOS = (
     "upgrade",
     "idle",
     "memory",
+    "queues",
     "pgbench",
     "statements",
 )
@@ -51,7 +52,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="throughput: runs; pickup: runs; firelag/scale: cron jobs; "
-        "idle: largest replica count",
+        "idle: largest replica count; queues: runs per drain",
     )
     p.add_argument(
         "--duration",
@@ -77,7 +78,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="jobrunner [worker] concurrency (default: throughput 200, scale one replica's share "
-        "of the jobs, the others jobrunner's default 16)",
+        "of the jobs, queues 16 and 200 for its drains, the others jobrunner's default 16)",
     )
     p.add_argument("--cron", default=None, help="scale: cron of every job (default * * * * *)")
     p.add_argument("--lease-ttl", default="30s", help="failover: lease_ttl (default 30s)")
@@ -96,7 +97,7 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
         opts["workers"] = tuple(int(w) for w in args.workers.split(","))
         if args.size:
             opts["size"] = args.size
-    elif scenario in ("pickup", "statements"):
+    elif scenario in ("pickup", "statements", "queues"):
         if args.size:
             opts["size"] = args.size
     elif scenario in ("firelag", "scale"):
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 def default_repeats(scenario: str) -> int:
     if scenario == "partition":
         return 2
-    return 3 if scenario in ("throughput", "pickup", "failover", "pgbench") else 1
+    return 3 if scenario in ("throughput", "pickup", "failover", "pgbench", "queues") else 1
 
 
 def _installed(system: str) -> bool:

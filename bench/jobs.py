@@ -17,6 +17,10 @@ def noop_sync() -> None:
     """Does nothing, in the worker's thread pool."""
 
 
+async def tenant_noop(tenant: str) -> None:
+    """`noop` with the kwarg a concurrency key or rate limit groups its runs by."""
+
+
 async def record(ctx: Any) -> None:
     """Appends one line per start to $BENCH_STARTS (O_APPEND), to count duplicate starts and
     to time when the job function began (`t`, this host's clock)."""

@@ -27,6 +27,8 @@ class Result:
     values: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the system the others are compared to, as other/it (None: jobrunner/peer)
+    ratio_to: str | None = None
 
     def add(self, system: str, key: str, value: float | None) -> None:
         if system not in self.systems:
@@ -44,10 +46,13 @@ class Result:
         return self.values.get(system, {}).get(key, [])
 
     def table(self) -> str:
-        """Markdown: one row per metric, the median of each system, then jobrunner/peer."""
-        peers = [s for s in self.systems if s != "jobrunner"]
-        ratios = peers if "jobrunner" in self.systems else []
-        head = ["metric", *self.systems, *(f"jobrunner/{p}" for p in ratios)]
+        """Markdown: one row per metric, the median of each system, then jobrunner/peer
+        (with `ratio_to`: each other system/that one)."""
+        base = self.ratio_to or "jobrunner"
+        others = [s for s in self.systems if s != base]
+        ratios = others if base in self.systems else []
+        pairs = [(p, base) if self.ratio_to else (base, p) for p in ratios]
+        head = ["metric", *self.systems, *(f"{a}/{b}" for a, b in pairs)]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in self.metrics:
             if not any(self.repeats(s, m.key) for s in self.systems):
@@ -56,8 +61,8 @@ class Result:
             cells = [label]
             for s in self.systems:
                 cells.append(_fmt(self.median(s, m.key), m.digits))
-            for p in ratios:
-                a, b = self.median("jobrunner", m.key), self.median(p, m.key)
+            for x, y in pairs:
+                a, b = self.median(x, m.key), self.median(y, m.key)
                 cells.append(f"{a / b:.2f}x" if a is not None and b else "")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)

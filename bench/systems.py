@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -105,6 +106,29 @@ class System:
 
 class Jobrunner(System):
     name = "jobrunner"
+    # A trigger-only job at the defaults: queue-style (overlap "allow"), as every peer runs
+    # queued work.
+    NOOP: ClassVar[Mapping[str, Any]] = {"name": "noop", "func": "bench.jobs:noop"}
+
+    def __init__(
+        self,
+        db_url: str,
+        workdir: Path,
+        *,
+        concurrency: int | None = None,
+        worker_url: str | None = None,
+        jobs: Sequence[Mapping[str, Any]] = (NOOP,),
+        kwargs: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """`jobs`: the config's `[[jobs]]`; `enqueue_*` queue runs of the first one, with
+        `kwargs` in turn (none by default)."""
+        super().__init__(db_url, workdir, concurrency=concurrency, worker_url=worker_url)
+        self.jobs = list(jobs)
+        self.job = str(self.jobs[0]["name"])
+        self.kwargs: list[Mapping[str, Any] | None] = [*kwargs] or [None]
+
+    def _kwargs(self, n: int) -> list[Mapping[str, Any] | None]:
+        return [self.kwargs[i % len(self.kwargs)] for i in range(n)]
 
     def setup(self) -> None:
         from jobrunner.config import load_config
@@ -116,9 +140,7 @@ class Jobrunner(System):
         self.config = write_jobrunner_config(
             self.workdir / f"{self.name}.toml",
             self.worker_url,
-            # A trigger-only job at the defaults: queue-style (overlap "allow"), as every
-            # peer runs queued work.
-            [{"name": "noop", "func": "bench.jobs:noop"}],
+            self.jobs,
             worker=worker,
         )
         self.store = WorkerStore.from_url(self.db_url)
@@ -136,18 +158,20 @@ class Jobrunner(System):
         if close is not None and self.client is not self.store:
             close()
 
-    def enqueue_each(self, n: int) -> float:
-        """Through the public client (`jobrunner.client.Client.enqueue`), one call per run."""
-        enqueue = self.client.enqueue
+    def enqueue_each(self, n: int, **options: Any) -> float:
+        """Through the public client (`jobrunner.client.Client.enqueue`), one call per run;
+        `options` are the client's (`priority=...`)."""
+        enqueue, job, kwargs = self.client.enqueue, self.job, self._kwargs(n)
         t0 = time.perf_counter()
-        for _ in range(n):
-            enqueue("noop")
+        for kw in kwargs:
+            enqueue(job, kw, **options)
         return time.perf_counter() - t0
 
     def enqueue_bulk(self, n: int) -> float:
         """Through the public bulk API (`Client.enqueue_many`): one statement, one NOTIFY."""
+        kwargs = self._kwargs(n)
         t0 = time.perf_counter()
-        self.client.enqueue_many("noop", [{}] * n)
+        self.client.enqueue_many(self.job, kwargs)
         return time.perf_counter() - t0
 
     def start_worker(self) -> Proc:
@@ -177,11 +201,14 @@ class Jobrunner(System):
         )[0]
         return int(row[0]), row[1], row[2]
 
-    def latencies(self) -> list[float]:
+    def latencies(self, priority: int | None = None) -> list[float]:
+        """As `System.latencies`; with `priority`, of the runs of that priority only."""
         rows = query(
             self.db_url,
             """SELECT extract(epoch FROM started_at - enqueued_at)::float8 FROM job_runs
-               WHERE started_at IS NOT NULL ORDER BY id""",
+               WHERE started_at IS NOT NULL AND (%(p)s::int IS NULL OR priority = %(p)s::int)
+               ORDER BY id""",
+            {"p": priority},
         )
         return [r[0] for r in rows]
 

@@ -16,13 +16,14 @@ default 16, reported on its own row.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from bench.common import rss_bytes, stop_all, wait_for
 from bench.report import Metric, Result
 from bench.scenarios import Context
-from bench.systems import SYSTEMS
+from bench.systems import SYSTEMS, System
 
 
 def metrics(workers: Sequence[int]) -> list[Metric]:
@@ -103,15 +104,8 @@ def drain(
     label = f"throughput {name} r{r} {mode}/{k}" + (f" c{concurrency}" if concurrency else "")
     conc = concurrency or ctx.concurrency or CONCURRENCY
     m = ctx.guarded(label, lambda: measure(ctx, name, mode, k, size, r, conc))
-    if not m["done"] or m["n"] != size:
-        result.note(f"{label}: {m['n']} of {size} runs succeeded (drained: {m['done']})")
-    if any(c != 0 for c in m["codes"]):
-        result.note(f"{label}: worker exit codes {m['codes']} after SIGTERM")
-    n, first, last, wall = m["n"], m["first"], m["last"], m["wall"]
-    db_rate = (
-        n / (last - first) if first is not None and last is not None and last > first else None
-    )
-    cpu_us = m["cpu"] / n * 1e6 if n else None
+    db_rate, cpu_us = figures(result, label, m, size)
+    n, wall = m["n"], m["wall"]
     if concurrency:
         result.add(name, "db_rate_default", db_rate)
         result.add(name, "cpu_us_default", cpu_us)
@@ -128,13 +122,47 @@ def drain(
     )
 
 
+def figures(
+    result: Result, label: str, m: dict[str, Any], size: int
+) -> tuple[float | None, float | None]:
+    """(runs/s in database time, worker CPU us per run) of one `measure`; a note when not
+    every run succeeded or a worker did not exit 0."""
+    if not m["done"] or m["n"] != size:
+        result.note(f"{label}: {m['n']} of {size} runs succeeded (drained: {m['done']})")
+    if any(c != 0 for c in m["codes"]):
+        result.note(f"{label}: worker exit codes {m['codes']} after SIGTERM")
+    n, first, last = m["n"], m["first"], m["last"]
+    db_rate = (
+        n / (last - first) if first is not None and last is not None and last > first else None
+    )
+    return db_rate, m["cpu"] / n * 1e6 if n else None
+
+
 def measure(
-    ctx: Context, name: str, mode: str, k: int, size: int, r: int, concurrency: int
+    ctx: Context,
+    name: str,
+    mode: str,
+    k: int,
+    size: int,
+    r: int,
+    concurrency: int,
+    *,
+    make: Callable[[str, Path], System] | None = None,
+    where: str | None = None,
+    probe: Callable[[System], Any] | None = None,
 ) -> dict[str, Any]:
-    workdir = ctx.dir(f"throughput/{name}-r{r}-{mode}-c{concurrency}")
+    """Fill a fresh database with `size` runs, drain it with `k` workers. `make(url,
+    workdir)` builds the system instead of `SYSTEMS[name]` (its own jobs), `where` names the
+    work directory, `probe(system)` reads the drained database before it is dropped (its value
+    is the result's "probe")."""
+    workdir = ctx.dir(where or f"throughput/{name}-r{r}-{mode}-c{concurrency}")
     with ctx.server.fresh(f"tp_{name}") as url:
-        system = SYSTEMS[name](
-            url, workdir, concurrency=concurrency if name == "jobrunner" else None
+        system = (
+            make(url, workdir)
+            if make
+            else SYSTEMS[name](
+                url, workdir, concurrency=concurrency if name == "jobrunner" else None
+            )
         )
         system.setup()
         try:
@@ -153,6 +181,7 @@ def measure(
             rss = max((rss_bytes(p.pid) or 0) for p in procs) / 2**20
             codes = stop_all(procs)
             n, first, last = system.done_window()
+            found = probe(system) if probe else None
         finally:
             stop_all(system.procs)
             system.close()
@@ -166,6 +195,7 @@ def measure(
         "n": n,
         "first": first,
         "last": last,
+        "probe": found,
     }
 
 

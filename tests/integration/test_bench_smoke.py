@@ -106,15 +106,19 @@ def test_memory(ctx: Context) -> None:
 
 
 def test_queues(ctx: Context) -> None:
-    result = queues.run(ctx, size=60, backlog=2_000, urgent=3, tenants=4, concurrencies=(16,))
+    result = queues.run(
+        ctx, size=60, backlog=10_000, urgent=3, tenants=4, concurrencies=(16,), gap=(0.01, 0.02)
+    )
     for key in ("urgent_p50", "urgent_p99", "urgent_max"):
         assert values(result, "plain")[key] is not None, key
     for variant in queues.VARIANTS:
         v = values(result, variant)
         assert v["rate_16"] is not None and v["rate_16"] > 0, variant
         assert v["cpu_16"] is not None, variant
-    # the one note: whether the rate limit without a key bound (not at 60 runs)
-    assert [n for n in result.notes if "did not bind" not in n] == [], result.notes
+    # every run succeeded, workers exited 0 (notes of timing aside: whether the rate limit
+    # bound, whether the backlog ran low)
+    timing = ("did not bind", "backlog")
+    assert [n for n in result.notes if not any(t in n for t in timing)] == [], result.notes
     assert "| keyed/plain |" in result.table()
 
 
