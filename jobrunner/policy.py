@@ -11,6 +11,7 @@ Catch-up (which missed slots run after an outage) is `jobrunner.worker.timetable
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,32 +179,36 @@ class _Window:
     """The start times of one rate window during one claim: at most `count` in any
     `seconds`. A start at t is admitted when fewer than `count` known starts are later than
     t - seconds (later ones included: a peer's claim may have begun earlier and started
-    later), which bounds every window that holds t."""
+    later), which bounds every window that holds t. Kept sorted: each start costs a bisect."""
 
     def __init__(self, rate: tuple[int, float], starts: Sequence[float]) -> None:
         self.count, self.seconds = rate
-        self.starts = sorted(starts)
+        self._starts = sorted(starts)
         self.changed = False
 
     def allows(self, at: float) -> bool:
-        since = at - self.seconds
-        return sum(1 for t in self.starts if t > since) < self.count
+        later = len(self._starts) - bisect.bisect_right(self._starts, at - self.seconds)
+        return later < self.count
 
     def add(self, at: float) -> None:
-        self.starts.append(at)
-        self.starts.sort()
+        bisect.insort(self._starts, at)
         self.changed = True
-        # Keep two windows back from the latest start (claims that began a little earlier
-        # still see the starts they must count).
-        latest = self.starts[-1]
-        self.starts = [t for t in self.starts if t > latest - 2 * self.seconds]
+
+    @property
+    def starts(self) -> list[float]:
+        """The starts to keep: two windows back from the latest (claims that began a little
+        earlier still see the starts they must count)."""
+        if not self._starts:
+            return []
+        first = bisect.bisect_right(self._starts, self._starts[-1] - 2 * self.seconds)
+        return self._starts[first:]
 
     def next_start(self) -> float | None:
         """The earliest time the window admits another start (the N-th latest start plus
         the window), or None while it holds fewer than N starts."""
-        if len(self.starts) < self.count:
+        if len(self._starts) < self.count:
             return None
-        return self.starts[-self.count] + self.seconds
+        return self._starts[-self.count] + self.seconds
 
 
 class _Lanes:

@@ -26,8 +26,16 @@ def rate_windows(dialect: str, keys: Sequence[Key]) -> Op[dict[Key, list[float]]
     (created empty the first time)."""
     if not keys:
         return {}
-    new = [{"job_name": j, "concurrency_key": k, "starts": []} for j, k in keys]
-    yield insert(dialect, job_rates).on_conflict_do_nothing(), new
+    found = yield from _locked(keys)
+    missing = [key for key in keys if key not in found]
+    if missing:  # the first claim of a window: create its row, then lock it as the others
+        new = [{"job_name": j, "concurrency_key": k, "starts": []} for j, k in missing]
+        yield insert(dialect, job_rates).on_conflict_do_nothing(), new
+        found.update((yield from _locked(missing)))
+    return found
+
+
+def _locked(keys: Sequence[Key]) -> Op[dict[Key, list[float]]]:
     pair = sa.tuple_(job_rates.c.job_name, job_rates.c.concurrency_key)
     found = yield (
         sa.select(job_rates.c.job_name, job_rates.c.concurrency_key, job_rates.c.starts)
