@@ -56,3 +56,7 @@ class SchemaOutOfDate(JobrunnerError, RuntimeError):
 
 class ClockSkew(JobrunnerError, RuntimeError):
     """The host clock is too far from the database clock."""
+
+
+class WaitTimeout(JobrunnerError, TimeoutError):
+    """The run did not finish in time."""

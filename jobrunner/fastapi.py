@@ -92,6 +92,12 @@ class RunOut(BaseModel):
     concurrency_key: str | None = Field(
         default=None, description="The key value its job's per-key and rate limits count by."
     )
+    result: Any = Field(
+        default=None, description="The job's return value (JSON) when it succeeded with one."
+    )
+    result_note: str | None = Field(
+        default=None, description="Why a return value was not kept (not JSON, or too large)."
+    )
 
 
 class JobOut(BaseModel):

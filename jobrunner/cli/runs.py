@@ -122,7 +122,7 @@ def runs_show(
     for key, value in run.as_dict().items():
         if key == "error":
             continue
-        if key == "kwargs":
+        if key == "kwargs" or (key == "result" and value is not None):
             value = json.dumps(value, sort_keys=True)
         add_row(fields, key, value)
     out.print(fields)

@@ -25,7 +25,8 @@ from jobrunner.store.history import get_run
 from jobrunner.store.sql import Op, insert
 from jobrunner.store.tables import KEYED, SCHEDULED, SLOT_KEY, UTCDateTime, job_runs, jobrunner_jobs
 
-NOTIFY_CHANNEL = "jobrunner"
+NOTIFY_CHANNEL = "jobrunner"  # wakes workers: runs were queued or leases released
+DONE_CHANNEL = "jobrunner_done"  # wakes `Client.wait`: runs ended
 
 
 class BulkOptions(TypedDict, total=False):
@@ -58,18 +59,10 @@ def check_options(options: Mapping[str, Any], allowed: type[Mapping[str, Any]], 
             )
 
 
-def notify(dialect: str, payload: str) -> sa.Select[Any] | None:
-    """`pg_notify` waking listening workers, on PostgreSQL; None elsewhere."""
-    if dialect != "postgresql":
-        return None
-    return sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload))
-
-
-def wake(dialect: str, payload: str) -> Op[None]:
-    """Wake listening workers (a no-op on SQLite, where workers poll)."""
-    stmt = notify(dialect, payload)
-    if stmt is not None:
-        yield stmt
+def wake(dialect: str, payload: str, channel: str = NOTIFY_CHANNEL) -> Op[None]:
+    """Wake listeners of `channel` (a no-op on SQLite, where everyone polls)."""
+    if dialect == "postgresql":
+        yield sa.select(sa.func.pg_notify(channel, payload))
 
 
 def json_object(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -376,15 +369,17 @@ def _retry_statement(dialect: str) -> Any:
     )
 
 
-def cancel_run(run_id: int) -> Op[Run]:
+def cancel_run(dialect: str, run_id: int) -> Op[Run]:
     """A queued run is recorded `cancelled` at once; a running run is flagged
     (`cancel_requested`) so its worker cancels it at its next heartbeat. Finished runs are
     unchanged. Returns the run as it is now (RunNotFound if there is none)."""
-    yield (
-        job_runs.update()
+    cancelled = (
+        yield job_runs.update()
         .where(job_runs.c.id == run_id, job_runs.c.status == "queued")
         .values(status="cancelled", reason="cancelled by request", finished_at=db_now())
-    )
+    ).rowcount
+    if cancelled:
+        yield from wake(dialect, "", DONE_CHANNEL)
     yield (
         job_runs.update()
         .where(job_runs.c.id == run_id, job_runs.c.status == "running")
