@@ -172,6 +172,12 @@ class Client(_Correlated):
         next heartbeat (`cancel_requested`). A finished run is returned unchanged."""
         return self._store.cancel_run(run_id)
 
+    def retry_run(self, run_id: int) -> Run:
+        """Queue the run again as a new attempt linked to it (`retry_of`), if its newest
+        attempt ended failed, timed_out, lost, cancelled or skipped (else RunNotRetryable);
+        returns the new run."""
+        return self._store.retry_run(run_id)
+
     def close(self) -> None:
         """Dispose the engine if the client created it."""
         if self._owns_engine:
@@ -294,6 +300,10 @@ class AsyncClient(_Correlated):
     async def cancel_run(self, run_id: int) -> Run:
         """As `Client.cancel_run`."""
         return await self._write(queue.cancel_run(self.dialect, run_id))
+
+    async def retry_run(self, run_id: int) -> Run:
+        """As `Client.retry_run`."""
+        return await self._write(queue.retry_run(self.dialect, run_id))
 
     async def close(self) -> None:
         """Dispose the engine if the client created it."""

@@ -60,3 +60,8 @@ class ClockSkew(JobrunnerError, RuntimeError):
 
 class WaitTimeout(JobrunnerError, TimeoutError):
     """The run did not finish in time."""
+
+
+class RunNotRetryable(BadInput):
+    """The run cannot be retried: it succeeded, or an attempt of it is still queued or
+    running."""

@@ -163,6 +163,9 @@ class ClientStore(_Store):
     def cancel_run(self, run_id: int) -> Run:
         return write(self.engine, queue.cancel_run(self.dialect, run_id))
 
+    def retry_run(self, run_id: int) -> Run:
+        return write(self.engine, queue.retry_run(self.dialect, run_id))
+
 
 class AdminStore(ClientStore):
     """`AdminPort`: what a client may do, and the schema, the ledger, leases and workers."""

@@ -106,3 +106,45 @@ def test_async_wait_is_woken_by_the_outcome_not_a_poll(
     assert sorted(took)[len(took) // 2] < 0.5, took
     proc.signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_runs_retry_re_drives_one_run_or_a_selection_and_dry_run_writes_nothing(
+    tmp_path: Path, db_url: str, workers: Workers
+) -> None:
+    jobs = [{"name": "boom", "func": "sysjobs:fail"}, {"name": "echo", "func": "sysjobs:returns"}]
+    config = write_config(tmp_path / "jr.toml", db_url, jobs)
+    proc = workers.start(config)
+    client = Client.from_url(db_url)
+    try:
+        failed = [client.wait(client.enqueue("boom").id, timeout=30) for _ in range(3)]
+        ok = client.wait(client.enqueue("echo").id, timeout=30)
+        assert {r.status for r in failed} == {"failed"}
+        cfg = ("-c", str(config))
+        dry = run_cli("runs", "retry", "--job", "boom", "--since", "1h", "--dry-run", *cfg)
+        assert dry.returncode == 0 and "3 run(s) would be queued" in dry.stdout, dry.stderr
+        assert len(client.list_runs(job="boom")) == 3
+        one = run_cli("runs", "retry", str(failed[0].id), *cfg)
+        assert one.returncode == 0 and f"retrying run {failed[0].id}" in one.stdout
+        again = client.wait(failed[0].id, timeout=30)
+        assert (again.retry_of, again.attempt, again.status) == (failed[0].id, 2, "failed")
+        bulk = run_cli("runs", "retry", "--job", "boom", "--json", *cfg)
+        queued = json.loads(bulk.stdout)
+        assert sorted(r["retry_of"] for r in queued) == sorted(
+            [again.id, failed[1].id, failed[2].id]
+        )
+        shown = run_cli("runs", "show", str(queued[0]["id"]), "--json", *cfg)
+        assert json.loads(shown.stdout)["retry_of"] == queued[0]["retry_of"]
+        for bad, said in (
+            ((str(ok.id),), "cannot be retried"),
+            (("--job", "boom", "--status", "succeeded"), "--status"),
+            ((), "give a run id or --job"),
+            (("--job", "nope"), "nope"),
+            (("999999",), "999999"),
+        ):
+            done = run_cli("runs", "retry", *bad, *cfg)
+            assert done.returncode == 2 and said in done.stderr, (bad, done.stderr)
+    finally:
+        client.close()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
