@@ -17,6 +17,7 @@ from jobrunner.errors import (
     JobrunnerError,
     RunNotFound,
     SchemaOutOfDate,
+    WaitTimeout,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ __all__ = [
     "Run",
     "RunNotFound",
     "SchemaOutOfDate",
+    "WaitTimeout",
     "__version__",
 ]
 

@@ -17,6 +17,7 @@ anything a caller sends::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from types import TracebackType
@@ -27,8 +28,8 @@ import structlog
 
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Run
-from jobrunner.store import catalog, history, queue
-from jobrunner.store.access import ClientStore
+from jobrunner.store import catalog, follow, history, queue
+from jobrunner.store.access import ClientStore, read
 from jobrunner.store.engine import create_engine, postgres_options
 from jobrunner.store.history import RunFilters
 from jobrunner.store.queue import BulkOptions, EnqueueOptions, check_options
@@ -145,6 +146,13 @@ class Client(_Correlated):
         """The run with this id (RunNotFound if there is none)."""
         return self._store.get_run(run_id)
 
+    def wait(self, run_id: int, timeout: float | None = None) -> Run:
+        """Block until the run ends, following its retries, and return its final attempt
+        (with its `result`); WaitTimeout after `timeout` seconds (None: no limit).
+        PostgreSQL wakes the wait when outcomes are written (LISTEN/NOTIFY); SQLite polls."""
+        engine = self._store.engine
+        return follow.wait_sync(engine, functools.partial(read, engine), run_id, timeout)
+
     def list_runs(self, *, limit: int = 50, **filters: Unpack[RunFilters]) -> list[Run]:
         """Runs newest first, filtered by `RunFilters` (job, status, since, correlation id,
         queue, priority)."""
@@ -163,6 +171,12 @@ class Client(_Correlated):
         """Cancel a queued run at once, or ask the worker of a running run to cancel it at its
         next heartbeat (`cancel_requested`). A finished run is returned unchanged."""
         return self._store.cancel_run(run_id)
+
+    def retry_run(self, run_id: int) -> Run:
+        """Queue the run again as a new attempt linked to it (`retry_of`), if its newest
+        attempt ended failed, timed_out, lost, cancelled or skipped (else RunNotRetryable);
+        returns the new run."""
+        return self._store.retry_run(run_id)
 
     def close(self) -> None:
         """Dispose the engine if the client created it."""
@@ -266,6 +280,10 @@ class AsyncClient(_Correlated):
         """As `Client.get_run`."""
         return await self._read(history.get_run(run_id))
 
+    async def wait(self, run_id: int, timeout: float | None = None) -> Run:  # noqa: ASYNC109
+        """As `Client.wait`."""
+        return await follow.wait_async(self.engine, self._read, run_id, timeout)
+
     async def list_runs(self, *, limit: int = 50, **filters: Unpack[RunFilters]) -> list[Run]:
         """As `Client.list_runs`."""
         check_options(filters, RunFilters, "list_runs")
@@ -281,7 +299,11 @@ class AsyncClient(_Correlated):
 
     async def cancel_run(self, run_id: int) -> Run:
         """As `Client.cancel_run`."""
-        return await self._write(queue.cancel_run(run_id))
+        return await self._write(queue.cancel_run(self.dialect, run_id))
+
+    async def retry_run(self, run_id: int) -> Run:
+        """As `Client.retry_run`."""
+        return await self._write(queue.retry_run(self.dialect, run_id))
 
     async def close(self) -> None:
         """Dispose the engine if the client created it."""

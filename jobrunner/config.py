@@ -90,6 +90,7 @@ ENV_DATABASE_URL = "JOBRUNNER_DATABASE_URL"
 DEFAULT_CONFIG_FILE = "jobrunner.toml"
 DEFAULT_DATABASE_URL = "sqlite:///jobrunner.db"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:9108"
+DEFAULT_MAX_RESULT_SIZE = 64 * 1024  # bytes of a run's result (its JSON) that are kept
 UTC = ZoneInfo("UTC")
 
 T = TypeVar("T")
@@ -138,11 +139,15 @@ class WorkerConfig:
     max_clock_skew: timedelta = setting(timedelta(seconds=5), conv.duration())
     processes: int = setting(2, conv.integer(1, 64))
     queues: tuple[str, ...] | None = setting(None, conv.queue_list)  # None: every queue
+    # bytes of a job's return value (as JSON) stored on its run; a larger one is not kept
+    max_result_size: int = setting(DEFAULT_MAX_RESULT_SIZE, conv.result_size)
 
     def definition(self) -> dict[str, Any]:
         """JSON-able settings, without ``import_paths`` (they depend on where the file is)
         and without ``queues`` when it is not set (the hash stays what it was)."""
         unset = {"import_paths"} | ({"queues"} if self.queues is None else set())
+        if self.max_result_size == DEFAULT_MAX_RESULT_SIZE:
+            unset.add("max_result_size")
         return definition_of(self, leave_out=unset)
 
     def serves(self, queue: str) -> bool:

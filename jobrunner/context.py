@@ -2,7 +2,8 @@
 
 - `JobContext`: what a job that declares a `ctx` parameter receives; `Cancelled` is its
   `ctx.cancelled` flag.
-- `Result`: how one call of a job function ended; `error_info` is the error part of it.
+- `Result`: how one call of a job function ended; `error_info` is the error part of it,
+  `encode_result` the JSON of its return value (or why it is not kept).
 
 Kept below both `jobrunner.worker.executor` (which calls jobs in this process) and
 `jobrunner.worker.isolation` (which calls them in child processes and rebuilds the context
@@ -11,13 +12,22 @@ there), so that neither imports the other for these types.
 
 from __future__ import annotations
 
+import json
 import threading
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["KILL_AT_ONCE", "Cancelled", "JobContext", "Result", "Status", "error_info"]
+__all__ = [
+    "KILL_AT_ONCE",
+    "Cancelled",
+    "JobContext",
+    "Result",
+    "Status",
+    "encode_result",
+    "error_info",
+]
 
 Status = Literal["succeeded", "failed", "timed_out"]
 KILL_AT_ONCE = "kill at once"
@@ -74,6 +84,28 @@ class JobContext:
 class Result:
     status: Status
     error: dict[str, str] | None = None
+    value: Any = None  # the return value (of a call in this process)
+    encoded: str | None = None  # its JSON text (from a child process), if it has one
+    note: str | None = None  # why a child's return value was not kept
+
+
+def encode_result(value: Any, limit: int | None = None) -> tuple[str | None, str | None]:
+    """A job's return value as JSON text, and a note when it is not kept: not JSON, or
+    longer than `limit` bytes. None (no value) is neither."""
+    if value is None:
+        return None, None
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        kind = type(value).__qualname__
+        return None, f"result not kept: a {kind} is not JSON ({str(exc)[:120]})"
+    size = len(text.encode())
+    if limit is not None and size > limit:
+        return None, (
+            f"result not kept: {size:,} bytes of JSON, over [worker] max_result_size "
+            f"({limit:,} bytes)"
+        )
+    return text, None
 
 
 def error_info(exc: BaseException) -> dict[str, str]:

@@ -217,3 +217,14 @@ def queue_list(value: object) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"each queue once, got {list(names)}")
     return names
+
+
+MAX_RESULT_SIZE = 16 * 1024**2
+
+
+def result_size(value: object) -> int:
+    """``[worker] max_result_size``: a size from 0 (keep no results) to 16MiB."""
+    size = parse_size(value)
+    if size > MAX_RESULT_SIZE:
+        raise ValueError(f"must be at most 16MiB ({MAX_RESULT_SIZE} bytes), got {size} bytes")
+    return size

@@ -56,3 +56,12 @@ class SchemaOutOfDate(JobrunnerError, RuntimeError):
 
 class ClockSkew(JobrunnerError, RuntimeError):
     """The host clock is too far from the database clock."""
+
+
+class WaitTimeout(JobrunnerError, TimeoutError):
+    """The run did not finish in time."""
+
+
+class RunNotRetryable(BadInput):
+    """The run cannot be retried: it succeeded, or an attempt of it is still queued or
+    running."""

@@ -14,8 +14,9 @@ the host app's own auth::
     )
 
 Routes: `GET /jobs`, `GET /jobs/{name}`, `POST /jobs/{name}/runs` (202), `GET /runs`,
-`GET /runs/{run_id}`, `POST /runs/{run_id}/cancel`. Unknown jobs and runs are 404, a bad body
-or query is 422, cancelling a run that already finished is 409.
+`GET /runs/{run_id}`, `POST /runs/{run_id}/cancel`, `POST /runs/{run_id}/retry`. Unknown jobs
+and runs are 404, a bad body or query is 422, cancelling a run that already finished or
+retrying one that succeeded is 409.
 
 The correlation id of an enqueued run is, by default, the `correlation_id` bound in
 structlog's contextvars (a request-id middleware binds it, see `examples/fastapi_app.py`);
@@ -37,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jobrunner.client import AsyncClient, Client
 from jobrunner.converters import PRIORITY_RANGE
-from jobrunner.errors import BadInput, JobNotFound, RunNotFound
+from jobrunner.errors import BadInput, JobNotFound, RunNotFound, RunNotRetryable
 from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
 from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES, TRIGGERS
@@ -91,6 +92,12 @@ class RunOut(BaseModel):
     priority: int = Field(description="Higher runs first (default 0, or the job's).")
     concurrency_key: str | None = Field(
         default=None, description="The key value its job's per-key and rate limits count by."
+    )
+    result: Any = Field(
+        default=None, description="The job's return value (JSON) when it succeeded with one."
+    )
+    result_note: str | None = Field(
+        default=None, description="Why a return value was not kept (not JSON, or too large)."
     )
 
 
@@ -205,6 +212,7 @@ def create_router(
     router = APIRouter(prefix=prefix, dependencies=list(dependencies or ()), tags=list(tags))
     _job_routes(router, call, include_traceback, correlation_id or _default_correlation_id)
     _run_routes(router, call, include_traceback)
+    _retry_route(router, call, include_traceback)
     return router
 
 
@@ -262,7 +270,7 @@ def _job_routes(
 
 
 def _run_routes(router: APIRouter, call: _Calls, include_traceback: bool) -> None:
-    """`GET /runs`, `GET /runs/{run_id}`, `POST /runs/{run_id}/cancel`."""
+    """`GET /runs`, `GET /runs/{run_id}`, `POST /runs/{run_id}/cancel` and `/retry`."""
 
     @router.get("/runs", response_model=list[RunOut], summary="List runs")
     async def list_runs(
@@ -310,4 +318,26 @@ def _run_routes(router: APIRouter, call: _Calls, include_traceback: bool) -> Non
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"run {run_id} already finished: {run.status}"
             )
+        return _run_out(run, include_traceback)
+
+
+def _retry_route(router: APIRouter, call: _Calls, include_traceback: bool) -> None:
+    """`POST /runs/{run_id}/retry`."""
+
+    @router.post(
+        "/runs/{run_id}/retry",
+        response_model=RunOut,
+        status_code=status.HTTP_202_ACCEPTED,
+        responses={**NOT_FOUND, 409: {"model": ErrorOut}},
+        summary="Retry a run",
+    )
+    async def retry_run(run_id: int) -> RunOut:
+        """Queue a run that ended without success again, as a new attempt linked to it
+        (`retry_of`); 409 if it succeeded or an attempt of it is still queued or running."""
+        try:
+            run: Run = await call("retry_run", run_id)
+        except (RunNotFound, JobNotFound) as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        except RunNotRetryable as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         return _run_out(run, include_traceback)

@@ -39,6 +39,8 @@ class Run:
     retry_of: int | None
     priority: int = 0  # higher first
     concurrency_key: str | None = None  # its lease and rate limit are those of (job, key)
+    result: Any = None  # its job's return value (JSON), when it succeeded and returned one
+    result_note: str | None = None  # why a return value was not kept
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +142,8 @@ class Outcome:
     error: Mapping[str, Any] | None = None
     reason: str | None = None
     retry_in: float | None = None  # seconds; None = no retry
+    result: Any = None  # the job's return value (a JSON value), if kept
+    result_note: str | None = None  # why a return value was not kept
 
 
 @dataclass(frozen=True, kw_only=True)

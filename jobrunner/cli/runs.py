@@ -30,6 +30,7 @@ from jobrunner.cli.app import (
 from jobrunner.errors import JobNotFound
 from jobrunner.records import CatalogEntry, Run
 from jobrunner.store.ports import AdminPort
+from jobrunner.store.queue import RETRYABLE_STATUSES
 from jobrunner.store.tables import RUN_STATUSES
 from jobrunner.waits import live, waiting_reason
 
@@ -122,7 +123,7 @@ def runs_show(
     for key, value in run.as_dict().items():
         if key == "error":
             continue
-        if key == "kwargs":
+        if key == "kwargs" or (key == "result" and value is not None):
             value = json.dumps(value, sort_keys=True)
         add_row(fields, key, value)
     out.print(fields)
@@ -195,3 +196,61 @@ def runs_cancel(
         say(f"run {run_id} is already cancelled")
     else:
         fail(f"run {run_id} already finished: {after.status}")
+
+
+@runs_app.command("retry")
+def runs_retry(
+    run_id: int | None = typer.Argument(None, help="Run id (or select runs with --job ...)."),
+    job: str | None = typer.Option(None, "--job", help="Retry the runs of this job."),
+    status: str = typer.Option(
+        "failed", "--status", help="With --job: runs that ended so (failed, timed_out, lost, ...)."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="With --job: enqueued since (a duration back or an ISO time)."
+    ),
+    limit: int = typer.Option(1000, "--limit", min=1, max=MAX_LIMIT, help="At most this many."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be queued."),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Queue runs that ended without success again, each linked to the run it retries."""
+    if (run_id is None) == (job is None):
+        fail("give a run id or --job NAME (with --status, --since), not both", 2)
+    if status not in RETRYABLE_STATUSES:
+        fail(f"--status {status!r}: allowed {', '.join(RETRYABLE_STATUSES)}", 2)
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        if run_id is not None:
+            chosen = [store.get_run(run_id)]
+        else:
+            store.get_job(job or "")  # an unknown job is bad input (exit 2)
+            start = instant(since, "--since", store.now()) if since is not None else None
+            found = store.list_runs(job=job, status=status, since=start, limit=limit)
+            chosen = [r for r in found if _newest(store, r)]
+        if dry_run:
+            _print_retries(chosen, as_json, dry_run=True)
+            return
+        queued = [(r, store.retry_run(r.id)) for r in chosen]
+    _print_retries([new for _, new in queued], as_json, dry_run=False, of=[r for r, _ in queued])
+
+
+def _newest(store: AdminPort, run: Run) -> bool:
+    """Whether the run is the newest attempt of its chain (older ones are not re-driven)."""
+    return store.run_attempts(run.id)[-1].id == run.id
+
+
+def _print_retries(
+    runs: list[Run], as_json: bool, *, dry_run: bool, of: list[Run] | None = None
+) -> None:
+    if as_json:
+        print_json([r.as_dict() for r in runs])
+        return
+    if dry_run:
+        for r in runs:
+            say(f"would retry run {r.id} of {r.job_name} ({r.status}, attempt {r.attempt})")
+        say(f"{len(runs)} run(s) would be queued (dry run: nothing written)")
+        return
+    for old, new in zip(of or [], runs, strict=True):
+        say(f"queued run {new.id} of {new.job_name} (attempt {new.attempt}), retrying run {old.id}")
+    if not runs:
+        say("no runs to retry")

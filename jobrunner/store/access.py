@@ -161,7 +161,10 @@ class ClientStore(_Store):
         return read(self.engine, catalog.get_job(name))
 
     def cancel_run(self, run_id: int) -> Run:
-        return write(self.engine, queue.cancel_run(run_id))
+        return write(self.engine, queue.cancel_run(self.dialect, run_id))
+
+    def retry_run(self, run_id: int) -> Run:
+        return write(self.engine, queue.retry_run(self.dialect, run_id))
 
 
 class AdminStore(ClientStore):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -13,7 +14,7 @@ from jobrunner.policy import retry_after
 from jobrunner.records import Outcome, Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.leases import lock_name, release
-from jobrunner.store.queue import queue_retries
+from jobrunner.store.queue import DONE_CHANNEL, queue_retries, wake
 from jobrunner.store.sql import Op, any_of
 from jobrunner.store.tables import job_locks, job_runs
 
@@ -31,13 +32,13 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
     # the reaper clears worker_id, a takeover or `replace` changes it and the run_id.
     ids = [o.lease.run_id for o in outcomes]
     release_held, succeeded = _finish_statements(dialect)
-    released = set((yield release_held, {"worker": worker_id, "ids": ids}).all())
+    released = {(r[0], r[1]) for r in (yield release_held, {"worker": worker_id, "ids": ids})}
     mine = [
         o for o in outcomes if (lock_name(o.lease.job_name, o.lease.key), o.lease.slot) in released
     ]
     if not mine:
         return set()
-    plain = [o.lease.run_id for o in mine if o.status == "succeeded" and not o.reason]
+    plain = [o.lease.run_id for o in mine if _plain(o)]
     if plain:  # the common case in one statement
         # By id only: these runs are running, as this worker held their leases until
         # the release above (every path that ends a run moves or releases its lease
@@ -50,13 +51,30 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
         yield (
             _OTHER_OUTCOMES,
             [
-                {"rid": o.lease.run_id, "st": o.status, "err": o.error, "why": o.reason}
+                {
+                    "rid": o.lease.run_id,
+                    "st": o.status,
+                    "err": o.error,
+                    "why": o.reason,
+                    "res": o.result,
+                    "note": o.result_note,
+                }
                 for o in others
             ],
         )
     retries = {o.lease.run_id: o.retry_in for o in mine if o.retry_in is not None}
     yield from queue_retries(dialect, retries)
     return {o.lease.run_id for o in mine}
+
+
+def _plain(outcome: Outcome) -> bool:
+    """A success with nothing else to record (no reason, no result): the common case."""
+    return (
+        outcome.status == "succeeded"
+        and not outcome.reason
+        and outcome.result is None
+        and outcome.result_note is None
+    )
 
 
 @functools.cache
@@ -66,7 +84,10 @@ def _finish_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
     held = (job_locks.c.worker_id == sa.bindparam("worker", type_=sa.String())) & any_of(
         dialect, job_locks.c.run_id, "ids"
     )
-    release_held = release(held).returning(job_locks.c.job_name, job_locks.c.slot)
+    returned: list[Any] = [job_locks.c.job_name, job_locks.c.slot]
+    if dialect == "postgresql":  # wakes `Client.wait` (one notification per transaction)
+        returned.append(sa.func.pg_notify(DONE_CHANNEL, ""))
+    release_held = release(held).returning(*returned)
     succeeded = (
         job_runs.update()
         .where(any_of(dialect, job_runs.c.id, "ids"))
@@ -82,6 +103,8 @@ _OTHER_OUTCOMES = (
         status=sa.bindparam("st"),
         error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
         reason=sa.func.coalesce(sa.bindparam("why"), job_runs.c.reason),
+        result=sa.bindparam("res", type_=sa.JSON(none_as_null=True)),
+        result_note=sa.bindparam("note", type_=sa.String()),
         finished_at=db_now(),
         # a run claimed ahead and cancelled before its time never began
         started_at=sa.case(
@@ -126,6 +149,8 @@ def reap(dialect: str, *, lease_ttl: float, orphans: bool = True) -> Op[list[Run
         .returning(*job_runs.c)
     ).all()
     runs = [Run(**r._mapping) for r in lost]
+    if runs:
+        yield from wake(dialect, "", DONE_CHANNEL)
     delays = {
         r.id: retry_after(status="lost", attempt=r.attempt, max_attempts=r.max_attempts)
         for r in runs

@@ -127,6 +127,10 @@ class ClientPort(Protocol):
 
     def cancel_run(self, run_id: int) -> Run: ...
 
+    def retry_run(self, run_id: int) -> Run:
+        """Queue a run that ended without success again (RunNotRetryable otherwise)."""
+        ...
+
 
 class AdminPort(_Common, ClientPort, Protocol):
     """What admin tools need: everything a client may do, and the ledger, leases, workers."""

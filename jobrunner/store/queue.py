@@ -17,15 +17,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from jobrunner.converters import check_priority
-from jobrunner.errors import BadInput, InvalidArguments, JobNotFound
+from jobrunner.errors import BadInput, InvalidArguments, JobNotFound, RunNotRetryable
 from jobrunner.jobconfig import DEFAULT_QUEUE, key_text
 from jobrunner.records import Run
 from jobrunner.store.engine import db_now
-from jobrunner.store.history import get_run
+from jobrunner.store.history import get_run, run_attempts
 from jobrunner.store.sql import Op, insert
 from jobrunner.store.tables import KEYED, SCHEDULED, SLOT_KEY, UTCDateTime, job_runs, jobrunner_jobs
 
-NOTIFY_CHANNEL = "jobrunner"
+NOTIFY_CHANNEL = "jobrunner"  # wakes workers: runs were queued or leases released
+DONE_CHANNEL = "jobrunner_done"  # wakes `Client.wait`: runs ended
 
 
 class BulkOptions(TypedDict, total=False):
@@ -58,18 +59,10 @@ def check_options(options: Mapping[str, Any], allowed: type[Mapping[str, Any]], 
             )
 
 
-def notify(dialect: str, payload: str) -> sa.Select[Any] | None:
-    """`pg_notify` waking listening workers, on PostgreSQL; None elsewhere."""
-    if dialect != "postgresql":
-        return None
-    return sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload))
-
-
-def wake(dialect: str, payload: str) -> Op[None]:
-    """Wake listening workers (a no-op on SQLite, where workers poll)."""
-    stmt = notify(dialect, payload)
-    if stmt is not None:
-        yield stmt
+def wake(dialect: str, payload: str, channel: str = NOTIFY_CHANNEL) -> Op[None]:
+    """Wake listeners of `channel` (a no-op on SQLite, where everyone polls)."""
+    if dialect == "postgresql":
+        yield sa.select(sa.func.pg_notify(channel, payload))
 
 
 def json_object(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -376,15 +369,17 @@ def _retry_statement(dialect: str) -> Any:
     )
 
 
-def cancel_run(run_id: int) -> Op[Run]:
+def cancel_run(dialect: str, run_id: int) -> Op[Run]:
     """A queued run is recorded `cancelled` at once; a running run is flagged
     (`cancel_requested`) so its worker cancels it at its next heartbeat. Finished runs are
     unchanged. Returns the run as it is now (RunNotFound if there is none)."""
-    yield (
-        job_runs.update()
+    cancelled = (
+        yield job_runs.update()
         .where(job_runs.c.id == run_id, job_runs.c.status == "queued")
         .values(status="cancelled", reason="cancelled by request", finished_at=db_now())
-    )
+    ).rowcount
+    if cancelled:
+        yield from wake(dialect, "", DONE_CHANNEL)
     yield (
         job_runs.update()
         .where(job_runs.c.id == run_id, job_runs.c.status == "running")
@@ -409,3 +404,64 @@ def queue_depth() -> Op[dict[tuple[str, str], int]]:
         .group_by(queue, sign)
     )
     return {(str(q), PRIORITY_CLASSES[int(p)]): int(n) for q, p, n in (yield count)}
+
+
+RETRYABLE_STATUSES = ("failed", "timed_out", "lost", "cancelled", "skipped")
+
+
+def retry_run(dialect: str, run_id: int) -> Op[Run]:
+    """Queue the run again, as a new attempt linked to its newest one (`retry_of`): with its
+    job, slot, kwargs, priority, concurrency key and correlation id, and the job's retries
+    from here. Only a run whose newest attempt ended without success (`RETRYABLE_STATUSES`)
+    can be retried; else RunNotRetryable. A retry raced by another returns the other's run."""
+    newest = (yield from run_attempts(run_id))[-1]
+    if newest.status not in RETRYABLE_STATUSES:
+        what = "is still" if newest.status in ("queued", "running") else "ended"
+        raise RunNotRetryable(
+            f"run {run_id} cannot be retried: its newest attempt (run {newest.id}) {what} "
+            f"{newest.status}; only runs that ended {', '.join(RETRYABLE_STATUSES)} can be"
+        )
+    got = (yield _redrive_statement(dialect), {"rid": newest.id}).scalar_one_or_none()
+    if got is None:  # a retry of the same attempt won the race (the slot key) or the job is gone
+        again = (yield from run_attempts(run_id))[-1]
+        if again.retry_of != newest.id:
+            raise JobNotFound(f"no job named {newest.job_name!r} in the catalog")
+        got = again.id
+    yield from wake(dialect, "retry")
+    return (yield from get_run(got))
+
+
+@functools.cache
+def _redrive_statement(dialect: str) -> Any:
+    retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
+    source = (
+        sa.select(
+            job_runs.c.job_name,
+            sa.literal("retry"),
+            job_runs.c.scheduled_for,
+            db_now(),
+            sa.literal("queued"),
+            sa.literal("retried by request"),
+            job_runs.c.attempt + 1,
+            job_runs.c.attempt + 1 + retries,
+            job_runs.c.kwargs,
+            db_now(),
+            job_runs.c.correlation_id,
+            job_runs.c.id,
+            job_runs.c.priority,
+            job_runs.c.concurrency_key,
+        )
+        .select_from(job_runs.join(jobrunner_jobs, jobrunner_jobs.c.name == job_runs.c.job_name))
+        .where(job_runs.c.id == sa.bindparam("rid"))
+    )
+    columns = [
+        "job_name", "trigger", "scheduled_for", "run_at", "status", "reason", "attempt",
+        "max_attempts", "kwargs", "enqueued_at", "correlation_id", "retry_of", "priority",
+        "concurrency_key",
+    ]  # fmt: skip
+    return (
+        insert(dialect, job_runs)
+        .from_select(columns, source)
+        .on_conflict_do_nothing(index_elements=SLOT_KEY, index_where=SCHEDULED)
+        .returning(job_runs.c.id)
+    )

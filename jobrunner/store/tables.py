@@ -186,6 +186,8 @@ job_runs = sa.Table(
     # the value of the job's `concurrency_key` kwarg (or the enqueue's): its lease and rate
     # limit are those of (job, key)
     sa.Column("concurrency_key", sa.String(200), nullable=True),
+    sa.Column("result", sa.JSON(none_as_null=True), nullable=True),  # the job's return value
+    sa.Column("result_note", sa.String(300), nullable=True),  # why it was not kept
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="ck_job_runs_status"
     ),

@@ -81,14 +81,12 @@ class Executor:
         try:
             async with deadline or _NO_DEADLINE:
                 if isolation == "process":
-                    error = await self._in_process(fn, func, kwargs, ctx, max_memory)
-                    if error is not None:
-                        return Result(status="failed", error=error)
-                elif is_async:
-                    await fn(**kwargs)
+                    return await self._in_process(fn, func, kwargs, ctx, max_memory)
+                if is_async:
+                    value = await fn(**kwargs)
                 else:
                     call = functools.partial(contextvars.copy_context().run, fn, **kwargs)
-                    await asyncio.get_running_loop().run_in_executor(self.pool, call)
+                    value = await asyncio.get_running_loop().run_in_executor(self.pool, call)
         except asyncio.CancelledError:
             ctx.cancelled.set()
             raise
@@ -106,7 +104,7 @@ class Executor:
             return Result(status="failed", error=error_info(exc))
         except Exception as exc:
             return Result(status="failed", error=error_info(exc))
-        return _SUCCEEDED
+        return _SUCCEEDED if value is None else Result(status="succeeded", value=value)
 
     async def _in_process(
         self,
@@ -115,7 +113,7 @@ class Executor:
         kwargs: Mapping[str, Any],
         ctx: JobContext,
         max_memory: int | None,
-    ) -> dict[str, str] | None:
+    ) -> Result:
         args = dict(kwargs)
         context = None
         if args.get("ctx") is ctx:

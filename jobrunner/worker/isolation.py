@@ -51,7 +51,7 @@ from typing import Any
 
 import structlog
 
-from jobrunner.context import KILL_AT_ONCE, JobContext, error_info
+from jobrunner.context import KILL_AT_ONCE, JobContext, Result, encode_result, error_info
 from jobrunner.logging import get_logger
 
 START_METHOD = "forkserver"
@@ -134,8 +134,8 @@ class ProcessPool:
         *,
         context: Mapping[str, Any] | None = None,
         max_memory: int | None = None,
-    ) -> ErrorInfo | None:
-        """Call `func(**kwargs)` in a child; None on success, else the error.
+    ) -> Result:
+        """Call `func(**kwargs)` in a child; how it ended (a return value as JSON text).
 
         When the awaiting task is cancelled (a timeout, a cancel request, shutdown) the child
         is killed and the CancelledError propagates at once.
@@ -157,7 +157,7 @@ class ProcessPool:
             ctx = contextvars.copy_context()  # the run's log context, for the child's logs
             talk = self._threads.submit(ctx.run, self._converse, child, call)
             try:
-                error, alive = await asyncio.wrap_future(talk)
+                ended, alive = await asyncio.wrap_future(talk)
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) and KILL_AT_ONCE in exc.args:
                     self._signal(child, signal.SIGKILL)
@@ -167,7 +167,7 @@ class ProcessPool:
                 raise
             if alive:
                 self._idle.append(child)
-            return error
+            return ended
 
     async def _checkout(self, loop: asyncio.AbstractEventLoop) -> _Child:
         while self._idle:
@@ -204,14 +204,14 @@ class ProcessPool:
             self._signal(child, signal.SIGKILL)
         return child
 
-    def _converse(self, child: _Child, call: Call) -> tuple[ErrorInfo | None, bool]:
-        """Send the call, re-emit the child's logs, return (error, child still usable).
+    def _converse(self, child: _Child, call: Call) -> tuple[Result, bool]:
+        """Send the call, re-emit the child's logs, return (how it ended, child still usable).
 
         While it runs, this thread is the only reader of the child's connection."""
         try:
             data = ForkingPickler.dumps(call)
         except Exception as exc:  # nothing was sent: the child is still idle
-            return _error(exc, "the arguments cannot be pickled: "), True
+            return _failed(_error(exc, "the arguments cannot be pickled: ")), True
         try:
             child.conn.send_bytes(data)
             while True:
@@ -219,14 +219,14 @@ class ProcessPool:
                 if kind == "log":
                     _emit(payload, current=seq == call.seq)
                 else:  # "done": one per call, and a child has one call at a time
-                    return payload, True
+                    return _ended(payload), True
         except (EOFError, OSError):
             error = _died(self._reap(child, 5.0), call.max_memory)
         except Exception as exc:  # a garbled message: the child cannot be trusted any more
             self._signal(child, signal.SIGKILL)
             error = _error(exc, "lost contact with the worker process: ")
         self._retire(child)
-        return error, False
+        return _failed(error), False
 
     def _signal(self, child: _Child, sig: int) -> None:
         with self._lock:
@@ -345,12 +345,12 @@ def _child_main(conn: Connection) -> None:
             try:
                 call: Call = pickle.loads(data)
             except Exception as exc:
-                state.send("done", _error(exc, "the arguments cannot be unpickled: "))
+                state.send("done", (_error(exc, "the arguments cannot be unpickled: "), None))
                 continue
             state.seq, state.cancelled = call.seq, threading.Event()
-            error = _run(call, state)
+            ended = _run(call, state)
             _reset_child(state)
-            state.send("done", error)
+            state.send("done", ended)
             state.seq = 0
 
 
@@ -383,7 +383,10 @@ def _reset_child(state: _ChildState) -> None:
     structlog.contextvars.clear_contextvars()
 
 
-def _run(call: Call, state: _ChildState) -> ErrorInfo | None:
+def _run(
+    call: Call, state: _ChildState
+) -> tuple[ErrorInfo | None, tuple[str | None, str | None] | None]:
+    """Run the call: (its error, None), or (None, its return value as `encode_result`)."""
     for path in reversed(call.import_paths):
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -395,18 +398,30 @@ def _run(call: Call, state: _ChildState) -> ErrorInfo | None:
             log = structlog.stdlib.get_logger("jobrunner.worker")
             kwargs["ctx"] = JobContext(**call.context, log=log, cancelled=state.cancelled)
         with _memory_limit(call.max_memory):
-            fn(**kwargs)
+            value = fn(**kwargs)
+        return None, encode_result(value)  # JSON here: the value need not pickle
     except _Terminated:
         raise
     except MemoryError as exc:
-        if call.max_memory is None:
-            return _error(exc)
         info = _error(exc)
-        info["message"] = f"exceeded max_memory ({call.max_memory} bytes)"
-        return info
+        if call.max_memory is not None:
+            info["message"] = f"exceeded max_memory ({call.max_memory} bytes)"
+        return info, None
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a job fail the run
-        return _error(exc)
-    return None
+        return _error(exc), None
+
+
+def _ended(payload: Any) -> Result:
+    """A child's "done" payload as a Result."""
+    error, value = payload
+    if error is not None:
+        return _failed(error)
+    encoded, note = value
+    return Result(status="succeeded", encoded=encoded, note=note)
+
+
+def _failed(error: ErrorInfo) -> Result:
+    return Result(status="failed", error=error)
 
 
 @contextlib.contextmanager

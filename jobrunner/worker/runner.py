@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -26,8 +27,8 @@ from typing import Any
 
 import structlog
 
-from jobrunner.config import JobConfig
-from jobrunner.context import JobContext, Result
+from jobrunner.config import DEFAULT_MAX_RESULT_SIZE, JobConfig
+from jobrunner.context import JobContext, Result, encode_result
 from jobrunner.logging import get_logger
 from jobrunner.policy import retry_after
 from jobrunner.records import ClaimedRun, FinalStatus, Outcome
@@ -51,9 +52,11 @@ class Runner:
         *,
         worker_id: str,
         renew_deadline: float = math.inf,
+        max_result_size: int = DEFAULT_MAX_RESULT_SIZE,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.jobs = jobs
+        self.max_result_size = max_result_size  # bytes of a return value's JSON kept
         self.runs = runs
         self.executor = executor
         self.metrics = metrics
@@ -180,6 +183,7 @@ class Runner:
         )
         if job.name in runs.limited:
             runs.unwritten[job.name] += 1
+        kept, note = self._kept(result, active)
         runs.pending.append(
             Outcome(
                 lease=active.claimed.lease,
@@ -187,9 +191,26 @@ class Runner:
                 error=error,
                 reason=why,
                 retry_in=retry_in,
+                result=kept,
+                result_note=note,
             )
         )
         runs.wake_recorder.set()
+
+    def _kept(self, result: Result | None, active: Active) -> tuple[Any, str | None]:
+        """The return value to store (a JSON value), or a note on why it is not kept."""
+        if result is None or result.status != "succeeded":
+            return None, None
+        if result.encoded is not None or result.note is not None:  # from a child process
+            decoded = None if result.encoded is None else json.loads(result.encoded)
+            text, note = encode_result(decoded, self.max_result_size)
+            value, note = (None if text is None else decoded), result.note or note
+        else:
+            text, note = encode_result(result.value, self.max_result_size)
+            value = None if text is None else result.value
+        if note is not None:
+            active.ctx.log.warning("run result not kept", why=note)
+        return value, note
 
 
 def iso(value: datetime | None) -> str | None:

@@ -125,6 +125,7 @@ class Worker:
             self.metrics,
             worker_id=self.id,
             renew_deadline=renew_deadline,
+            max_result_size=settings.max_result_size,
         )
         self.claimer = Claimer(
             claim_policies,

@@ -185,6 +185,21 @@ def test_a_concurrency_key_is_taken_from_the_kwargs_or_the_body_and_required(
     assert http.get("/jr/runs", params={"priority": "x"}).status_code == 422
 
 
+def test_a_failed_run_is_retried_and_a_succeeded_one_is_409(
+    setup: tuple[TestClient, str],
+) -> None:
+    http, url = setup
+    http.post("/jr/jobs/report/runs", json={})
+    failed = finish_with(url, "report", "failed", ERROR)
+    again = http.post(f"/jr/runs/{failed}/retry")
+    assert again.status_code == 202 and again.json()["retry_of"] == failed
+    assert http.post(f"/jr/runs/{failed}/retry").status_code == 409  # its retry is queued
+    http.post("/jr/jobs/adhoc/runs", json={})
+    done = finish_with(url, "adhoc", "succeeded")
+    assert http.post(f"/jr/runs/{done}/retry").status_code == 409
+    assert http.post("/jr/runs/999999/retry").status_code == 404
+
+
 def test_runs_are_filtered_and_shown(setup: tuple[TestClient, str]) -> None:
     http, url = setup
     a = http.post("/jr/jobs/report/runs", json={}).json()
@@ -213,6 +228,7 @@ def test_cancel_queued_then_again_and_finished_is_409(setup: tuple[TestClient, s
         "cancelled by request",
     )
     assert http.post(f"/jr/runs/{run['id']}/cancel").status_code == 200  # idempotent
+    http.post("/jr/jobs/adhoc/runs", json={})
     http.post("/jr/jobs/adhoc/runs", json={})
     done = finish_with(url, "adhoc", "succeeded")
     conflict = http.post(f"/jr/runs/{done}/cancel")
@@ -289,6 +305,7 @@ def test_openapi_documents_routes_models_and_errors(sqlite_url: str) -> None:
         "/jr/runs",
         "/jr/runs/{run_id}",
         "/jr/runs/{run_id}/cancel",
+        "/jr/runs/{run_id}/retry",
     }
     models = schema["components"]["schemas"]
     assert {"RunOut", "JobOut", "EnqueueRequest", "ErrorOut", "RunErrorOut"} <= set(models)

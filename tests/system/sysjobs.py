@@ -91,3 +91,20 @@ async def tenant_sleep(ctx: Any, tenant: str, seconds: float = 0.3) -> None:
 async def tenant_noop(ctx: Any, tenant: str) -> None:
     _record(ctx)
     _record(ctx, "finish")
+
+
+def returns(ctx: Any, value: Any = None) -> Any:
+    """Returns what it is given (a plain def: it may run in a child process)."""
+    return value
+
+
+async def returns_async(ctx: Any, value: Any = None) -> Any:
+    return value
+
+
+def returns_object(ctx: Any) -> Any:
+    return object()  # not JSON: the run succeeds, its result is not kept
+
+
+def returns_big(ctx: Any, size: int = 100_000) -> str:
+    return "x" * size

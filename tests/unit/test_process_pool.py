@@ -404,8 +404,8 @@ def test_both_start_methods_work(tmp_path: Path, start_method: str) -> None:
     pool = ProcessPool(1, import_paths=[ROOT], start_method=start_method)
     out = str(tmp_path / "out.jsonl")
     try:
-        error = run(pool.run("tests.system.isojobs:no_ctx", {"out": out, "value": 1}))
-        assert error is None
+        ended = run(pool.run("tests.system.isojobs:no_ctx", {"out": out, "value": 1}))
+        assert (ended.status, ended.error, ended.encoded) == ("succeeded", None, None)
         assert isojobs.read(out)[0]["value"] == 1
     finally:
         pool.shutdown()

@@ -1,0 +1,33 @@
+"""runs keep their job's return value
+
+- `job_runs.result` (JSON): a succeeded run's JSON-serialisable return value, up to
+  `[worker] max_result_size`.
+- `job_runs.result_note`: why a return value was not kept (not JSON, or too large); the
+  outcome is recorded all the same.
+- `job_runs.retry_of` of a run re-driven by request points at the run it retries.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("job_runs", sa.Column("result", sa.JSON(), nullable=True))
+    op.add_column("job_runs", sa.Column("result_note", sa.String(300), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("job_runs") as batch:
+        batch.drop_column("result_note")
+        batch.drop_column("result")

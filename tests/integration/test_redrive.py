@@ -1,0 +1,61 @@
+"""Re-drive: a run that ended without success is queued again, linked to the run it retries
+(SQLite and PostgreSQL); the router's POST /runs/{id}/retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jobrunner.errors import RunNotFound, RunNotRetryable
+from jobrunner.records import CatalogEntry, Outcome, Policy
+from tests.support import AllPorts
+
+ALLOW = {"j": Policy(overlap="allow")}
+
+
+def publish(store: AllPorts, **definition: Any) -> None:
+    entry = CatalogEntry(
+        name="j", cron=None, timezone="UTC", config_hash="h", definition=definition
+    )
+    store.publish_catalog([entry], worker_id="w")
+
+
+def run_to(store: AllPorts, status: str, **enqueue: Any) -> int:
+    run = store.enqueue("j", {"n": 1}, **enqueue)
+    claimed = store.claim(worker_id="w", limit=10, policies=ALLOW, lease_ttl=30).started
+    lease = next(c.lease for c in claimed if c.run.id == run.id)
+    store.finish("w", [Outcome(lease=lease, status=status)])  # type: ignore[arg-type]
+    return run.id
+
+
+def test_a_failed_run_is_queued_again_as_a_linked_attempt(store: AllPorts) -> None:
+    publish(store, retries=2)
+    failed = run_to(store, "failed", priority=4, correlation_id="req-1")
+    again = store.retry_run(failed)
+    assert (again.status, again.trigger, again.retry_of, again.attempt) == (
+        "queued",
+        "retry",
+        failed,
+        2,
+    )
+    assert (again.kwargs, again.priority, again.correlation_id) == ({"n": 1}, 4, "req-1")
+    assert again.max_attempts == 2 + 2  # the job's retries from here
+    assert again.reason == "retried by request"
+    assert [a.id for a in store.run_attempts(failed)] == [failed, again.id]
+    with pytest.raises(
+        RunNotRetryable, match=f"newest attempt \\(run {again.id}\\) is still queued"
+    ):
+        store.retry_run(failed)  # its retry is queued: nothing more is written
+    assert len(store.list_runs()) == 2
+
+
+def test_only_runs_that_ended_without_success_can_be_retried(store: AllPorts) -> None:
+    publish(store)
+    ok = run_to(store, "succeeded")
+    with pytest.raises(RunNotRetryable, match="ended succeeded"):
+        store.retry_run(ok)
+    with pytest.raises(RunNotFound):
+        store.retry_run(10**6)
+    cancelled = store.cancel_run(store.enqueue("j").id)
+    assert store.retry_run(cancelled.id).retry_of == cancelled.id
