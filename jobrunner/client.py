@@ -32,6 +32,7 @@ from jobrunner.store import catalog, follow, history, queue
 from jobrunner.store.access import ClientStore, read
 from jobrunner.store.engine import create_engine, postgres_options
 from jobrunner.store.history import RunFilters
+from jobrunner.store.params import Signatures
 from jobrunner.store.queue import BulkOptions, EnqueueOptions, check_options
 from jobrunner.store.sql import Op, run_async
 
@@ -213,6 +214,7 @@ class AsyncClient(_Correlated):
         self.engine = engine
         self.dialect = engine.dialect.name
         self._owns_engine = owns_engine
+        self.signatures = Signatures()  # the jobs' published parameters, as last read
         self.correlation_from = correlation_from
 
     @classmethod
@@ -263,7 +265,7 @@ class AsyncClient(_Correlated):
         **options: Unpack[EnqueueOptions],
     ) -> Run:
         """As `Client.enqueue`."""
-        op = queue.enqueue(self.dialect, name, kwargs, **self._options(options))
+        op = queue.enqueue(self.dialect, name, kwargs, self.signatures, **self._options(options))
         return await self._write_one(op)
 
     async def enqueue_many(
@@ -273,7 +275,8 @@ class AsyncClient(_Correlated):
         **options: Unpack[BulkOptions],
     ) -> list[int]:
         """As `Client.enqueue_many`."""
-        op = queue.enqueue_many(self.dialect, name, kwargs_list, **self._options(options))
+        given = self._options(options)
+        op = queue.enqueue_many(self.dialect, name, kwargs_list, self.signatures, **given)
         return await self._write(op)
 
     async def get_run(self, run_id: int) -> Run:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from jobrunner.signature import parameters_of
+
 if TYPE_CHECKING:
     from jobrunner.config import JobConfig
 
@@ -189,6 +191,7 @@ class CatalogEntry:
     paused: bool = False
     published_by: str | None = None
     updated_at: datetime | None = None
+    parameters: Sequence[Mapping[str, Any]] | None = None  # see `jobrunner.signature`
 
 
 def catalog_entries(jobs: Iterable[JobConfig]) -> list[CatalogEntry]:
@@ -200,6 +203,7 @@ def catalog_entries(jobs: Iterable[JobConfig]) -> list[CatalogEntry]:
             timezone=j.timezone.key,
             config_hash=j.definition_hash,
             definition=j.definition(),
+            parameters=None if j.fn is None else parameters_of(j.fn),
         )
         for j in jobs
     ]

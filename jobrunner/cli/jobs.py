@@ -5,6 +5,7 @@ These commands read the database named by the config (`-c`) and import no job co
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from jobrunner.config import format_duration
 from jobrunner.converters import PRIORITY_RANGE
 from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
+from jobrunner.signature import signature_text
 from jobrunner.store.ports import AdminPort
 from jobrunner.store.tables import FINAL_STATUSES
 from jobrunner.waits import job_queue, live, queue_served, unserved, unserved_text
@@ -126,6 +128,36 @@ def _job_json(
         "rate_limit": d.get("rate_limit"),
         "definition_hash": e.config_hash,
     }
+
+
+@jobs_app.command("show")
+def jobs_show(
+    name: str = typer.Argument(..., help="Job name."),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """A job's signature (the parameters its worker published), schedule and settings."""
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        entry = store.get_job(name)
+    if as_json:
+        print_json(
+            {
+                "name": entry.name,
+                "cron": entry.cron,
+                "timezone": entry.timezone,
+                "definition": dict(entry.definition),
+                "parameters": entry.parameters,
+                "signature": signature_text(entry.name, entry.parameters),
+            }
+        )
+        return
+    say(signature_text(entry.name, entry.parameters))
+    say(f"schedule: {entry.cron or '(trigger only)'} ({entry.timezone})")
+    say(f"queue: {job_queue(entry.definition)}; overlap: {limits_text(entry.definition)}")
+    defaults = entry.definition.get("kwargs") or {}
+    if defaults:
+        say(f"its own kwargs (an enqueue's are merged over them): {json.dumps(defaults)}")
 
 
 @jobs_app.command("next")

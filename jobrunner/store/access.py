@@ -40,6 +40,7 @@ from jobrunner.store import (
 )
 from jobrunner.store.engine import create_engine
 from jobrunner.store.history import RunFilters
+from jobrunner.store.params import Signatures
 from jobrunner.store.queue import BulkOptions, EnqueueOptions
 from jobrunner.store.sql import Op, run_sync
 from jobrunner.waits import unserved_queues
@@ -129,7 +130,12 @@ class _Store:
 
 
 class ClientStore(_Store):
-    """`ClientPort`: enqueue by job name, observe and cancel runs."""
+    """`ClientPort`: enqueue by job name (kwargs checked against the job's published
+    parameters), observe and cancel runs."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        self.signatures = Signatures()
 
     def enqueue(
         self,
@@ -137,7 +143,8 @@ class ClientStore(_Store):
         kwargs: Mapping[str, Any] | None = None,
         **options: Unpack[EnqueueOptions],
     ) -> Run:
-        return write_one(self.engine, queue.enqueue(self.dialect, job_name, kwargs, **options))
+        op = queue.enqueue(self.dialect, job_name, kwargs, self.signatures, **options)
+        return write_one(self.engine, op)
 
     def enqueue_many(
         self,
@@ -145,7 +152,7 @@ class ClientStore(_Store):
         kwargs_list: Sequence[Mapping[str, Any] | None],
         **options: Unpack[BulkOptions],
     ) -> list[int]:
-        op = queue.enqueue_many(self.dialect, job_name, kwargs_list, **options)
+        op = queue.enqueue_many(self.dialect, job_name, kwargs_list, self.signatures, **options)
         return write(self.engine, op)
 
     def get_run(self, run_id: int) -> Run:

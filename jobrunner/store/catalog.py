@@ -84,12 +84,13 @@ def publish_catalog(dialect: str, entries: Sequence[CatalogEntry], worker_id: st
         timezone=sa.bindparam("tz"),
         config_hash=sa.bindparam("h"),
         definition=sa.bindparam("d", type_=sa.JSON()),
+        parameters=sa.bindparam("p", type_=sa.JSON(none_as_null=True)),
         published_by=worker_id,
         updated_at=db_now(),
     )
     update = {
         c: stmt.excluded[c]
-        for c in ("cron", "timezone", "config_hash", "definition", "published_by")
+        for c in ("cron", "timezone", "config_hash", "definition", "parameters", "published_by")
     }
     stmt = stmt.on_conflict_do_update(
         index_elements=["name"], set_={**update, "updated_at": db_now()}
@@ -104,6 +105,7 @@ def publish_catalog(dialect: str, entries: Sequence[CatalogEntry], worker_id: st
                 "tz": e.timezone,
                 "h": e.config_hash,
                 "d": dict(e.definition),
+                "p": None if e.parameters is None else list(e.parameters),
             }
             for e in entries
         ],

@@ -22,6 +22,7 @@ from jobrunner.jobconfig import DEFAULT_QUEUE, key_text
 from jobrunner.records import Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.history import get_run, run_attempts
+from jobrunner.store.params import Signatures
 from jobrunner.store.sql import Op, insert
 from jobrunner.store.tables import KEYED, SCHEDULED, SLOT_KEY, UTCDateTime, job_runs, jobrunner_jobs
 
@@ -87,6 +88,7 @@ def enqueue(
     dialect: str,
     job_name: str,
     kwargs: Mapping[str, Any] | None,
+    signatures: Signatures | None = None,
     **options: Unpack[EnqueueOptions],
 ) -> Op[Run]:
     """Queue a one-off run of a catalogued job (`EnqueueOptions`); returns the run.
@@ -99,6 +101,8 @@ def enqueue(
     """
     check_options(options, EnqueueOptions, "enqueue")
     values = json_object(kwargs)
+    if signatures is not None:
+        yield from signatures.check(job_name, [values])
     run_at, key = options.get("run_at"), options.get("idempotency_key")
     corr, priority = options.get("correlation_id"), options.get("priority")
     ckey = options.get("concurrency_key")
@@ -189,6 +193,7 @@ def enqueue_many(
     dialect: str,
     job_name: str,
     kwargs_list: Sequence[Mapping[str, Any] | None],
+    signatures: Signatures | None = None,
     **options: Unpack[BulkOptions],
 ) -> Op[list[int]]:
     """Queue one run of a catalogued job per element of `kwargs_list` (`BulkOptions`), in
@@ -201,6 +206,8 @@ def enqueue_many(
             values.append(json_object(kwargs))
         except InvalidArguments as exc:
             raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
+    if signatures is not None:
+        yield from signatures.check(job_name, values)
     run_at, ckey = options.get("run_at"), options.get("concurrency_key")
     _check_run_at(run_at)
     check_priority(options.get("priority"))

@@ -281,6 +281,8 @@ jobrunner_jobs = sa.Table(
     sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.text("false")),
     sa.Column("published_by", sa.String(200), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # the job function's keyword parameters (`jobrunner.signature`); NULL: not published
+    sa.Column("parameters", sa.JSON(none_as_null=True), nullable=True),
 )
 
 jobrunner_workers = sa.Table(

@@ -108,3 +108,8 @@ def returns_object(ctx: Any) -> Any:
 
 def returns_big(ctx: Any, size: int = 100_000) -> str:
     return "x" * size
+
+
+def typed(ctx: Any, user_id: int, region: str = "eu", tags: list[str] | None = None) -> int:
+    """A job with typed parameters: enqueues are checked against them in the client."""
+    return user_id

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobrunner import AsyncClient, Client, WaitTimeout
-from jobrunner.errors import BadInput
+from jobrunner.errors import BadInput, InvalidArguments
 from tests.support import Workers, run_cli, write_config
 
 pytestmark = pytest.mark.system
@@ -144,6 +144,46 @@ def test_runs_retry_re_drives_one_run_or_a_selection_and_dry_run_writes_nothing(
         ):
             done = run_cli("runs", "retry", *bad, *cfg)
             assert done.returncode == 2 and said in done.stderr, (bad, done.stderr)
+    finally:
+        client.close()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql", "sqlite"], indirect=True)
+def test_kwargs_are_checked_against_the_published_parameters_everywhere(
+    tmp_path: Path, db_url: str, workers: Workers
+) -> None:
+    """The worker publishes each job's parameters; the client, the CLI and `jobs show`
+    use them without importing job code."""
+    jobs = [{"name": "typed", "func": "sysjobs:typed", "kwargs": {"region": "us"}}]
+    config = write_config(tmp_path / "jr.toml", db_url, jobs)
+    proc = workers.start(config)
+    client = Client.from_url(db_url)
+    cfg = ("-c", str(config))
+    try:
+        for kwargs, said in (
+            ({}, "needs the parameter 'user_id' (integer)"),
+            ({"user_id": "7"}, "parameter 'user_id' must be integer"),
+            ({"user_id": 7, "usr": 1}, "no parameter 'usr'"),
+            ({"user_id": 7, "tags": [1]}, "'tags' must be list of string or null"),
+        ):
+            with pytest.raises(InvalidArguments) as info:
+                client.enqueue("typed", kwargs)
+            assert said in str(info.value), info.value
+            done = run_cli("jobs", "trigger", "typed", "--kwargs", json.dumps(kwargs), *cfg)
+            assert done.returncode == 2 and said in done.stderr, done.stderr
+        with pytest.raises(InvalidArguments, match=r"kwargs_list\[1\]"):
+            client.enqueue_many("typed", [{"user_id": 1}, {"user_id": "x"}])
+        assert client.list_runs() == []
+        assert client.wait(client.enqueue("typed", {"user_id": 7}).id, timeout=30).result == 7
+        shown = run_cli("jobs", "show", "typed", *cfg)
+        assert shown.returncode == 0, shown.stderr
+        assert (
+            'typed(user_id: integer, region: string = "eu", tags: list of string or null = null)'
+            in shown.stdout
+        )
+        assert '{"region": "us"}' in shown.stdout
     finally:
         client.close()
     proc.signal(signal.SIGTERM)

@@ -1,10 +1,12 @@
-"""runs keep their job's return value
+"""runs keep their job's return value; the catalog publishes each job's parameters
 
 - `job_runs.result` (JSON): a succeeded run's JSON-serialisable return value, up to
   `[worker] max_result_size`.
 - `job_runs.result_note`: why a return value was not kept (not JSON, or too large); the
   outcome is recorded all the same.
-- `job_runs.retry_of` of a run re-driven by request points at the run it retries.
+- `jobrunner_jobs.parameters` (JSON): the job function's keyword parameters, so that clients
+  check an enqueue's kwargs without importing job code; NULL when a worker of an earlier
+  version published the job.
 
 Revision ID: 0008
 Revises: 0007
@@ -25,9 +27,12 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("job_runs", sa.Column("result", sa.JSON(), nullable=True))
     op.add_column("job_runs", sa.Column("result_note", sa.String(300), nullable=True))
+    op.add_column("jobrunner_jobs", sa.Column("parameters", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobrunner_jobs") as batch:
+        batch.drop_column("parameters")
     with op.batch_alter_table("job_runs") as batch:
         batch.drop_column("result_note")
         batch.drop_column("result")
