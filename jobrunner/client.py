@@ -73,7 +73,7 @@ class _Correlated:
 
     correlation_from: CorrelationSource
 
-    def _options(self, options: BulkOptions) -> dict[str, Any]:
+    def _options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         given = dict(options)
         given["correlation_id"] = given.get("correlation_id") or current_correlation_id(
             self.correlation_from
@@ -139,7 +139,8 @@ class Client(_Correlated):
     ) -> list[int]:
         """Queue one run of the catalogued job `name` per element of `kwargs_list` (each a
         JSON object or None) in one statement, all or none; returns their ids in order.
-        Options as `enqueue`'s but no idempotency key (`BulkOptions`). Raises JobNotFound,
+        Options as `enqueue`'s, with `idempotency_keys` (one per element) for its
+        `idempotency_key` (`BulkOptions`). Raises JobNotFound,
         InvalidArguments (naming the element)."""
         return self._store.enqueue_many(name, kwargs_list, **self._options(options))
 

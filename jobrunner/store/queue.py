@@ -30,8 +30,8 @@ NOTIFY_CHANNEL = "jobrunner"  # wakes workers: runs were queued or leases releas
 DONE_CHANNEL = "jobrunner_done"  # wakes `Client.wait`: runs ended
 
 
-class BulkOptions(TypedDict, total=False):
-    """What `enqueue_many` takes besides the kwargs (the one definition of these options)."""
+class RunOptions(TypedDict, total=False):
+    """What `enqueue` and `enqueue_many` take for every run (the one definition of these)."""
 
     run_at: datetime | None  # timezone-aware: not before then (default: now)
     correlation_id: str | None  # default: the one bound in the caller's context
@@ -40,7 +40,14 @@ class BulkOptions(TypedDict, total=False):
     concurrency_key: str | None
 
 
-class EnqueueOptions(BulkOptions, total=False):
+class BulkOptions(RunOptions, total=False):
+    """What `enqueue_many` takes besides the kwargs."""
+
+    # one per element (None: none): a repeated key (per job) returns the run it first created
+    idempotency_keys: Sequence[str | None] | None
+
+
+class EnqueueOptions(RunOptions, total=False):
     """What `enqueue` takes besides the job's name and kwargs."""
 
     idempotency_key: str | None  # per job: a repeat returns the run the first call created
@@ -212,6 +219,13 @@ def enqueue_many(
     _check_run_at(run_at)
     check_priority(options.get("priority"))
     check_concurrency_key(ckey)
+    keys = options.get("idempotency_keys")
+    if keys is not None:
+        return (
+            yield from _enqueue_each(
+                dialect, job_name, values, _checked_keys(keys, values), options
+            )
+        )
     if not values:
         return []
     params = {
@@ -226,6 +240,42 @@ def enqueue_many(
     if len(ids) < len(values):  # the caller's transaction is rolled back: nothing written
         yield from _refused(job_name, values, ckey)
     yield from wake(dialect, job_name)
+    return ids
+
+
+def _checked_keys(keys: object, values: Sequence[object]) -> list[str | None]:
+    """`idempotency_keys`: one per element, each a string of 1 to 200 characters or None."""
+    if isinstance(keys, str | bytes) or not isinstance(keys, Sequence) or len(keys) != len(values):
+        raise InvalidArguments(
+            f"idempotency_keys must be a list with one key (or None) per element of "
+            f"kwargs_list ({len(values)}), got {keys!r:.80}"
+        )
+    for i, key in enumerate(keys):
+        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+            raise InvalidArguments(
+                f"idempotency_keys[{i}] must be a string of 1 to 200 characters or None, "
+                f"got {key!r:.80}"
+            )
+    return list(keys)
+
+
+def _enqueue_each(
+    dialect: str,
+    job_name: str,
+    values: list[dict[str, Any]],
+    keys: list[str | None],
+    options: Mapping[str, Any],
+) -> Op[list[int]]:
+    """`enqueue_many` with idempotency keys: one idempotent enqueue per element, in the same
+    transaction (all or none); a repeated key gives the id of the run it first created."""
+    given = {k: v for k, v in options.items() if k != "idempotency_keys"}
+    ids = []
+    for i, (kwargs, key) in enumerate(zip(values, keys, strict=True)):
+        try:
+            run = yield from enqueue(dialect, job_name, kwargs, None, idempotency_key=key, **given)
+        except InvalidArguments as exc:
+            raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
+        ids.append(run.id)
     return ids
 
 

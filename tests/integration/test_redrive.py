@@ -59,3 +59,27 @@ def test_only_runs_that_ended_without_success_can_be_retried(store: AllPorts) ->
         store.retry_run(10**6)
     cancelled = store.cancel_run(store.enqueue("j").id)
     assert store.retry_run(cancelled.id).retry_of == cancelled.id
+
+
+def test_enqueue_many_with_idempotency_keys_returns_the_first_runs_on_repeats(
+    store: AllPorts,
+) -> None:
+    from jobrunner.errors import InvalidArguments
+
+    publish(store)
+    first = store.enqueue_many(
+        "j", [{"n": 1}, {"n": 2}, {"n": 3}], idempotency_keys=["a", None, "c"]
+    )
+    again = store.enqueue_many("j", [{"n": 9}, {"n": 9}], idempotency_keys=["c", "a"])
+    assert again == [first[2], first[0]]
+    assert store.get_run(first[2]).kwargs == {"n": 3}  # the first run, unchanged
+    assert len(store.list_runs()) == 3
+    for keys, said in (
+        (["a"], r"one key \(or None\) per element"),
+        (["", "b"], r"idempotency_keys\[0\]"),
+    ):
+        with pytest.raises(InvalidArguments, match=said):
+            store.enqueue_many("j", [{}, {}], idempotency_keys=keys)
+    with pytest.raises(InvalidArguments, match=r"kwargs_list\[1\]"):
+        store.enqueue_many("j", [{}, {"x": float("nan")}], idempotency_keys=["new", "newer"])
+    assert len(store.list_runs()) == 3  # all or none
