@@ -28,7 +28,7 @@ import structlog
 
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Run
-from jobrunner.store import catalog, follow, history, queue
+from jobrunner.store import catalog, follow, history, queue, redrive
 from jobrunner.store.access import ClientStore, read
 from jobrunner.store.engine import create_engine, postgres_options
 from jobrunner.store.history import RunFilters
@@ -307,7 +307,7 @@ class AsyncClient(_Correlated):
 
     async def retry_run(self, run_id: int) -> Run:
         """As `Client.retry_run`."""
-        return await self._write(queue.retry_run(self.dialect, run_id))
+        return await self._write(redrive.retry_run(self.dialect, run_id))
 
     async def close(self) -> None:
         """Dispose the engine if the client created it."""

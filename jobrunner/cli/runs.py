@@ -30,7 +30,7 @@ from jobrunner.cli.app import (
 from jobrunner.errors import JobNotFound
 from jobrunner.records import CatalogEntry, Run
 from jobrunner.store.ports import AdminPort
-from jobrunner.store.queue import RETRYABLE_STATUSES
+from jobrunner.store.redrive import RETRYABLE_STATUSES
 from jobrunner.store.tables import RUN_STATUSES
 from jobrunner.waits import live, waiting_reason
 

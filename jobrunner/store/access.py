@@ -36,6 +36,7 @@ from jobrunner.store import (
     outcomes,
     queue,
     rates,
+    redrive,
     slots,
 )
 from jobrunner.store.engine import create_engine
@@ -171,7 +172,7 @@ class ClientStore(_Store):
         return write(self.engine, queue.cancel_run(self.dialect, run_id))
 
     def retry_run(self, run_id: int) -> Run:
-        return write(self.engine, queue.retry_run(self.dialect, run_id))
+        return write(self.engine, redrive.retry_run(self.dialect, run_id))
 
 
 class AdminStore(ClientStore):

@@ -265,9 +265,13 @@ def test_a_replica_serving_one_queue_leaves_the_others_and_an_unserved_queue_is_
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (("jobs", "trigger", "sync", "--kwargs", "{}"), "kwarg 'tenant'"),
-        (("jobs", "trigger", "sync", "--kwargs", '{"tenant": null}'), "kwarg 'tenant'"),
-        (("jobs", "trigger", "sync", "--concurrency-key", ""), "1 to 200 characters"),
+        # the job's published parameters are checked first: tenant is a required string
+        (("jobs", "trigger", "sync", "--kwargs", "{}"), "parameter 'tenant' (string)"),
+        (("jobs", "trigger", "sync", "--kwargs", '{"tenant": null}'), "'tenant' must be string"),
+        (
+            ("jobs", "trigger", "sync", "--kwargs", '{"tenant": "a"}', "--concurrency-key", ""),
+            "1 to 200 characters",
+        ),
         (("jobs", "trigger", "plain", "--concurrency-key", "k"), "has no concurrency_key"),
         (("runs", "list", "--priority", "high"), "--priority"),
         (("runs", "list", "--priority", "2000000"), "priority"),

@@ -1,0 +1,76 @@
+"""Re-drive: a run that ended without success queued again, as a new attempt linked to it."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import sqlalchemy as sa
+
+from jobrunner.errors import JobNotFound, RunNotRetryable
+from jobrunner.records import Run
+from jobrunner.store.engine import db_now
+from jobrunner.store.history import get_run, run_attempts
+from jobrunner.store.queue import wake
+from jobrunner.store.sql import Op, insert
+from jobrunner.store.tables import SCHEDULED, SLOT_KEY, job_runs, jobrunner_jobs
+
+RETRYABLE_STATUSES = ("failed", "timed_out", "lost", "cancelled", "skipped")
+
+
+def retry_run(dialect: str, run_id: int) -> Op[Run]:
+    """Queue the run again, as a new attempt linked to its newest one (`retry_of`): with its
+    job, slot, kwargs, priority, concurrency key and correlation id, and the job's retries
+    from here. Only a run whose newest attempt ended without success (`RETRYABLE_STATUSES`)
+    can be retried; else RunNotRetryable. A retry raced by another returns the other's run."""
+    newest = (yield from run_attempts(run_id))[-1]
+    if newest.status not in RETRYABLE_STATUSES:
+        what = "is still" if newest.status in ("queued", "running") else "ended"
+        raise RunNotRetryable(
+            f"run {run_id} cannot be retried: its newest attempt (run {newest.id}) {what} "
+            f"{newest.status}; only runs that ended {', '.join(RETRYABLE_STATUSES)} can be"
+        )
+    got = (yield _redrive_statement(dialect), {"rid": newest.id}).scalar_one_or_none()
+    if got is None:  # a retry of the same attempt won the race (the slot key) or the job is gone
+        again = (yield from run_attempts(run_id))[-1]
+        if again.retry_of != newest.id:
+            raise JobNotFound(f"no job named {newest.job_name!r} in the catalog")
+        got = again.id
+    yield from wake(dialect, "retry")
+    return (yield from get_run(got))
+
+
+@functools.cache
+def _redrive_statement(dialect: str) -> Any:
+    retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
+    source = (
+        sa.select(
+            job_runs.c.job_name,
+            sa.literal("retry"),
+            job_runs.c.scheduled_for,
+            db_now(),
+            sa.literal("queued"),
+            sa.literal("retried by request"),
+            job_runs.c.attempt + 1,
+            job_runs.c.attempt + 1 + retries,
+            job_runs.c.kwargs,
+            db_now(),
+            job_runs.c.correlation_id,
+            job_runs.c.id,
+            job_runs.c.priority,
+            job_runs.c.concurrency_key,
+        )
+        .select_from(job_runs.join(jobrunner_jobs, jobrunner_jobs.c.name == job_runs.c.job_name))
+        .where(job_runs.c.id == sa.bindparam("rid"))
+    )
+    columns = [
+        "job_name", "trigger", "scheduled_for", "run_at", "status", "reason", "attempt",
+        "max_attempts", "kwargs", "enqueued_at", "correlation_id", "retry_of", "priority",
+        "concurrency_key",
+    ]  # fmt: skip
+    return (
+        insert(dialect, job_runs)
+        .from_select(columns, source)
+        .on_conflict_do_nothing(index_elements=SLOT_KEY, index_where=SCHEDULED)
+        .returning(job_runs.c.id)
+    )
