@@ -59,6 +59,8 @@ class JobConfig:
     concurrency_key: str | None = setting(None, conv.kwarg_name)
     max_per_key: int | None = setting(None, conv.integer(1, 10_000))
     rate_limit: str | None = setting(None, conv.rate_limit)
+    # an enqueue with the kwargs of a run enqueued within this window returns that run
+    unique_for: timedelta | None = setting(None, conv.optional(conv.duration(exclusive=True)))
     catch_up: Literal["skip", "latest", "all"] = setting(
         "latest", conv.choice("skip", "latest", "all")
     )
@@ -111,6 +113,7 @@ _LATER_KEYS: dict[str, object] = {
     "concurrency_key": None,
     "max_per_key": None,
     "rate_limit": None,
+    "unique_for": None,
 }
 
 

@@ -43,6 +43,7 @@ class Run:
     concurrency_key: str | None = None  # its lease and rate limit are those of (job, key)
     result: Any = None  # its job's return value (JSON), when it succeeded and returned one
     result_note: str | None = None  # why a return value was not kept
+    unique_digest: str | None = None  # of a job with unique_for: its kwargs' digest
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -20,10 +20,13 @@ from jobrunner.store.sql import Op
 from jobrunner.store.tables import jobrunner_jobs
 
 TTL = 10.0  # seconds a job's published parameters are trusted before they are read again
-Entry = tuple[float, list[dict[str, Any]] | None, Mapping[str, Any]]
+# read at, the parameters, the job's own kwargs, its unique_for (seconds)
+Entry = tuple[float, list[dict[str, Any]] | None, Mapping[str, Any], float | None]
 
 _READ = sa.select(
-    jobrunner_jobs.c.parameters, jobrunner_jobs.c.definition["kwargs"].label("defaults")
+    jobrunner_jobs.c.parameters,
+    jobrunner_jobs.c.definition["kwargs"].label("defaults"),
+    jobrunner_jobs.c.definition["unique_for"].as_float().label("unique_for"),
 ).where(jobrunner_jobs.c.name == sa.bindparam("name"))
 
 
@@ -35,10 +38,10 @@ class Signatures:
         self.clock = clock
         self._seen: dict[str, Entry] = {}
 
-    def check(self, job: str, kwargs_list: Sequence[Mapping[str, Any]]) -> Op[None]:
+    def check(self, job: str, kwargs_list: Sequence[Mapping[str, Any]]) -> Op[float | None]:
         """Refuse kwargs that do not fit the job's parameters (InvalidArguments); nothing
         is checked for a job not in the catalog (the enqueue refuses it) or one whose worker
-        published no parameters."""
+        published no parameters. Returns the job's `unique_for` in seconds (or None)."""
         entry = self._seen.get(job)
         fresh = entry is not None and self.clock() - entry[0] < self.ttl
         if entry is None or not fresh:
@@ -48,19 +51,21 @@ class Signatures:
         except InvalidArguments:
             if not fresh:
                 raise
-            _check(job, (yield from self._read(job)), kwargs_list)
+            entry = yield from self._read(job)
+            _check(job, entry, kwargs_list)
+        return entry[3]
 
     def _read(self, job: str) -> Op[Entry]:
         row = (yield _READ, {"name": job}).one_or_none()
-        entry: Entry = (self.clock(), None, {})
+        entry: Entry = (self.clock(), None, {}, None)
         if row is not None:
-            entry = (self.clock(), row.parameters, row.defaults or {})
+            entry = (self.clock(), row.parameters, row.defaults or {}, row.unique_for)
             self._seen[job] = entry
         return entry
 
 
 def _check(job: str, entry: Entry, kwargs_list: Sequence[Mapping[str, Any]]) -> None:
-    _, parameters, defaults = entry
+    _, parameters, defaults, _ = entry
     if parameters is None:
         return
     for i, kwargs in enumerate(kwargs_list):

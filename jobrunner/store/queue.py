@@ -25,6 +25,7 @@ from jobrunner.store.history import get_run
 from jobrunner.store.params import Signatures
 from jobrunner.store.sql import Op, insert
 from jobrunner.store.tables import KEYED, SCHEDULED, SLOT_KEY, UTCDateTime, job_runs, jobrunner_jobs
+from jobrunner.store.unique import find_unique, kwargs_digest
 
 NOTIFY_CHANNEL = "jobrunner"  # wakes workers: runs were queued or leases released
 DONE_CHANNEL = "jobrunner_done"  # wakes `Client.wait`: runs ended
@@ -104,20 +105,29 @@ def enqueue(
     object (InvalidArguments). With an idempotency key, a repeat returns the first run.
     One statement in the common case: the run is inserted from the job's catalog row and,
     on PostgreSQL, the NOTIFY rides in the same statement. Only when nothing was inserted
-    does a second query tell an unknown job from a repeated idempotency key.
+    does a second query tell an unknown job from a repeated idempotency key. A job with
+    `unique_for` (known from `signatures`) returns the newest run with equal kwargs enqueued
+    within the window, if there is one (see `find_unique`).
     """
     check_options(options, EnqueueOptions, "enqueue")
     values = json_object(kwargs)
+    unique = None
     if signatures is not None:
-        yield from signatures.check(job_name, [values])
+        unique = yield from signatures.check(job_name, [values])
     run_at, key = options.get("run_at"), options.get("idempotency_key")
     corr, priority = options.get("correlation_id"), options.get("priority")
     ckey = options.get("concurrency_key")
     _check_run_at(run_at)
     check_priority(priority)
     check_concurrency_key(ckey)
+    digest = None
+    if unique is not None and key is None:
+        digest = kwargs_digest(values)
+        existing = yield from find_unique(dialect, job_name, digest, unique)
+        if existing is not None:
+            return existing
     params: dict[str, Any] = {"name": job_name, "kwargs": values, "key": key, "corr": corr}
-    params.update(run_at=run_at, priority=priority, ckey=ckey)
+    params.update(run_at=run_at, priority=priority, ckey=ckey, digest=digest)
     query = _enqueue_statement(dialect, run_at is not None, key is not None)
     row = (yield query, params).one_or_none()
     if row is not None:  # the run as inserted: what the database chose, and what was given
@@ -213,19 +223,17 @@ def enqueue_many(
             values.append(json_object(kwargs))
         except InvalidArguments as exc:
             raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
+    unique = None
     if signatures is not None:
-        yield from signatures.check(job_name, values)
+        unique = yield from signatures.check(job_name, values)
     run_at, ckey = options.get("run_at"), options.get("concurrency_key")
     _check_run_at(run_at)
     check_priority(options.get("priority"))
     check_concurrency_key(ckey)
     keys = options.get("idempotency_keys")
-    if keys is not None:
-        return (
-            yield from _enqueue_each(
-                dialect, job_name, values, _checked_keys(keys, values), options
-            )
-        )
+    if keys is not None or unique is not None:  # element by element: each may be a repeat
+        keys = _checked_keys(keys, values) if keys is not None else [None] * len(values)
+        return (yield from _enqueue_each(dialect, job_name, values, keys, options, signatures))
     if not values:
         return []
     params = {
@@ -265,6 +273,7 @@ def _enqueue_each(
     values: list[dict[str, Any]],
     keys: list[str | None],
     options: Mapping[str, Any],
+    signatures: Signatures | None,
 ) -> Op[list[int]]:
     """`enqueue_many` with idempotency keys: one idempotent enqueue per element, in the same
     transaction (all or none); a repeated key gives the id of the run it first created."""
@@ -272,7 +281,9 @@ def _enqueue_each(
     ids = []
     for i, (kwargs, key) in enumerate(zip(values, keys, strict=True)):
         try:
-            run = yield from enqueue(dialect, job_name, kwargs, None, idempotency_key=key, **given)
+            run = yield from enqueue(
+                dialect, job_name, kwargs, signatures, idempotency_key=key, **given
+            )
         except InvalidArguments as exc:
             raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
         ids.append(run.id)
@@ -298,7 +309,7 @@ def _concurrency_key(dialect: str, kwargs: Any) -> tuple[Any, sa.ColumnElement[b
 
 
 def _runs_from_catalog(
-    dialect: str, delayed: bool, kwargs: Any, key: Any, corr: Any
+    dialect: str, delayed: bool, kwargs: Any, key: Any, corr: Any, digest: Any
 ) -> sa.Select[Any]:
     """SELECT of the columns `_ENQUEUE_COLUMNS` for a manual run of the job `:name` (from its
     catalog row: none for an unknown job, or a concurrency key that does not fit), given the
@@ -323,12 +334,14 @@ def _runs_from_catalog(
         corr,
         priority,
         ckey,
+        digest,
     ).where(jobrunner_jobs.c.name == sa.bindparam("name"), fits)
 
 
 _ENQUEUE_COLUMNS = [
     "job_name", "trigger", "run_at", "status", "attempt", "max_attempts", "kwargs",
     "enqueued_at", "idempotency_key", "correlation_id", "priority", "concurrency_key",
+    "unique_digest",
 ]  # fmt: skip
 
 
@@ -347,6 +360,7 @@ def _enqueue_many_statement(dialect: str, delayed: bool) -> sa.Executable:
         elements.c.value,
         sa.null(),
         sa.bindparam("corr", type_=job_runs.c.correlation_id.type),
+        sa.null(),
     ).select_from(jobrunner_jobs.join(elements, sa.true()))
     stmt: sa.Executable = (
         insert(dialect, job_runs).from_select(_ENQUEUE_COLUMNS, source).returning(job_runs.c.id)
@@ -364,6 +378,7 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
         sa.bindparam("kwargs", type_=job_runs.c.kwargs.type),
         sa.bindparam("key", type_=job_runs.c.idempotency_key.type),
         sa.bindparam("corr", type_=job_runs.c.correlation_id.type),
+        sa.bindparam("digest", type_=sa.String()),
     )
     stmt = insert(dialect, job_runs).from_select(_ENQUEUE_COLUMNS, source)
     if idempotent:

@@ -188,6 +188,8 @@ job_runs = sa.Table(
     sa.Column("concurrency_key", sa.String(200), nullable=True),
     sa.Column("result", sa.JSON(none_as_null=True), nullable=True),  # the job's return value
     sa.Column("result_note", sa.String(300), nullable=True),  # why it was not kept
+    # of a job with `unique_for`: the digest of its kwargs (`queue.kwargs_digest`)
+    sa.Column("unique_digest", sa.String(64), nullable=True),
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="ck_job_runs_status"
     ),
@@ -235,6 +237,14 @@ sa.Index(  # the reaper's search for running runs without a lease
     sqlite_where=job_runs.c.status == "running",
 )
 sa.Index("ix_job_runs_enqueued", job_runs.c.enqueued_at)
+sa.Index(  # unique_for: the runs of a job with equal kwargs, newest last
+    "ix_job_runs_unique",
+    job_runs.c.job_name,
+    job_runs.c.unique_digest,
+    job_runs.c.enqueued_at,
+    postgresql_where=job_runs.c.unique_digest.is_not(None),
+    sqlite_where=job_runs.c.unique_digest.is_not(None),
+)
 sa.Index(
     "ix_job_runs_correlation",
     job_runs.c.correlation_id,

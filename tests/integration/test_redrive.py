@@ -83,3 +83,35 @@ def test_enqueue_many_with_idempotency_keys_returns_the_first_runs_on_repeats(
     with pytest.raises(InvalidArguments, match=r"kwargs_list\[1\]"):
         store.enqueue_many("j", [{}, {"x": float("nan")}], idempotency_keys=["new", "newer"])
     assert len(store.list_runs()) == 3  # all or none
+
+
+def test_unique_for_returns_the_run_with_equal_kwargs_within_the_window(store: AllPorts) -> None:
+    import sqlalchemy as sa
+
+    from jobrunner.store.access import ClientStore
+    from jobrunner.store.tables import job_runs
+
+    publish(store, unique_for=600.0)
+    client = ClientStore(store.engine)  # a client knows unique_for from the catalog
+    first = client.enqueue("j", {"a": 1, "b": [2]})
+    assert client.enqueue("j", {"b": [2], "a": 1}).id == first.id  # equal kwargs, any order
+    other = client.enqueue("j", {"a": 2})
+    assert other.id != first.id
+    assert client.enqueue_many("j", [{"a": 1, "b": [2]}, {"a": 3}])[0] == first.id
+    with store.engine.begin() as conn:  # the first run was enqueued 11 minutes ago
+        conn.execute(
+            job_runs.update()
+            .where(job_runs.c.id == first.id)
+            .values(
+                enqueued_at=sa.func.datetime("now", "-11 minutes")
+                if store.dialect == "sqlite"
+                else sa.text("now() - interval '11 minutes'")
+            )
+        )
+    later = client.enqueue("j", {"a": 1, "b": [2]})
+    assert later.id != first.id
+    assert client.enqueue("j", {"a": 1, "b": [2]}, idempotency_key="k").id not in (
+        first.id,
+        later.id,
+    )
+    assert len(store.list_runs()) == 5

@@ -1324,3 +1324,12 @@ def test_worker_queues_default_to_every_queue(write: WriteFn) -> None:
     ):
         key, message = one_issue(write(f"[worker]\nqueues = {bad}\n"))
         assert key == "worker.queues" and why in message, message
+
+
+def test_unique_for_is_a_duration_left_out_of_the_definition_when_unset(write: WriteFn) -> None:
+    plain = load(write(job_toml(SYNC))).jobs[0]
+    assert plain.unique_for is None and "unique_for" not in plain.definition()
+    job = load(write(job_toml(SYNC, "unique_for = '10m'"))).jobs[0]
+    assert job.definition()["unique_for"] == 600.0
+    key, message = one_issue(write(job_toml(SYNC, "unique_for = '0s'")))
+    assert key == "jobs[0].unique_for" and "greater than" in message
