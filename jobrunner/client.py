@@ -267,6 +267,8 @@ class AsyncClient(_Correlated):
     ) -> Run:
         """As `Client.enqueue`."""
         op = queue.enqueue(self.dialect, name, kwargs, self.signatures, **self._options(options))
+        if self.signatures.may_be_unique(name):  # its lock must last until the insert
+            return await self._write(op)
         return await self._write_one(op)
 
     async def enqueue_many(

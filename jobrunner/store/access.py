@@ -145,6 +145,8 @@ class ClientStore(_Store):
         **options: Unpack[EnqueueOptions],
     ) -> Run:
         op = queue.enqueue(self.dialect, job_name, kwargs, self.signatures, **options)
+        if self.signatures.may_be_unique(job_name):  # its lock must last until the insert
+            return write(self.engine, op)
         return write_one(self.engine, op)
 
     def enqueue_many(

@@ -55,6 +55,12 @@ class Signatures:
             _check(job, entry, kwargs_list)
         return entry[3]
 
+    def may_be_unique(self, job: str) -> bool:
+        """Whether an enqueue of `job` may take the `unique_for` path (its lock must then hold
+        until the insert: a transaction, not autocommit): unknown yet, or known unique."""
+        entry = self._seen.get(job)
+        return entry is None or entry[3] is not None
+
     def _read(self, job: str) -> Op[Entry]:
         row = (yield _READ, {"name": job}).one_or_none()
         entry: Entry = (self.clock(), None, {}, None)

@@ -115,3 +115,34 @@ def test_unique_for_returns_the_run_with_equal_kwargs_within_the_window(store: A
         later.id,
     )
     assert len(store.list_runs()) == 5
+
+
+@pytest.mark.parametrize("db_url", ["postgresql", "sqlite"], indirect=True)
+def test_equal_enqueues_racing_within_the_window_make_one_run(db_url: str) -> None:
+    import threading
+
+    from jobrunner.store.access import ClientStore
+
+    store = AllPorts.from_url(db_url)
+    try:
+        publish(store, unique_for=600.0)
+        clients = [ClientStore.from_url(db_url) for _ in range(6)]
+        barrier = threading.Barrier(len(clients))
+        ids: list[int] = []
+
+        def enqueue(client: ClientStore) -> None:
+            barrier.wait()
+            for _ in range(5):
+                ids.append(client.enqueue("j", {"same": True}).id)
+
+        threads = [threading.Thread(target=enqueue, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for c in clients:
+            c.close()
+        assert len(ids) == 30 and len(set(ids)) == 1, sorted(set(ids))
+        assert len(store.list_runs()) == 1
+    finally:
+        store.close()
