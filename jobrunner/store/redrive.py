@@ -22,7 +22,8 @@ def retry_run(dialect: str, run_id: int) -> Op[Run]:
     """Queue the run again, as a new attempt linked to its newest one (`retry_of`): with its
     job, slot, kwargs, priority, concurrency key and correlation id, and the job's retries
     from here. Only a run whose newest attempt ended without success (`RETRYABLE_STATUSES`)
-    can be retried; else RunNotRetryable. A retry raced by another returns the other's run."""
+    can be retried; else RunNotRetryable. For a scheduled slot a retry raced by another returns
+    the other's run (the slot key); two racing retries of a manual run may both be queued."""
     newest = (yield from run_attempts(run_id))[-1]
     if newest.status not in RETRYABLE_STATUSES:
         what = "is still" if newest.status in ("queued", "running") else "ended"
