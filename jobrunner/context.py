@@ -99,13 +99,18 @@ def encode_result(value: Any, limit: int | None = None) -> tuple[str | None, str
     except (TypeError, ValueError) as exc:
         kind = type(value).__qualname__
         return None, f"result not kept: a {kind} is not JSON ({str(exc)[:120]})"
+    note = oversize(text, limit)
+    return (None, note) if note else (text, None)
+
+
+def oversize(text: str, limit: int | None) -> str | None:
+    """The note on a result's JSON text longer than `limit` bytes; None if it fits."""
     size = len(text.encode())
-    if limit is not None and size > limit:
-        return None, (
-            f"result not kept: {size:,} bytes of JSON, over [worker] max_result_size "
-            f"({limit:,} bytes)"
-        )
-    return text, None
+    if limit is None or size <= limit:
+        return None
+    return (
+        f"result not kept: {size:,} bytes of JSON, over [worker] max_result_size ({limit:,} bytes)"
+    )
 
 
 def error_info(exc: BaseException) -> dict[str, str]:

@@ -145,7 +145,7 @@ class Outcome:
     error: Mapping[str, Any] | None = None
     reason: str | None = None
     retry_in: float | None = None  # seconds; None = no retry
-    result: Any = None  # the job's return value (a JSON value), if kept
+    result: str | None = None  # the job's return value as JSON text, if kept
     result_note: str | None = None  # why a return value was not kept
 
 

@@ -15,7 +15,7 @@ from jobrunner.records import Outcome, Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.leases import lock_name, release
 from jobrunner.store.queue import DONE_CHANNEL, queue_retries, wake
-from jobrunner.store.sql import Op, any_of
+from jobrunner.store.sql import Op, any_of, rows, unnest
 from jobrunner.store.tables import job_locks, job_runs
 
 
@@ -45,11 +45,14 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
         # in the same transaction). A `status` condition here would let the planner
         # scan the running runs' index instead, which stale statistics make it do.
         yield succeeded, {"ids": plain}
-    written_plain = set(plain)
-    others = [o for o in mine if o.lease.run_id not in written_plain]
+    valued = [{"rid": o.lease.run_id, "res": o.result} for o in mine if _valued(o)]
+    if valued:  # successes that returned a value: one statement on PostgreSQL as well
+        yield _valued_statement(dialect), rows(dialect, valued)
+    written = set(plain) | {v["rid"] for v in valued}
+    others = [o for o in mine if o.lease.run_id not in written]
     if others:
         yield (
-            _OTHER_OUTCOMES,
+            _other_statement(dialect),
             [
                 {
                     "rid": o.lease.run_id,
@@ -69,12 +72,12 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
 
 def _plain(outcome: Outcome) -> bool:
     """A success with nothing else to record (no reason, no result): the common case."""
-    return (
-        outcome.status == "succeeded"
-        and not outcome.reason
-        and outcome.result is None
-        and outcome.result_note is None
-    )
+    return _valued(outcome) and outcome.result is None
+
+
+def _valued(outcome: Outcome) -> bool:
+    """A success with nothing to record but perhaps its result."""
+    return outcome.status == "succeeded" and not outcome.reason and outcome.result_note is None
 
 
 @functools.cache
@@ -96,23 +99,47 @@ def _finish_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
     return release_held, succeeded
 
 
-_OTHER_OUTCOMES = (
-    job_runs.update()
-    .where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.status == "running")
-    .values(
-        status=sa.bindparam("st"),
-        error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
-        reason=sa.func.coalesce(sa.bindparam("why"), job_runs.c.reason),
-        result=sa.bindparam("res", type_=sa.JSON(none_as_null=True)),
-        result_note=sa.bindparam("note", type_=sa.String()),
-        finished_at=db_now(),
-        # a run claimed ahead and cancelled before its time never began
-        started_at=sa.case(
-            (job_runs.c.started_at > db_now(), db_now()),
-            else_=job_runs.c.started_at,
-        ),
+def _json_text(dialect: str, value: Any) -> Any:
+    """A JSON column's value from JSON text (`value`, a bind or a column), as it is."""
+    return sa.cast(value, sa.JSON) if dialect == "postgresql" else value
+
+
+@functools.cache
+def _valued_statement(dialect: str) -> sa.Update:
+    """Record the runs `rid` succeeded with their results `res` (JSON text): one statement of
+    fixed text on PostgreSQL (see `sql.rows`), executemany on SQLite."""
+    if dialect == "postgresql":
+        given = unnest(("rid", sa.BigInteger()), ("res", sa.Text()))
+        rid, res = given.c.rid, given.c.res
+    else:
+        rid, res = sa.bindparam("rid"), sa.bindparam("res", type_=sa.Text())
+    return (
+        job_runs.update()
+        .where(job_runs.c.id == rid)
+        .values(status="succeeded", result=_json_text(dialect, res), finished_at=db_now())
     )
-)
+
+
+@functools.cache
+def _other_statement(dialect: str) -> sa.Update:
+    """Record one run's outcome of any kind, by row (executemany): the rare cases."""
+    return (
+        job_runs.update()
+        .where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.status == "running")
+        .values(
+            status=sa.bindparam("st"),
+            error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
+            reason=sa.func.coalesce(sa.bindparam("why"), job_runs.c.reason),
+            result=_json_text(dialect, sa.bindparam("res", type_=sa.Text())),
+            result_note=sa.bindparam("note", type_=sa.String()),
+            finished_at=db_now(),
+            # a run claimed ahead and cancelled before its time never began
+            started_at=sa.case(
+                (job_runs.c.started_at > db_now(), db_now()),
+                else_=job_runs.c.started_at,
+            ),
+        )
+    )
 
 
 def reap(dialect: str, *, lease_ttl: float, orphans: bool = True) -> Op[list[Run]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +27,7 @@ from typing import Any
 import structlog
 
 from jobrunner.config import DEFAULT_MAX_RESULT_SIZE, JobConfig
-from jobrunner.context import JobContext, Result, encode_result
+from jobrunner.context import JobContext, Result, encode_result, oversize
 from jobrunner.logging import get_logger
 from jobrunner.policy import retry_after
 from jobrunner.records import ClaimedRun, FinalStatus, Outcome
@@ -197,20 +196,19 @@ class Runner:
         )
         runs.wake_recorder.set()
 
-    def _kept(self, result: Result | None, active: Active) -> tuple[Any, str | None]:
-        """The return value to store (a JSON value), or a note on why it is not kept."""
+    def _kept(self, result: Result | None, active: Active) -> tuple[str | None, str | None]:
+        """The return value to store (its JSON text), or a note on why it is not kept."""
         if result is None or result.status != "succeeded":
             return None, None
         if result.encoded is not None or result.note is not None:  # from a child process
-            decoded = None if result.encoded is None else json.loads(result.encoded)
-            text, note = encode_result(decoded, self.max_result_size)
-            value, note = (None if text is None else decoded), result.note or note
+            text, note = result.encoded, result.note
+            if text is not None and (note := oversize(text, self.max_result_size)):
+                text = None
         else:
             text, note = encode_result(result.value, self.max_result_size)
-            value = None if text is None else result.value
         if note is not None:
             active.ctx.log.warning("run result not kept", why=note)
-        return value, note
+        return text, note
 
 
 def iso(value: datetime | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from jobrunner.store.tables import PgArray, job_locks, job_runs, jobrunner_worke
 from tests.support import AllPorts
 
 FORBID = Policy(overlap="forbid", misfire_grace=3600)
+ALLOW = Policy(overlap="allow", misfire_grace=3600)
 
 
 def publish(store: AllPorts, *names: str, retries: int = 0) -> None:
@@ -334,6 +336,27 @@ def test_claim_ahead_leaves_decisions_to_the_due_time(store: AllPorts) -> None:
     assert [(r.job_name, why) for r, why in then.skipped] == [("off", "paused")]
     swap = next(c for c in holders.started if c.run.job_name == "swap")
     assert [c.run.job_name for c in then.started] == ["swap"] and then.replaced == [swap.run.id]
+
+
+def test_results_of_every_json_kind_are_written_in_one_finish(store: AllPorts) -> None:
+    """Successes with results (JSON text, one statement on PostgreSQL), a plain success and
+    a success whose result was not kept, finished together, each read back as given."""
+    values: list[Any] = [42, "42", 1.5, True, [1, None, "x"], {"a": {"b": []}}, "", None]
+    at = past()
+    store.insert_slots([slot("r", at - timedelta(seconds=i)) for i in range(len(values) + 1)])
+    claim = store.claim(worker_id="w", limit=20, policies={"r": ALLOW}, lease_ttl=30)
+    leases = [c.lease for c in claim.started]
+    assert len(leases) == len(values) + 1
+    outcomes = [
+        Outcome(lease=lease, status="succeeded", result=None if v is None else json.dumps(v))
+        for lease, v in zip(leases, values, strict=False)
+    ]
+    outcomes.append(Outcome(lease=leases[-1], status="succeeded", result_note="not kept: big"))
+    assert store.finish("w", outcomes) == {lease.run_id for lease in leases}
+    got = [store.get_run(lease.run_id) for lease in leases]
+    assert {r.status for r in got} == {"succeeded"}
+    assert [r.result for r in got] == [*values, None]
+    assert [r.result_note for r in got] == [None] * len(values) + ["not kept: big"]
 
 
 def test_a_run_cancelled_before_its_time_is_recorded_as_never_begun(store: AllPorts) -> None:
