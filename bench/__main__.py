@@ -1,8 +1,8 @@
 """`python -m bench SCENARIO --db URL [--repeats N] [--size N] ...`
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
-failover, partition, upgrade, idle, memory, queues (jobrunner); pgbench (the machine's limit);
-statements (a diagnostic: statements per run, side by side); all (each in turn).
+failover, partition, upgrade, idle, memory, queues, results (jobrunner); pgbench (the machine's
+limit); statements (a diagnostic: statements per run, side by side); all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
 databases named bench_* and drops every one at the end, also on Ctrl-C.
 """
@@ -36,6 +36,7 @@ SCENARIOS = (
     "idle",
     "memory",
     "queues",
+    "results",
     "pgbench",
     "statements",
 )
@@ -52,7 +53,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="throughput: runs; pickup: runs; firelag/scale: cron jobs; "
-        "idle: largest replica count; queues: runs per drain",
+        "idle: largest replica count; queues, results: runs per drain",
     )
     p.add_argument(
         "--duration",
@@ -97,7 +98,7 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
         opts["workers"] = tuple(int(w) for w in args.workers.split(","))
         if args.size:
             opts["size"] = args.size
-    elif scenario in ("pickup", "statements", "queues"):
+    elif scenario in ("pickup", "statements", "queues", "results"):
         if args.size:
             opts["size"] = args.size
     elif scenario in ("firelag", "scale"):
@@ -205,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
 def default_repeats(scenario: str) -> int:
     if scenario == "partition":
         return 2
-    return 3 if scenario in ("throughput", "pickup", "failover", "pgbench", "queues") else 1
+    return (
+        3 if scenario in ("throughput", "pickup", "failover", "pgbench", "queues", "results") else 1
+    )
 
 
 def _installed(system: str) -> bool:

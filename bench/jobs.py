@@ -21,6 +21,19 @@ async def tenant_noop(tenant: str) -> None:
     """`noop` with the kwarg a concurrency key or rate limit groups its runs by."""
 
 
+async def small_result(tenant: str) -> dict[str, Any]:
+    """`tenant_noop` returning a small JSON value (about 40 bytes), stored on its run."""
+    return {"tenant": tenant, "ok": True, "n": 42}
+
+
+KB = "x" * 1000
+
+
+async def kb_result(tenant: str) -> dict[str, Any]:
+    """`tenant_noop` returning about 1 KB of JSON, stored on its run."""
+    return {"tenant": tenant, "text": KB}
+
+
 async def record(ctx: Any) -> None:
     """Appends one line per start to $BENCH_STARTS (O_APPEND), to count duplicate starts and
     to time when the job function began (`t`, this host's clock)."""

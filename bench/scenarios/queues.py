@@ -110,12 +110,13 @@ def run(
             for variant, limits in VARIANTS.items():
                 if variant in AT_DEFAULT_ONLY and c != DEFAULT_CONCURRENCY:
                     continue
-                rates[variant] = drain(ctx, result, variant, limits, kwargs, size, r, c)
-            paired = {v: _ratio(x, rates["plain"]) for v, x in rates.items() if v != "plain"}
+                job = {"name": variant, "func": "bench.jobs:tenant_noop", **limits}
+                rates[variant] = drain(ctx, result, variant, job, kwargs, size, r, c)
+            paired = {v: ratio(x, rates["plain"]) for v, x in rates.items() if v != "plain"}
             result.extra.setdefault("paired_ratios", {}).setdefault(f"c{c}", []).append(paired)
             ctx.say(
                 f"  r{r} c{c} runs/s against plain: "
-                + ", ".join(f"{v} {_f2(x)}" for v, x in paired.items())
+                + ", ".join(f"{v} {times(x)}" for v, x in paired.items())
             )
     return result
 
@@ -124,15 +125,16 @@ def drain(
     ctx: Context,
     result: Result,
     variant: str,
-    limits: Mapping[str, Any],
+    job: Mapping[str, Any],
     kwargs: Sequence[Mapping[str, Any]],
     size: int,
     r: int,
     concurrency: int,
+    scenario: str = "queues",
 ) -> float | None:
-    """One fill and drain of the variant's job; its runs/s (database time)."""
-    label = f"queues {variant} r{r} c{concurrency}"
-    job = {"name": variant, "func": "bench.jobs:tenant_noop", **limits}
+    """One fill and drain of the variant's job (its `[[jobs]]` table); its runs/s (database
+    time)."""
+    label = f"{scenario} {variant} r{r} c{concurrency}"
 
     def make(url: str, workdir: Path) -> System:
         return Jobrunner(url, workdir, concurrency=concurrency, jobs=[job], kwargs=kwargs)
@@ -148,7 +150,7 @@ def drain(
             r,
             concurrency,
             make=make,
-            where=f"queues/{variant}-r{r}-c{concurrency}",
+            where=f"{scenario}/{variant}-r{r}-c{concurrency}",
             probe=_peak_starts,
         ),
     )
@@ -157,8 +159,8 @@ def drain(
     result.add(variant, f"cpu_{concurrency}", cpu_us)
     peak = m["probe"]
     result.extra.setdefault("peak_starts_per_s", {}).setdefault(variant, []).append(peak)
-    if "rate_limit" in limits and "concurrency_key" not in limits:
-        count = int(str(limits["rate_limit"]).split("/")[0])
+    if "rate_limit" in job and "concurrency_key" not in job:
+        count = int(str(job["rate_limit"]).split("/")[0])
         bound = "bound" if peak is not None and peak >= count else "did not bind"
         result.note(f"{label}: peak {peak or 0:,} starts in 1 s, limit {count:,}: {bound}")
     ctx.say(
@@ -229,7 +231,7 @@ def _started(url: str, priority: int) -> Callable[[], bool]:
     return lambda: _queued(url, priority) == 0
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
@@ -237,5 +239,5 @@ def _f(v: float | None) -> str:
     return "n/a" if v is None else f"{v:,.0f}"
 
 
-def _f2(v: float | None) -> str:
+def times(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}x"

@@ -23,6 +23,7 @@ from bench.scenarios import (
     memory,
     pickup,
     queues,
+    results,
     scale,
     throughput,
 )
@@ -120,6 +121,14 @@ def test_queues(ctx: Context) -> None:
     timing = ("did not bind", "backlog")
     assert [n for n in result.notes if not any(t in n for t in timing)] == [], result.notes
     assert "| keyed/plain |" in result.table()
+
+
+def test_results(ctx: Context) -> None:
+    result = results.run(ctx, size=40, tenants=3, concurrencies=(16,))
+    for variant in results.VARIANTS:
+        assert values(result, variant)["rate_16"] is not None, variant
+    assert result.notes == [] and "| kb/none |" in result.table()
+    assert set(result.extra["paired_ratios"]["c16"][0]) == {"small", "kb"}
 
 
 @pytest.mark.skipif(
