@@ -7,9 +7,13 @@ apply to both.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import math
+import sys
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,6 +30,7 @@ from jobrunner import (
 )
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Policy
+from jobrunner.signature import parameters_of
 from jobrunner.store.queue import NOTIFY_CHANNEL
 from tests.support import AllPorts
 
@@ -96,6 +101,52 @@ def test_enqueue_refuses_arguments_that_are_not_a_json_object(client: Client, kw
     with pytest.raises(InvalidArguments):
         client.enqueue("report", kwargs)
     assert client.list_runs() == [], "nothing may be written"
+
+
+def typed(ctx: Any, user_id: int, region: str = "eu", tags: list[str] | None = None) -> None:
+    """The signature a worker publishes for the job `typed` (never run here)."""
+
+
+def test_checking_kwargs_imports_nothing_a_client_names(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guarantee 9: kwargs are checked against the JSON the worker published; a module a
+    client names (as a value, a parameter name, a job name) is never imported, even though
+    it is importable here, and a bad call is refused."""
+    probe = f"jr_probe_{uuid.uuid4().hex[:10]}"
+    marker = tmp_path / "imported"
+    (tmp_path / f"{probe}.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef run(): 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = AllPorts.from_url(db_url)
+    entry = CatalogEntry(
+        name="typed",
+        cron=None,
+        timezone="UTC",
+        config_hash="h",
+        definition={"name": "typed"},
+        parameters=parameters_of(typed),
+    )
+    store.publish_catalog([entry], worker_id="w1")
+    store.close()
+    named = f"{probe}:run"
+    with Client.from_url(db_url) as c:
+        for kwargs in (
+            {"user_id": named},
+            {"user_id": 1, named: 1},
+            {"user_id": 1, "tags": [named, probe], "region": 3},
+            {"user_id": {"__import__": probe}},
+        ):
+            with pytest.raises(InvalidArguments):
+                c.enqueue("typed", kwargs)
+        with pytest.raises(JobNotFound):
+            c.enqueue(named, {})
+        assert c.list_runs() == []
+        run = c.enqueue("typed", {"user_id": 1, "region": named, "tags": [probe]})
+        assert run.kwargs == {"user_id": 1, "region": named, "tags": [probe]}
+    assert probe not in sys.modules and not marker.exists()
+    importlib.import_module(probe)  # the probe itself works: importing it leaves its mark
+    assert marker.exists()
+    sys.modules.pop(probe, None)
 
 
 def test_enqueue_refuses_an_unknown_job_and_a_naive_run_at(client: Client) -> None:
