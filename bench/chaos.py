@@ -3,7 +3,7 @@ SIGSTOP+SIGCONT / restart of replicas and random PostgreSQL restarts for a durat
 count what became of every slot.
 
     python -m bench.chaos --db postgresql://postgres@127.0.0.1:5432/postgres \
-        --replicas 5 --duration 120 --pg-restarts 6
+        --replicas 5 --duration 120 --pg-restarts 6 [--runtime 20]
 
 It creates a scratch database, runs the replicas against it and prints: slots expected,
 started, finished, duplicate starts of one (slot, attempt), slots never started, slots never
@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,7 +72,14 @@ retries = 5
 retry_backoff = "0.2s"
 catch_up = "all"
 misfire_grace = "2m"
+[[jobs]]
+name = "chaos-runtime"
+func = "chaos_jobs:work_async"
+retries = 5
+retry_backoff = "0.2s"
+misfire_grace = "2m"
 """
+RUNTIME_JOB = "chaos-runtime"  # the runtime schedules' job (`--runtime N`): per-second slots
 
 
 @dataclass
@@ -140,8 +148,17 @@ def restart_postgres() -> None:
 
 
 def chaos(
-    server_url: str, replicas: int, duration: float, seed: int, *, pg_restarts: int = 0
+    server_url: str,
+    replicas: int,
+    duration: float,
+    seed: int,
+    *,
+    pg_restarts: int = 0,
+    runtime: int = 0,
 ) -> dict[str, float]:
+    """One chaos run; with `runtime`, that many per-second runtime schedules of
+    `RUNTIME_JOB` (keys r0, r1, ...) are created through the client once the replicas are
+    up, and their slots are counted as the TOML jobs' are."""
     if pg_restarts and pg_cluster() is None:
         raise SystemExit("--pg-restarts needs the local PostgreSQL cluster (pg_ctlcluster)")
     rng = random.Random(seed)
@@ -151,7 +168,7 @@ def chaos(
         c.execute(f'CREATE DATABASE "{name}"')
     url = _libpq(sa.make_url(server_url).set(database=name).render_as_string(hide_password=False))
     try:
-        return Harness(url, replicas, rng).run(duration, pg_restarts)
+        return Harness(url, replicas, rng, runtime).run(duration, pg_restarts)
     finally:
         with psycopg.connect(admin, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -160,8 +177,9 @@ def chaos(
 class Harness:
     """The replicas of one chaos run and what was done to them."""
 
-    def __init__(self, url: str, replicas: int, rng: random.Random) -> None:
+    def __init__(self, url: str, replicas: int, rng: random.Random, runtime: int = 0) -> None:
         self.url, self.rng = url, rng
+        self.keys = [f"r{i}" for i in range(runtime)]
         self.tmp = Path(tempfile.mkdtemp(prefix="jobrunner-chaos-"))
         config = self.tmp / "chaos.toml"
         config.write_text(CONFIG.format(url=url, here=HERE))
@@ -175,6 +193,7 @@ class Harness:
         for r in self.fleet:
             r.start(self.env)
         time.sleep(3)
+        self._create_schedules()
         begin = datetime.now(UTC)
         stop_at = time.monotonic() + duration
         pg_at = sorted(
@@ -192,10 +211,21 @@ class Harness:
                 self._act()
         end = datetime.now(UTC)
         self._settle()
-        result = measure(self.events, begin, end)
+        result = measure(self.events, begin, end, self.keys)
         result.update({f"actions_{k}": float(v) for k, v in self.actions.items()})
         result["unexpected_exits"] = float(len(self.unexpected))
         return result
+
+    def _create_schedules(self) -> None:
+        if not self.keys:
+            return
+        from jobrunner import Client
+
+        with Client.from_url(self.url) as client:
+            for key in self.keys:
+                client.create_schedule(
+                    RUNTIME_JOB, "* * * * * *", key=key, kwargs={"key": key}, catch_up="all"
+                )
 
     def _act(self) -> None:
         rng = self.rng
@@ -247,15 +277,22 @@ class Harness:
         self._check_exits()
 
 
-def measure(events: Path, begin: datetime, end: datetime) -> dict[str, float]:
+def measure(
+    events: Path, begin: datetime, end: datetime, keys: Sequence[str] = ()
+) -> dict[str, float]:
+    """What became of every per-second slot of the TOML jobs and of the runtime schedules
+    `keys` (as "chaos-runtime/KEY") in (begin, end]."""
     first = begin.replace(microsecond=0) + timedelta(seconds=1)
     last = end.replace(microsecond=0)
     expected = {
         (job, first + timedelta(seconds=i))
-        for job in JOBS
+        for job in (*JOBS, *(f"{RUNTIME_JOB}/{k}" for k in keys))
         for i in range(int((last - first).total_seconds()) + 1)
     }
     rows = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    for row in rows:  # a runtime schedule's run names its key (its kwargs)
+        if row.get("key"):
+            row["job"] = f"{row['job']}/{row['key']}"
     starts: dict[tuple[str, datetime, int], int] = defaultdict(int)
     spans: dict[tuple[str, datetime], dict[int, list[float]]] = defaultdict(dict)
     started: set[tuple[str, datetime]] = set()
@@ -310,8 +347,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pg-restarts", type=int, default=0, help="PostgreSQL restarts")
+    parser.add_argument(
+        "--runtime", type=int, default=0, help="per-second runtime schedules to add"
+    )
     args = parser.parse_args()
-    result = chaos(args.db, args.replicas, args.duration, args.seed, pg_restarts=args.pg_restarts)
+    result = chaos(
+        args.db,
+        args.replicas,
+        args.duration,
+        args.seed,
+        pg_restarts=args.pg_restarts,
+        runtime=args.runtime,
+    )
     width = max(map(len, result))
     print(f"chaos: {args.replicas} replicas, {args.duration:g}s, seed {args.seed}")
     for key, value in result.items():

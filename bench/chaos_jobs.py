@@ -11,10 +11,11 @@ import time
 from typing import Any
 
 
-def record(ctx: Any, event: str) -> None:
+def record(ctx: Any, event: str, key: str | None = None) -> None:
     line = json.dumps(
         {
             "job": ctx.job_name,
+            "key": key,
             "slot": ctx.scheduled_for.isoformat() if ctx.scheduled_for else None,
             "attempt": ctx.attempt,
             "run_id": ctx.run_id,
@@ -30,14 +31,15 @@ def record(ctx: Any, event: str) -> None:
         os.close(fd)
 
 
-async def work_async(ctx: Any, seconds: float = 0.3) -> None:
-    record(ctx, "start")
+async def work_async(ctx: Any, seconds: float = 0.3, key: str | None = None) -> None:
+    """`key`: a runtime schedule's, given as its kwargs."""
+    record(ctx, "start", key)
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:
-        record(ctx, "cancelled")
+        record(ctx, "cancelled", key)
         raise
-    record(ctx, "finish")
+    record(ctx, "finish", key)
 
 
 def work_sync(ctx: Any, seconds: float = 0.3) -> None:

@@ -16,6 +16,7 @@ from jobrunner.errors import (
     JobNotFound,
     JobrunnerError,
     RunNotFound,
+    ScheduleNotFound,
     SchemaOutOfDate,
     WaitTimeout,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "JobrunnerError",
     "Run",
     "RunNotFound",
+    "ScheduleNotFound",
     "SchemaOutOfDate",
     "WaitTimeout",
     "__version__",

@@ -27,8 +27,9 @@ import sqlalchemy as sa
 import structlog
 
 from jobrunner.errors import BadInput
-from jobrunner.records import CatalogEntry, Run
-from jobrunner.store import catalog, follow, history, queue, redrive
+from jobrunner.records import CatalogEntry, Run, ScheduleRow
+from jobrunner.runtime import ScheduleChanges
+from jobrunner.store import catalog, follow, history, queue, redrive, schedules
 from jobrunner.store.access import ClientStore, read
 from jobrunner.store.engine import create_engine, postgres_options
 from jobrunner.store.history import RunFilters
@@ -39,7 +40,7 @@ from jobrunner.store.sql import Op, run_async
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet: imported only when used
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["AsyncClient", "BulkOptions", "Client", "EnqueueOptions"]
+__all__ = ["AsyncClient", "BulkOptions", "Client", "EnqueueOptions", "ScheduleChanges"]
 
 T = TypeVar("T")
 
@@ -68,6 +69,22 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
+def _spec(
+    cron: str,
+    timezone: str | None,
+    kwargs: Mapping[str, Any] | None,
+    catch_up: str | None,
+    overlap: str | None,
+) -> ScheduleChanges:
+    return {
+        "cron": cron,
+        "timezone": timezone,
+        "kwargs": kwargs,
+        "catch_up": catch_up,
+        "overlap": overlap,
+    }
+
+
 class _Correlated:
     """What both clients add to an enqueue's options: the caller's correlation id."""
 
@@ -81,7 +98,117 @@ class _Correlated:
         return given
 
 
-class Client(_Correlated):
+class _Schedules:
+    """The runtime schedule methods of `Client` (`jobrunner.store.schedules`)."""
+
+    _store: ClientStore
+
+    def create_schedule(
+        self,
+        job: str,
+        cron: str,
+        *,
+        key: str,
+        timezone: str | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        catch_up: str | None = None,
+        overlap: str | None = None,
+    ) -> ScheduleRow:
+        """A schedule of the catalogued `job` made at runtime, keyed by (job, `key`): its
+        slots go through the slot ledger as a TOML schedule's, one start each across
+        replicas. `cron`, `timezone` (default the job's), `catch_up` and `overlap` (default
+        the job's) are checked as the config's, `kwargs` as an enqueue's; InvalidArguments
+        (also for a key in use), JobNotFound."""
+        changes = _spec(cron, timezone, kwargs, catch_up, overlap)
+        return self._store.create_schedule(job, key, changes)
+
+    def update_schedule(
+        self, job: str, key: str, **changes: Unpack[ScheduleChanges]
+    ) -> ScheduleRow:
+        """Change a live schedule (`ScheduleChanges`; None: back to the job's); it takes
+        effect at its next slot not yet claimed. ScheduleNotFound, InvalidArguments."""
+        return self._store.update_schedule(job, key, changes)
+
+    def pause_schedule(self, job: str, key: str) -> ScheduleRow:
+        """Its slots are recorded skipped (`paused`) until it is resumed."""
+        return self._store.set_schedule_paused(job, key, True)
+
+    def resume_schedule(self, job: str, key: str) -> ScheduleRow:
+        return self._store.set_schedule_paused(job, key, False)
+
+    def delete_schedule(self, job: str, key: str) -> ScheduleRow:
+        """End the schedule; it is kept as `deleted` (listed with `ended=True`)."""
+        return self._store.delete_schedule(job, key)
+
+    def get_schedule(self, job: str, key: str) -> ScheduleRow:
+        """One schedule, whatever its status (ScheduleNotFound)."""
+        return self._store.get_schedule(job, key)
+
+    def list_schedules(self, job: str | None = None, *, ended: bool = False) -> list[ScheduleRow]:
+        """Live schedules (active, paused) by job and key; with `ended` also the deleted
+        and retired ones."""
+        return self._store.list_schedules(job, ended=ended)
+
+
+class _AsyncSchedules:
+    """The runtime schedule methods of `AsyncClient`, as `Client`'s."""
+
+    dialect: str
+    signatures: Signatures
+
+    async def _read(self, op: Op[T]) -> T:
+        raise NotImplementedError
+
+    async def _write(self, op: Op[T]) -> T:
+        raise NotImplementedError
+
+    async def create_schedule(
+        self,
+        job: str,
+        cron: str,
+        *,
+        key: str,
+        timezone: str | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        catch_up: str | None = None,
+        overlap: str | None = None,
+    ) -> ScheduleRow:
+        """As `Client.create_schedule`."""
+        changes = _spec(cron, timezone, kwargs, catch_up, overlap)
+        op = schedules.create_schedule(self.dialect, job, key, changes, self.signatures)
+        return await self._write(op)
+
+    async def update_schedule(
+        self, job: str, key: str, **changes: Unpack[ScheduleChanges]
+    ) -> ScheduleRow:
+        """As `Client.update_schedule`."""
+        op = schedules.update_schedule(self.dialect, job, key, changes, self.signatures)
+        return await self._write(op)
+
+    async def pause_schedule(self, job: str, key: str) -> ScheduleRow:
+        """As `Client.pause_schedule`."""
+        return await self._write(schedules.set_schedule_paused(self.dialect, job, key, True))
+
+    async def resume_schedule(self, job: str, key: str) -> ScheduleRow:
+        """As `Client.resume_schedule`."""
+        return await self._write(schedules.set_schedule_paused(self.dialect, job, key, False))
+
+    async def delete_schedule(self, job: str, key: str) -> ScheduleRow:
+        """As `Client.delete_schedule`."""
+        return await self._write(schedules.delete_schedule(self.dialect, job, key))
+
+    async def get_schedule(self, job: str, key: str) -> ScheduleRow:
+        """As `Client.get_schedule`."""
+        return await self._read(schedules.get_schedule(job, key))
+
+    async def list_schedules(
+        self, job: str | None = None, *, ended: bool = False
+    ) -> list[ScheduleRow]:
+        """As `Client.list_schedules`."""
+        return await self._read(schedules.list_schedules(job, ended=ended))
+
+
+class Client(_Correlated, _Schedules):
     """A synchronous client over one database (PostgreSQL or SQLite).
 
     Build it with `Client.from_url(url)` (the client owns and disposes its engine) or
@@ -197,7 +324,7 @@ class Client(_Correlated):
         self.close()
 
 
-class AsyncClient(_Correlated):
+class AsyncClient(_Correlated, _AsyncSchedules):
     """An asyncio client (PostgreSQL through psycopg's async driver).
 
     Build it with `AsyncClient.from_url(url)` (owns its engine) or `AsyncClient(engine)`

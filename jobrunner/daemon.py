@@ -17,7 +17,14 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from jobrunner.config import load_config, mask_url, resolve_config_path
-from jobrunner.errors import BadInput, ConfigError, JobNotFound, JobrunnerError, RunNotFound
+from jobrunner.errors import (
+    BadInput,
+    ConfigError,
+    JobNotFound,
+    JobrunnerError,
+    RunNotFound,
+    ScheduleNotFound,
+)
 
 
 def run_args(args: list[str]) -> tuple[bool, Path | None]:
@@ -38,7 +45,7 @@ def run_args(args: list[str]) -> tuple[bool, Path | None]:
 def failure(exc: BaseException, url: str) -> tuple[str, int] | None:
     """The one-line message and exit code a command ends with after `exc`, or None for an
     error that is a bug (it keeps its traceback). Database URLs are masked."""
-    if isinstance(exc, JobNotFound | RunNotFound | BadInput):
+    if isinstance(exc, JobNotFound | RunNotFound | ScheduleNotFound | BadInput):
         return str(exc), 2
     if isinstance(exc, JobrunnerError):
         return str(exc), 1

@@ -50,6 +50,14 @@ class RunNotFound(JobrunnerError, LookupError):
     """No such run."""
 
 
+class ScheduleNotFound(JobrunnerError, LookupError):
+    """No such runtime schedule (or it was deleted or retired)."""
+
+
+class ScheduleExists(InvalidArguments):
+    """A live schedule of the job has that key already."""
+
+
 class SchemaOutOfDate(JobrunnerError, RuntimeError):
     """The database schema is not current: run `jobrunner db upgrade`."""
 

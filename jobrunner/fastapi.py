@@ -14,9 +14,10 @@ the host app's own auth::
     )
 
 Routes: `GET /jobs`, `GET /jobs/{name}`, `POST /jobs/{name}/runs` (202), `GET /runs`,
-`GET /runs/{run_id}`, `POST /runs/{run_id}/cancel`, `POST /runs/{run_id}/retry`. Unknown jobs
-and runs are 404, a bad body or query is 422, cancelling a run that already finished or
-retrying one that succeeded is 409.
+`GET /runs/{run_id}`, `POST /runs/{run_id}/cancel`, `POST /runs/{run_id}/retry`, and the
+runtime schedules' `/schedules` routes (`jobrunner.schedule_router`). Unknown jobs, runs and
+schedules are 404, a bad body or query is 422, cancelling a run that already finished,
+retrying one that succeeded or creating a schedule whose key is in use is 409.
 
 The correlation id of an enqueued run is, by default, the `correlation_id` bound in
 structlog's contextvars (a request-id middleware binds it, see `examples/fastapi_app.py`);
@@ -41,9 +42,19 @@ from jobrunner.converters import PRIORITY_RANGE
 from jobrunner.errors import BadInput, JobNotFound, RunNotFound, RunNotRetryable
 from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
+from jobrunner.schedule_router import ScheduleChange, ScheduleCreate, ScheduleOut, schedule_routes
 from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES, TRIGGERS
 
-__all__ = ["EnqueueRequest", "ErrorOut", "JobOut", "RunOut", "create_router"]
+__all__ = [
+    "EnqueueRequest",
+    "ErrorOut",
+    "JobOut",
+    "RunOut",
+    "ScheduleChange",
+    "ScheduleCreate",
+    "ScheduleOut",
+    "create_router",
+]
 
 RunStatus = Literal[
     "queued", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"
@@ -98,6 +109,12 @@ class RunOut(BaseModel):
     )
     result_note: str | None = Field(
         default=None, description="Why a return value was not kept (not JSON, or too large)."
+    )
+    schedule_key: str = Field(
+        default="", description="A runtime schedule's slot: the schedule's key ('' otherwise)."
+    )
+    schedule_version: int | None = Field(
+        default=None, description="The version of the runtime schedule that decided the slot."
     )
 
 
@@ -213,6 +230,7 @@ def create_router(
     _job_routes(router, call, include_traceback, correlation_id or _default_correlation_id)
     _run_routes(router, call, include_traceback)
     _retry_route(router, call, include_traceback)
+    schedule_routes(router, call, ErrorOut)
     return router
 
 

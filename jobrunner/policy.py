@@ -12,13 +12,15 @@ Catch-up (which missed slots run after an outage) is `jobrunner.worker.timetable
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from jobrunner.records import Lease, Policy, Run
+from jobrunner.records import Lease, Overlap, Policy, Run
 
 if TYPE_CHECKING:
     from jobrunner.config import JobConfig
@@ -59,9 +61,31 @@ def retry_after(
 LaneKey = tuple[str, str]  # (job, concurrency key value; '' for a job without a key)
 
 
+SCHEDULE_LANE = "\x1e"  # a runtime schedule's lane is "\x1eKEY": no concurrency key holds it
+
+
 def lane_key(run: Run, pol: Policy) -> LaneKey:
-    """Whose lease slots and rate window a run uses: its job's, or its (job, key)'s."""
-    return (run.job_name, (run.concurrency_key or "") if pol.keyed else "")
+    """Whose lease slots and rate window a run uses: its job's, its (job, key)'s, or, for a
+    runtime schedule's run of a job without a concurrency key, its schedule's (overlap is
+    per schedule: one user's slot never skips another's)."""
+    if pol.keyed:
+        return (run.job_name, run.concurrency_key or "")
+    if run.schedule_key:
+        return (run.job_name, SCHEDULE_LANE + run.schedule_key)
+    return (run.job_name, "")
+
+
+def policy_of(run: Run, policies: Mapping[str, Policy]) -> Policy:
+    """The run's job's policy, with its runtime schedule's overlap if that overrides it."""
+    pol = policies[run.job_name]
+    if run.overlap is None or run.overlap == pol.overlap:
+        return pol
+    return _overridden(pol, run.overlap)
+
+
+@functools.lru_cache(maxsize=256)
+def _overridden(pol: Policy, overlap: Overlap) -> Policy:
+    return dataclasses.replace(pol, overlap=overlap)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +129,7 @@ def decide_claim(
     windows: dict[LaneKey, _Window] = {}
     waiting = passed_over = 0
     for run, paused in candidates:
-        pol = policies[run.job_name]
+        pol = policy_of(run, policies)
         key = lane_key(run, pol)
         job_lanes = lanes.get(key)
         if job_lanes is None:

@@ -44,6 +44,9 @@ class Run:
     result: Any = None  # its job's return value (JSON), when it succeeded and returned one
     result_note: str | None = None  # why a return value was not kept
     unique_digest: str | None = None  # of a job with unique_for: its kwargs' digest
+    schedule_key: str = ""  # a runtime schedule's slot: the schedule's key
+    schedule_version: int | None = None  # ... and the version of it that decided the slot
+    overlap: Overlap | None = None  # ... and the schedule's overlap, if it overrides the job's
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,36 @@ class Slot:
     reason: str | None = None
     priority: int = 0
     concurrency_key: str | None = None  # the value of the job's key kwarg in its kwargs
+    kwargs: Mapping[str, Any] = field(default_factory=dict)  # a runtime schedule's kwargs
+    schedule_key: str = ""  # a runtime schedule's slot: its key, version and overlap
+    schedule_version: int | None = None
+    overlap: Overlap | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleRow:
+    """A schedule created at runtime (`jobrunner_schedules`): slots of `job_name` on `cron`
+    with its own key, kwargs and overrides (None: the job's)."""
+
+    job_name: str
+    key: str
+    cron: str
+    timezone: str | None
+    kwargs: Mapping[str, Any]
+    catch_up: Literal["skip", "latest", "all"] | None
+    overlap: Overlap | None
+    status: Literal["active", "paused", "deleted", "retired"]
+    status_note: str | None
+    version: int
+    cursor: datetime  # its slots up to this instant are recorded
+    next_fire_at: datetime | None  # its next slot; None once deleted or retired
+    created_at: datetime
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +201,7 @@ class Heartbeat:
     # queue -> its jobs, for the queues no live worker serves (housekeeping only)
     unserved: Mapping[str, list[str]] | None = None
     retired: list[str]  # jobs removed from the catalog (housekeeping passes only)
+    retired_schedules: list[tuple[str, str]] = field(default_factory=list)  # their (job, key)
     next_expiry_in: float | None  # seconds until another worker's first lease expires
 
 

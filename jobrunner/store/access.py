@@ -23,6 +23,7 @@ from jobrunner.records import (
     Outcome,
     Policy,
     Run,
+    ScheduleRow,
     Slot,
     WorkerInfo,
     WorkerRow,
@@ -37,6 +38,7 @@ from jobrunner.store import (
     queue,
     rates,
     redrive,
+    schedules,
     slots,
 )
 from jobrunner.store.engine import create_engine
@@ -176,6 +178,26 @@ class ClientStore(_Store):
     def retry_run(self, run_id: int) -> Run:
         return write(self.engine, redrive.retry_run(self.dialect, run_id))
 
+    def create_schedule(self, job: str, key: str, changes: Mapping[str, Any]) -> ScheduleRow:
+        op = schedules.create_schedule(self.dialect, job, key, changes, self.signatures)
+        return write(self.engine, op)
+
+    def update_schedule(self, job: str, key: str, changes: Mapping[str, Any]) -> ScheduleRow:
+        op = schedules.update_schedule(self.dialect, job, key, changes, self.signatures)
+        return write(self.engine, op)
+
+    def set_schedule_paused(self, job: str, key: str, paused: bool) -> ScheduleRow:
+        return write(self.engine, schedules.set_schedule_paused(self.dialect, job, key, paused))
+
+    def delete_schedule(self, job: str, key: str) -> ScheduleRow:
+        return write(self.engine, schedules.delete_schedule(self.dialect, job, key))
+
+    def get_schedule(self, job: str, key: str) -> ScheduleRow:
+        return read(self.engine, schedules.get_schedule(job, key))
+
+    def list_schedules(self, job: str | None = None, *, ended: bool = False) -> list[ScheduleRow]:
+        return read(self.engine, schedules.list_schedules(job, ended=ended))
+
 
 class AdminStore(ClientStore):
     """`AdminPort`: what a client may do, and the schema, the ledger, leases and workers."""
@@ -189,11 +211,11 @@ class AdminStore(ClientStore):
     def run_attempts(self, run_id: int) -> list[Run]:
         return read(self.engine, history.run_attempts(run_id))
 
-    def slot_runs(self, job: str, since: datetime, until: datetime) -> list[Run]:
-        return read(self.engine, slots.slot_runs(job, since, until))
+    def slot_runs(self, job: str, since: datetime, until: datetime, key: str = "") -> list[Run]:
+        return read(self.engine, slots.slot_runs(job, since, until, key))
 
-    def slot_bounds(self, job: str) -> tuple[datetime | None, datetime | None]:
-        return read(self.engine, slots.slot_bounds(job))
+    def slot_bounds(self, job: str, key: str = "") -> tuple[datetime | None, datetime | None]:
+        return read(self.engine, slots.slot_bounds(job, key))
 
     def has_runs(self, job: str) -> bool:
         return read(self.engine, history.has_runs(job))
@@ -234,6 +256,14 @@ class WorkerStore(_Store):
 
     def insert_slots(self, new: Sequence[Slot]) -> int:
         return write(self.engine, slots.insert_slots(self.dialect, new))
+
+    def next_schedule_fire(self, jobs: Sequence[str]) -> datetime | None:
+        return read(self.engine, schedules.next_schedule_fire(self.dialect, jobs))
+
+    def plan_schedules(
+        self, jobs: Sequence[str], horizon: datetime, limit: int, plan: schedules.Planner
+    ) -> int:
+        return write(self.engine, schedules.plan_due(self.dialect, jobs, horizon, limit, plan))
 
     def claim(
         self,
@@ -280,10 +310,12 @@ def _heartbeat(dialect: str, worker_id: str, lease_ttl: float, housekeeping: boo
     state = yield from catalog.catalog_state(lease_ttl)
     depth = (yield from queue.queue_depth()) if housekeeping else None
     retired: list[str] = []
+    ended: list[tuple[str, str]] = []
     unserved = None
     if housekeeping:
         yield from catalog.forget_workers(lease_ttl)
         retired = yield from catalog.retire_jobs(lease_ttl)
+        ended = yield from schedules.retire_schedules(retired)
         queues, live = yield from catalog.served_state(lease_ttl)
         unserved = unserved_queues(queues, live)
     return Heartbeat(
@@ -293,6 +325,7 @@ def _heartbeat(dialect: str, worker_id: str, lease_ttl: float, housekeeping: boo
         queue_depth=depth,
         unserved=unserved,
         retired=retired,
+        retired_schedules=ended,
         next_expiry_in=(yield from leases.next_expiry_in(worker_id)),
     )
 

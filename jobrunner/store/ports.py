@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Outcome,
         Policy,
         Run,
+        ScheduleRow,
         Slot,
         WorkerInfo,
         WorkerRow,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from jobrunner.store.history import RunFilters
     from jobrunner.store.migrate import SchemaStatus
     from jobrunner.store.queue import BulkOptions, EnqueueOptions
+    from jobrunner.store.schedules import Planner
 
 
 class _Common(Protocol):
@@ -83,6 +85,17 @@ class WorkerPort(_Common, Protocol):
 
     def insert_slots(self, slots: Sequence[Slot]) -> int: ...
 
+    def next_schedule_fire(self, jobs: Sequence[str]) -> datetime | None:
+        """The earliest next fire time of a live runtime schedule of `jobs`."""
+        ...
+
+    def plan_schedules(
+        self, jobs: Sequence[str], horizon: datetime, limit: int, plan: Planner
+    ) -> int:
+        """Claim up to `limit` runtime schedules of `jobs` due by `horizon` (peers pass
+        them over), record the slots `plan` gives and move them on; how many were planned."""
+        ...
+
     def claim(
         self,
         *,
@@ -131,6 +144,22 @@ class ClientPort(Protocol):
         """Queue a run that ended without success again (RunNotRetryable otherwise)."""
         ...
 
+    def create_schedule(self, job: str, key: str, changes: Mapping[str, Any]) -> ScheduleRow:
+        """A runtime schedule of `job` (`runtime.ScheduleChanges`); see `store.schedules`."""
+        ...
+
+    def update_schedule(self, job: str, key: str, changes: Mapping[str, Any]) -> ScheduleRow: ...
+
+    def set_schedule_paused(self, job: str, key: str, paused: bool) -> ScheduleRow: ...
+
+    def delete_schedule(self, job: str, key: str) -> ScheduleRow: ...
+
+    def get_schedule(self, job: str, key: str) -> ScheduleRow: ...
+
+    def list_schedules(
+        self, job: str | None = None, *, ended: bool = False
+    ) -> list[ScheduleRow]: ...
+
 
 class AdminPort(_Common, ClientPort, Protocol):
     """What admin tools need: everything a client may do, and the ledger, leases, workers."""
@@ -141,9 +170,11 @@ class AdminPort(_Common, ClientPort, Protocol):
 
     def run_attempts(self, run_id: int) -> list[Run]: ...
 
-    def slot_runs(self, job: str, since: datetime, until: datetime) -> list[Run]: ...
+    def slot_runs(self, job: str, since: datetime, until: datetime, key: str = "") -> list[Run]:
+        """The runs of the job's slots (of its runtime schedule `key`) in [since, until]."""
+        ...
 
-    def slot_bounds(self, job: str) -> tuple[datetime | None, datetime | None]: ...
+    def slot_bounds(self, job: str, key: str = "") -> tuple[datetime | None, datetime | None]: ...
 
     def has_runs(self, job: str) -> bool: ...
 

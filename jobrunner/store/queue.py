@@ -404,36 +404,41 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
 
 def queue_retries(dialect: str, delays: Mapping[int, float]) -> Op[None]:
     """Queue attempt + 1 of each run in `delays` (run id -> seconds from now) that has
-    attempts left, copying its job, slot, kwargs, priority, concurrency key and correlation id
-    (idempotent per slot),
-    and wake listening workers: a retry may be due now."""
+    attempts left, copying its job, slot, kwargs and the rest of `COPIED` (idempotent per
+    slot), and wake listening workers: a retry may be due now."""
     if not delays:
         return
     yield _retry_statement(dialect), [{"rid": rid, "delay": d} for rid, d in delays.items()]
     yield from wake(dialect, "retry")
 
 
+# What a run's next attempt (a retry, a re-drive) copies from it as it is.
+COPIED = (
+    "job_name", "scheduled_for", "kwargs", "correlation_id", "priority", "concurrency_key",
+    "schedule_key", "schedule_version", "overlap",
+)  # fmt: skip
+
+
+def next_attempt(**computed: Any) -> tuple[list[str], list[Any]]:
+    """The columns of a run's next attempt and their values: those of `COPIED` from the run
+    (`job_runs`), then `computed`'s."""
+    return [*COPIED, *computed], [*(job_runs.c[c] for c in COPIED), *computed.values()]
+
+
 @functools.cache
 def _retry_statement(dialect: str) -> Any:
-    source = sa.select(
-        job_runs.c.job_name,
-        sa.literal("retry"),
-        job_runs.c.scheduled_for,
-        db_now(sa.bindparam("delay", type_=sa.Float())),
-        sa.literal("queued"),
-        job_runs.c.attempt + 1,
-        job_runs.c.max_attempts,
-        job_runs.c.kwargs,
-        db_now(),
-        job_runs.c.correlation_id,
-        job_runs.c.id,
-        job_runs.c.priority,
-        job_runs.c.concurrency_key,
-    ).where(job_runs.c.id == sa.bindparam("rid"), job_runs.c.attempt < job_runs.c.max_attempts)
-    columns = [
-        "job_name", "trigger", "scheduled_for", "run_at", "status", "attempt", "max_attempts",
-        "kwargs", "enqueued_at", "correlation_id", "retry_of", "priority", "concurrency_key",
-    ]  # fmt: skip
+    columns, values = next_attempt(
+        trigger=sa.literal("retry"),
+        run_at=db_now(sa.bindparam("delay", type_=sa.Float())),
+        status=sa.literal("queued"),
+        attempt=job_runs.c.attempt + 1,
+        max_attempts=job_runs.c.max_attempts,
+        enqueued_at=db_now(),
+        retry_of=job_runs.c.id,
+    )
+    source = sa.select(*values).where(
+        job_runs.c.id == sa.bindparam("rid"), job_runs.c.attempt < job_runs.c.max_attempts
+    )
     return (
         insert(dialect, job_runs)
         .from_select(columns, source)

@@ -11,7 +11,7 @@ from jobrunner.errors import JobNotFound, RunNotRetryable
 from jobrunner.records import Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.history import get_run, run_attempts
-from jobrunner.store.queue import wake
+from jobrunner.store.queue import next_attempt, wake
 from jobrunner.store.sql import Op, insert
 from jobrunner.store.tables import SCHEDULED, SLOT_KEY, job_runs, jobrunner_jobs
 
@@ -44,31 +44,21 @@ def retry_run(dialect: str, run_id: int) -> Op[Run]:
 @functools.cache
 def _redrive_statement(dialect: str) -> Any:
     retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
+    columns, values = next_attempt(
+        trigger=sa.literal("retry"),
+        run_at=db_now(),
+        status=sa.literal("queued"),
+        reason=sa.literal("retried by request"),
+        attempt=job_runs.c.attempt + 1,
+        max_attempts=job_runs.c.attempt + 1 + retries,
+        enqueued_at=db_now(),
+        retry_of=job_runs.c.id,
+    )
     source = (
-        sa.select(
-            job_runs.c.job_name,
-            sa.literal("retry"),
-            job_runs.c.scheduled_for,
-            db_now(),
-            sa.literal("queued"),
-            sa.literal("retried by request"),
-            job_runs.c.attempt + 1,
-            job_runs.c.attempt + 1 + retries,
-            job_runs.c.kwargs,
-            db_now(),
-            job_runs.c.correlation_id,
-            job_runs.c.id,
-            job_runs.c.priority,
-            job_runs.c.concurrency_key,
-        )
+        sa.select(*values)
         .select_from(job_runs.join(jobrunner_jobs, jobrunner_jobs.c.name == job_runs.c.job_name))
         .where(job_runs.c.id == sa.bindparam("rid"))
     )
-    columns = [
-        "job_name", "trigger", "scheduled_for", "run_at", "status", "reason", "attempt",
-        "max_attempts", "kwargs", "enqueued_at", "correlation_id", "retry_of", "priority",
-        "concurrency_key",
-    ]  # fmt: skip
     return (
         insert(dialect, job_runs)
         .from_select(columns, source)

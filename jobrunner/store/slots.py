@@ -7,6 +7,7 @@ a constraint: every replica may record the same slots, only the first insert cou
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,11 @@ def slot_cursors(dialect: str, names: list[str]) -> Op[dict[str, datetime]]:
         return {}
     found = yield (
         sa.select(job_runs.c.job_name, sa.func.max(job_runs.c.scheduled_for))
-        .where(any_of(dialect, job_runs.c.job_name, "names"), job_runs.c.scheduled_for.is_not(None))
+        .where(
+            any_of(dialect, job_runs.c.job_name, "names"),
+            job_runs.c.scheduled_for.is_not(None),
+            job_runs.c.schedule_key == "",
+        )
         .group_by(job_runs.c.job_name),
         {"names": names},
     )
@@ -53,6 +58,10 @@ def insert_slots(dialect: str, slots: Sequence[Slot]) -> Op[int]:
             "ma": s.max_attempts,
             "pr": s.priority,
             "ck": s.concurrency_key,
+            "kw": json.dumps(s.kwargs, separators=(",", ":")) if s.kwargs else "{}",
+            "sk": s.schedule_key,
+            "sv": s.schedule_version,
+            "ov": s.overlap,
         }
         for s in slots
     ]
@@ -66,7 +75,8 @@ def insert_slots(dialect: str, slots: Sequence[Slot]) -> Op[int]:
 def _slots_statement(dialect: str) -> Any:
     """Record scheduled slots, idempotently (`ON CONFLICT DO NOTHING`), given as `j` (job),
     `sf` (slot), `ra` (run_at), `st` (status), `why` (reason), `ma` (max attempts), `pr`
-    (priority) and `ck` (concurrency key).
+    (priority), `ck` (concurrency key), `kw` (kwargs as JSON text), and of a runtime
+    schedule's slot `sk` (its key), `sv` (its version) and `ov` (its overlap).
 
     PostgreSQL: one statement of fixed text whatever the count, each of them an array
     parameter (`v_j`, ...): 10,000 slots due at one minute took 1.1 s as an executemany,
@@ -80,6 +90,10 @@ def _slots_statement(dialect: str) -> Any:
         "ma": sa.Integer(),
         "pr": sa.Integer(),
         "ck": sa.String(),
+        "kw": sa.Text(),
+        "sk": sa.String(),
+        "sv": sa.Integer(),
+        "ov": sa.String(),
     }
     if dialect == "postgresql":
         given_rows = unnest(*keys.items())
@@ -97,7 +111,10 @@ def _slots_statement(dialect: str) -> Any:
         "max_attempts": given["ma"],
         "priority": given["pr"],
         "concurrency_key": given["ck"],
-        "kwargs": sa.literal({}, type_=sa.JSON()),
+        "kwargs": sa.cast(given["kw"], sa.JSON) if dialect == "postgresql" else given["kw"],
+        "schedule_key": given["sk"],
+        "schedule_version": given["sv"],
+        "overlap": given["ov"],
         "enqueued_at": db_now(),
         "finished_at": sa.case((given["st"] == "skipped", db_now()), else_=sa.null()),
     }
@@ -110,12 +127,14 @@ def _slots_statement(dialect: str) -> Any:
     return stmt.returning(job_runs.c.id)
 
 
-def slot_runs(job: str, since: datetime, until: datetime) -> Op[list[Run]]:
-    """Every run of `job` whose slot lies in [since, until], oldest slot first."""
+def slot_runs(job: str, since: datetime, until: datetime, key: str = "") -> Op[list[Run]]:
+    """Every run of `job` (of its runtime schedule `key`) whose slot lies in [since, until],
+    oldest slot first."""
     found = yield (
         sa.select(job_runs)
         .where(
             job_runs.c.job_name == job,
+            job_runs.c.schedule_key == key,
             job_runs.c.scheduled_for >= since,
             job_runs.c.scheduled_for <= until,
         )
@@ -124,11 +143,16 @@ def slot_runs(job: str, since: datetime, until: datetime) -> Op[list[Run]]:
     return [Run(**r._mapping) for r in found]
 
 
-def slot_bounds(job: str) -> Op[tuple[datetime | None, datetime | None]]:
-    """The oldest and the newest recorded slot of `job` (None, None if it has none)."""
+def slot_bounds(job: str, key: str = "") -> Op[tuple[datetime | None, datetime | None]]:
+    """The oldest and the newest recorded slot of `job` (of its runtime schedule `key`);
+    (None, None) if it has none."""
     row = (
         yield sa.select(
             sa.func.min(job_runs.c.scheduled_for), sa.func.max(job_runs.c.scheduled_for)
-        ).where(job_runs.c.job_name == job, job_runs.c.scheduled_for.is_not(None))
+        ).where(
+            job_runs.c.job_name == job,
+            job_runs.c.schedule_key == key,
+            job_runs.c.scheduled_for.is_not(None),
+        )
     ).one()
     return row[0], row[1]

@@ -190,6 +190,11 @@ job_runs = sa.Table(
     sa.Column("result_note", sa.String(300), nullable=True),  # why it was not kept
     # of a job with `unique_for`: the digest of its kwargs (`queue.kwargs_digest`)
     sa.Column("unique_digest", sa.String(64), nullable=True),
+    # a runtime schedule's slot: its key ('' for a TOML schedule and every other run), the
+    # version of the schedule that decided the slot, and the schedule's overlap if it has one
+    sa.Column("schedule_key", sa.String(200), nullable=False, server_default=""),
+    sa.Column("schedule_version", sa.Integer(), nullable=True),
+    sa.Column("overlap", sa.String(8), nullable=True),
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="ck_job_runs_status"
     ),
@@ -202,10 +207,11 @@ job_runs = sa.Table(
 # idempotency key wrote an entry into both on every status change.
 SCHEDULED = job_runs.c.scheduled_for.is_not(None)
 KEYED = job_runs.c.idempotency_key.is_not(None)
-SLOT_KEY = ["job_name", "scheduled_for", "attempt"]
+SLOT_KEY = ["job_name", "schedule_key", "scheduled_for", "attempt"]
 sa.Index(
     "uq_job_runs_slot_attempt",
     job_runs.c.job_name,
+    job_runs.c.schedule_key,
     job_runs.c.scheduled_for,
     job_runs.c.attempt,
     unique=True,
@@ -293,6 +299,39 @@ jobrunner_jobs = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     # the job function's keyword parameters (`jobrunner.signature`); NULL: not published
     sa.Column("parameters", sa.JSON(none_as_null=True), nullable=True),
+)
+
+# Schedules an app creates at runtime (`Client.create_schedule`), keyed by (job, key). The
+# planner claims the rows whose `next_fire_at` is due soon (the partial index), records their
+# slots and moves `cursor` (slots up to it are recorded) and `next_fire_at` on. `status`:
+# active, paused, deleted (by a client) or retired (its job left the catalog); `version`
+# grows with every change, and each slot records the version that decided it.
+jobrunner_schedules = sa.Table(
+    "jobrunner_schedules",
+    metadata,
+    sa.Column("job_name", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=True),  # NULL: the job's zone
+    sa.Column("kwargs", sa.JSON(), nullable=False),
+    sa.Column("catch_up", sa.String(8), nullable=True),  # NULL: the job's
+    sa.Column("overlap", sa.String(8), nullable=True),  # NULL: the job's
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("status_note", sa.String(200), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
+    sa.Column("cursor", UTCDateTime(), nullable=False),
+    sa.Column("next_fire_at", UTCDateTime(), nullable=True),  # NULL: deleted or retired
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint(
+        "status IN ('active', 'paused', 'deleted', 'retired')", name="ck_schedules_status"
+    ),
+)
+sa.Index(
+    "ix_schedules_next_fire",
+    jobrunner_schedules.c.next_fire_at,
+    postgresql_where=jobrunner_schedules.c.next_fire_at.is_not(None),
+    sqlite_where=jobrunner_schedules.c.next_fire_at.is_not(None),
 )
 
 jobrunner_workers = sa.Table(

@@ -106,6 +106,8 @@ class Heartbeat:
         await self.catalog.refresh(beat.catalog)
         if beat.retired:
             log.info("retired jobs no live worker defines", jobs=beat.retired)
+        for job, key in beat.retired_schedules:
+            log.warning("runtime schedule retired: its job is no longer defined", job=job, key=key)
         if housekeeping and self.store.dialect == "sqlite":
             await self._warn_remote_peers()
         if beat.next_expiry_in is not None and beat.next_expiry_in < self.interval:

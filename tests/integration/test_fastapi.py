@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -245,19 +246,21 @@ def test_auth_dependencies_guard_every_route(sqlite_url: str) -> None:
             raise HTTPException(401, "unauthorized")
 
     with Client.from_url(sqlite_url) as client:
-        http = TestClient(make_app(client, dependencies=[Depends(require_token)]))
+        app = make_app(client, dependencies=[Depends(require_token)])
+        http = TestClient(app)
+        given = {"{name}": "report", "{job}": "report", "{key}": "k", "{run_id}": "1"}
+        paths = http.get("/openapi.json").json()["paths"]
         routes = [
-            ("GET", "/jr/jobs"),
-            ("GET", "/jr/jobs/report"),
-            ("POST", "/jr/jobs/report/runs"),
-            ("GET", "/jr/runs"),
-            ("GET", "/jr/runs/1"),
-            ("POST", "/jr/runs/1/cancel"),
+            (method, functools.reduce(lambda p, kv: p.replace(*kv), given.items(), path))
+            for path, ops in paths.items()
+            for method in ops
         ]
+        assert len(routes) >= 14  # every route of the router, the schedules' included
         for method, path in routes:
-            assert http.request(method, path, json={}).status_code == 401, path
-        assert http.get("/jr/runs").status_code == 401
+            body = {"job": "report", "key": "k", "cron": "* * * * *"}
+            assert http.request(method, path, json=body).status_code == 401, (method, path)
         assert client.list_runs() == [], "a refused enqueue wrote nothing"
+        assert client.list_schedules(ended=True) == [], "a refused create wrote nothing"
         ok = http.post("/jr/jobs/report/runs", json={}, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 202
 
@@ -306,9 +309,16 @@ def test_openapi_documents_routes_models_and_errors(sqlite_url: str) -> None:
         "/jr/runs/{run_id}",
         "/jr/runs/{run_id}/cancel",
         "/jr/runs/{run_id}/retry",
+        "/jr/schedules",
+        "/jr/schedules/{job}/{key}",
+        "/jr/schedules/{job}/{key}/pause",
+        "/jr/schedules/{job}/{key}/resume",
     }
+    assert set(paths["/jr/schedules/{job}/{key}"]) == {"get", "patch", "delete"}
+    assert set(paths["/jr/schedules"]["post"]["responses"]) == {"201", "404", "409", "422"}
     models = schema["components"]["schemas"]
     assert {"RunOut", "JobOut", "EnqueueRequest", "ErrorOut", "RunErrorOut"} <= set(models)
+    assert {"ScheduleOut", "ScheduleCreate", "ScheduleChange"} <= set(models)
     assert set(models["RunOut"]["properties"]["status"]["enum"]) == {
         "queued",
         "running",
@@ -335,3 +345,38 @@ def test_openapi_documents_routes_models_and_errors(sqlite_url: str) -> None:
 def test_create_router_refuses_anything_but_a_jobrunner_client() -> None:
     with pytest.raises(TypeError, match="Client or AsyncClient"):
         create_router("postgresql://nope")  # type: ignore[arg-type]
+
+
+def test_schedules_are_created_changed_and_ended_over_http(
+    setup: tuple[TestClient, str],
+) -> None:
+    http, _ = setup
+    body = {"job": "adhoc", "key": "user-1", "cron": "0 9 * * 1", "kwargs": {"user": 1}}
+    made = http.post("/jr/schedules", json=body)
+    assert made.status_code == 201, made.text
+    assert (made.json()["version"], made.json()["status"]) == (1, "active")
+    assert http.post("/jr/schedules", json=body).status_code == 409
+    for bad, said in (
+        ({**body, "key": "x", "cron": "0 25 * * *"}, "cron"),
+        ({**body, "key": "x", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({**body, "key": "x/y"}, "key"),
+        ({**body, "key": "x", "catch_up": "never"}, "catch_up"),
+        ({**body, "key": "x", "extra": 1}, "extra"),
+        ({"job": "adhoc", "key": "x"}, "cron"),
+    ):
+        refused = http.post("/jr/schedules", json=bad)
+        assert refused.status_code == 422 and said in refused.text, (bad, refused.text)
+    assert http.post("/jr/schedules", json={**body, "job": "nope"}).status_code == 404
+    path = "/jr/schedules/adhoc/user-1"
+    changed = http.patch(path, json={"cron": "30 8 * * 1", "timezone": "Asia/Tokyo"})
+    assert changed.status_code == 200 and changed.json()["version"] == 2, changed.text
+    assert http.patch(path, json={"crn": "x"}).status_code == 422
+    assert http.post(f"{path}/pause").json()["status"] == "paused"
+    assert http.post(f"{path}/resume").json()["status"] == "active"
+    assert [s["key"] for s in http.get("/jr/schedules?job=adhoc").json()] == ["user-1"]
+    assert http.delete(path).json()["status"] == "deleted"
+    assert http.get("/jr/schedules").json() == []
+    assert [s["status"] for s in http.get("/jr/schedules?all=true").json()] == ["deleted"]
+    assert http.get(path).json()["version"] == 5
+    assert http.post(f"{path}/pause").status_code == 404
+    assert http.get("/jr/schedules/adhoc/nobody").status_code == 404

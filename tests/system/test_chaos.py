@@ -25,3 +25,13 @@ def test_chaos_with_replica_faults_and_postgresql_restarts(pg_server_url: str) -
     assert result["actions_pg_restart"] == 2
     assert result["actions_kill"] + result["actions_term"] + result["actions_pause"] >= 5
     assert {k: result[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0.0), result
+
+
+def test_chaos_with_runtime_schedules(pg_server_url: str) -> None:
+    """Per-second schedules created through the client at runtime, beside the TOML ones,
+    under random SIGKILL / SIGTERM / SIGSTOP of 3 replicas: every slot of each starts once
+    per attempt and finishes."""
+    result = chaos(pg_server_url, replicas=3, duration=30, seed=11, runtime=4)
+    assert result["slots_expected"] >= 6 * 25  # 2 TOML jobs and 4 schedules, per second
+    assert result["actions_kill"] + result["actions_term"] + result["actions_pause"] >= 4
+    assert {k: result[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0.0), result

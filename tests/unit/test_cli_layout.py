@@ -26,6 +26,7 @@ def test_help_lists_the_commands_then_the_groups_in_their_order() -> None:
         "db",
         "jobs",
         "runs",
+        "schedules",
         "locks",
         "workers",
     ]

@@ -1,0 +1,95 @@
+"""Schedules an app creates at runtime (`Client.create_schedule`): their settings checked as
+the config checks a job's keys (the same messages), and their effective job: the job's
+settings with the schedule's cron, zone, kwargs and overrides. Pure: the store keeps the
+schedules, the worker plans their slots."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TypedDict
+from zoneinfo import ZoneInfo
+
+from jobrunner import converters as conv
+from jobrunner.errors import InvalidArguments
+from jobrunner.jobconfig import JobConfig
+from jobrunner.records import ScheduleRow
+from jobrunner.schedule import Schedule
+
+KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}"  # no '/': a key is a URL path segment
+KEY_ALLOWED = "letters, digits and '_.:@+=-', starting with a letter or digit, up to 200 characters"
+MAX_SCHEDULES_LIST = 100_000
+
+
+class ScheduleChanges(TypedDict, total=False):
+    """What `create_schedule` sets and `update_schedule` changes (None: the job's own)."""
+
+    cron: str
+    timezone: str | None
+    kwargs: Mapping[str, Any] | None
+    catch_up: str | None
+    overlap: str | None
+
+
+_CONVERT: dict[str, Any] = {
+    "cron": conv.cron,
+    "timezone": lambda v: conv.zone(v).key,
+    "kwargs": lambda v: dict(conv.json_table(v)),
+    "catch_up": conv.choice("skip", "latest", "all"),
+    "overlap": conv.choice("forbid", "allow", "replace"),
+}
+_OPTIONAL = ("timezone", "kwargs", "catch_up", "overlap")
+
+
+def check_key(job: str, key: object) -> str:
+    """The schedule's key, or InvalidArguments saying what a key may be."""
+    try:
+        conv.job_name(job)
+        return str(conv.string(KEY_PATTERN, KEY_ALLOWED)(key))
+    except ValueError as exc:
+        raise InvalidArguments(f"schedule of job {job!r}: key: {exc}") from None
+
+
+def check_changes(job: str, key: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`changes` converted as the config converts a job's keys (the zone by its name, kwargs
+    as a dict), or InvalidArguments naming the setting and what is allowed."""
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in _CONVERT:
+            close = difflib.get_close_matches(name, list(_CONVERT), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InvalidArguments(
+                f"schedule {key!r} of job {job!r}: unknown setting {name!r}: {hint}"
+                f"allowed: {', '.join(_CONVERT)}"
+            )
+        if value is None and name in _OPTIONAL:
+            out[name] = {} if name == "kwargs" else None
+            continue
+        try:
+            out[name] = _CONVERT[name](value)
+        except ValueError as exc:
+            raise InvalidArguments(f"schedule {key!r} of job {job!r}: {name}: {exc}") from None
+    return out
+
+
+def next_fire(cron: str, zone: str, after: datetime) -> datetime:
+    """The first slot of `cron` in `zone` after `after`."""
+    return Schedule.of(cron, ZoneInfo(zone)).next_after(after)
+
+
+def effective_job(job: JobConfig, row: ScheduleRow) -> JobConfig:
+    """The job as the schedule runs it: its cron, zone, kwargs over the job's, and its
+    catch-up and overlap where it sets them."""
+    changes: dict[str, Any] = {
+        "cron": row.cron,
+        "kwargs": {**job.kwargs, **row.kwargs},
+    }
+    if row.timezone is not None:
+        changes["timezone"] = ZoneInfo(row.timezone)
+    if row.catch_up is not None:
+        changes["catch_up"] = row.catch_up
+    if row.overlap is not None:
+        changes["overlap"] = row.overlap
+    return dataclasses.replace(job, **changes)

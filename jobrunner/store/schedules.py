@@ -1,0 +1,281 @@
+"""Runtime schedules (`jobrunner_schedules`): created, changed and listed by clients, and
+planned by any replica when due.
+
+A client's change (update, pause, resume, delete) takes effect at the schedule's next slot
+not yet claimed: in the same transaction it withdraws the slots recorded ahead of their time
+that no worker claimed yet, and moves the cursor back to now so that the planner records
+them again under the new version. The planner claims the schedules due within its horizon
+(`FOR UPDATE SKIP LOCKED`: replicas share them), records their slots through the slot
+ledger (the unique slot key keeps one start per slot whatever happens) and moves each
+cursor and next fire time on, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from jobrunner.errors import InvalidArguments, ScheduleExists, ScheduleNotFound
+from jobrunner.records import ScheduleRow, Slot
+from jobrunner.runtime import check_changes, check_key, next_fire
+from jobrunner.store.catalog import clock, get_job
+from jobrunner.store.params import Signatures
+from jobrunner.store.slots import insert_slots
+from jobrunner.store.sql import Op, any_of, insert, unnest
+from jobrunner.store.sql import rows as rows_of
+from jobrunner.store.tables import UTCDateTime, job_runs, jobrunner_schedules
+
+LIVE = ("active", "paused")  # the others (deleted, retired) plan nothing
+_T = jobrunner_schedules.c
+Planner = Callable[[ScheduleRow], tuple[list[Slot], datetime]]  # its slots, its next fire
+
+
+def _named(job: str, key: str) -> sa.ColumnElement[bool]:
+    return (_T.job_name == job) & (_T.key == key)
+
+
+def get_schedule(job: str, key: str) -> Op[ScheduleRow]:
+    """One schedule, whatever its status (ScheduleNotFound if there is none)."""
+    row = (yield sa.select(jobrunner_schedules).where(_named(job, key))).one_or_none()
+    if row is None:
+        raise ScheduleNotFound(f"job {job!r} has no schedule with the key {key!r}")
+    return ScheduleRow(**row._mapping)
+
+
+def list_schedules(job: str | None = None, *, ended: bool = False) -> Op[list[ScheduleRow]]:
+    """Schedules by job and key: the live ones (active, paused), with `ended` also those
+    deleted or retired."""
+    query = sa.select(jobrunner_schedules).order_by(_T.job_name, _T.key)
+    if job is not None:
+        query = query.where(_T.job_name == job)
+    if not ended:
+        query = query.where(_T.status.in_(LIVE))
+    return [ScheduleRow(**r._mapping) for r in (yield query)]
+
+
+def create_schedule(
+    dialect: str,
+    job: str,
+    key: str,
+    changes: Mapping[str, Any],
+    signatures: Signatures | None = None,
+) -> Op[ScheduleRow]:
+    """A new schedule of the catalogued `job` (JobNotFound), its settings checked as the
+    config's and its kwargs as an enqueue's (InvalidArguments); its slots begin after now.
+    A key in use by a live schedule is refused; a deleted or retired one is reused (its
+    version goes on)."""
+    key = check_key(job, key)
+    given = check_changes(job, key, changes)
+    if "cron" not in given:
+        raise InvalidArguments(f"schedule {key!r} of job {job!r}: a cron is required")
+    entry = yield from get_job(job)
+    kwargs = given.get("kwargs") or {}
+    if signatures is not None:
+        yield from signatures.check(job, [kwargs])
+    now = yield from clock()
+    values = {
+        "cron": given["cron"],
+        "timezone": given.get("timezone"),
+        "kwargs": kwargs,
+        "catch_up": given.get("catch_up"),
+        "overlap": given.get("overlap"),
+        "status": "active",
+        "status_note": None,
+        "cursor": now,
+        "next_fire_at": next_fire(given["cron"], given.get("timezone") or entry.timezone, now),
+        "updated_at": now,
+    }
+    old = (yield sa.select(_T.status, _T.version).where(_named(job, key)).with_for_update()).first()
+    if old is not None and old.status in LIVE:
+        raise ScheduleExists(
+            f"job {job!r} has a schedule with the key {key!r} already: change it with "
+            "update_schedule, or delete it first"
+        )
+    if old is not None:
+        yield (
+            jobrunner_schedules.update()
+            .where(_named(job, key))
+            .values(version=old.version + 1, **values)
+        )
+    else:
+        added = yield (
+            insert(dialect, jobrunner_schedules)
+            .values(job_name=job, key=key, version=1, created_at=now, **values)
+            .on_conflict_do_nothing(index_elements=["job_name", "key"])
+        )
+        if added.rowcount == 0:  # a racing create of the same key won
+            raise ScheduleExists(f"job {job!r} has a schedule with the key {key!r} already")
+    return (yield from get_schedule(job, key))
+
+
+def update_schedule(
+    dialect: str,
+    job: str,
+    key: str,
+    changes: Mapping[str, Any],
+    signatures: Signatures | None = None,
+) -> Op[ScheduleRow]:
+    """Change a live schedule's cron, zone, kwargs, catch-up or overlap (None: back to the
+    job's); its version grows and its next slot not yet claimed follows the change."""
+    given = check_changes(job, check_key(job, key), changes)
+    if not given:
+        raise InvalidArguments(
+            f"schedule {key!r} of job {job!r}: nothing to change; "
+            "allowed: cron, timezone, kwargs, catch_up, overlap"
+        )
+    row = yield from _live(job, key)
+    if "kwargs" in given and signatures is not None:
+        yield from signatures.check(job, [given["kwargs"]])
+    return (yield from _change(dialect, row, given))
+
+
+def set_schedule_paused(dialect: str, job: str, key: str, paused: bool) -> Op[ScheduleRow]:
+    """Pause (its slots are recorded skipped, reason `paused`) or resume a live schedule."""
+    row = yield from _live(job, key)
+    status = "paused" if paused else "active"
+    if row.status == status:
+        return row
+    return (yield from _change(dialect, row, {"status": status}))
+
+
+def delete_schedule(dialect: str, job: str, key: str) -> Op[ScheduleRow]:
+    """End a live schedule: its slots not yet claimed are withdrawn and no more are
+    planned. The row stays (status `deleted`) so that `why` and `list --all` show it."""
+    row = yield from _live(job, key)
+    return (
+        yield from _change(
+            dialect, row, {"status": "deleted", "status_note": "deleted by a client"}, end=True
+        )
+    )
+
+
+def _live(job: str, key: str) -> Op[ScheduleRow]:
+    row = (
+        yield sa.select(jobrunner_schedules).where(_named(job, key)).with_for_update()
+    ).one_or_none()
+    if row is None or row.status not in LIVE:
+        said = "" if row is None else f" (it was {row.status})"
+        raise ScheduleNotFound(f"job {job!r} has no live schedule with the key {key!r}{said}")
+    return ScheduleRow(**row._mapping)
+
+
+def _change(
+    dialect: str, row: ScheduleRow, values: Mapping[str, Any], *, end: bool = False
+) -> Op[ScheduleRow]:
+    """Write a change as the next version: withdraw the slots recorded ahead that no worker
+    claimed, plan again from now (or, with `end`, plan nothing more)."""
+    now = yield from clock()
+    yield from withdraw_ahead(row.job_name, row.key, now)
+    cursor = min(row.cursor, now)
+    merged = {**row.__dict__, **values}
+    if end:
+        next_at = None
+    else:
+        zone = merged["timezone"] or (yield from get_job(row.job_name)).timezone
+        next_at = next_fire(merged["cron"], zone, cursor)
+    yield (
+        jobrunner_schedules.update()
+        .where(_named(row.job_name, row.key))
+        .values(
+            version=row.version + 1, cursor=cursor, next_fire_at=next_at, updated_at=now, **values
+        )
+    )
+    return (yield from get_schedule(row.job_name, row.key))
+
+
+def withdraw_ahead(job: str, key: str, now: datetime) -> Op[int]:
+    """Delete the schedule's slots due after `now` that are still queued (recorded ahead,
+    not claimed): the planner records them again from the changed schedule."""
+    gone = yield job_runs.delete().where(
+        job_runs.c.job_name == job,
+        job_runs.c.schedule_key == key,
+        job_runs.c.trigger == "schedule",
+        job_runs.c.status == "queued",
+        job_runs.c.scheduled_for > now,
+    )
+    return int(gone.rowcount)
+
+
+def retire_schedules(jobs: Sequence[str]) -> Op[list[tuple[str, str]]]:
+    """The live schedules of jobs that left the catalog are recorded `retired`, visibly;
+    returns their (job, key)."""
+    if not jobs:
+        return []
+    found = yield (
+        jobrunner_schedules.update()
+        .where(_T.job_name.in_(list(jobs)), _T.status.in_(LIVE))
+        .values(
+            status="retired",
+            status_note="its job is no longer in any live worker's config",
+            next_fire_at=None,
+            version=_T.version + 1,
+        )
+        .returning(_T.job_name, _T.key)
+    )
+    return [(j, k) for j, k in found]
+
+
+def next_schedule_fire(dialect: str, jobs: Sequence[str]) -> Op[datetime | None]:
+    """The earliest next fire time of a live schedule of `jobs` (one index read)."""
+    if not jobs:
+        return None
+    found = yield (
+        sa.select(sa.func.min(_T.next_fire_at)).where(
+            _T.next_fire_at.is_not(None), any_of(dialect, _T.job_name, "jobs")
+        ),
+        {"jobs": list(jobs)},
+    )
+    value: datetime | None = found.scalar()
+    return value
+
+
+def plan_due(
+    dialect: str, jobs: Sequence[str], horizon: datetime, limit: int, plan: Planner
+) -> Op[int]:
+    """Claim up to `limit` schedules of `jobs` due by `horizon` (SKIP LOCKED: a peer
+    planning them passes them over), record the slots `plan` gives for each and move their
+    cursors to `horizon` and their next fire times on; returns how many were planned."""
+    found = yield (
+        sa.select(jobrunner_schedules)
+        .where(
+            _T.next_fire_at.is_not(None),
+            _T.next_fire_at <= horizon,
+            any_of(dialect, _T.job_name, "jobs"),
+        )
+        .order_by(_T.next_fire_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True),
+        {"jobs": list(jobs)},
+    )
+    rows = [ScheduleRow(**r._mapping) for r in found]
+    if not rows:
+        return 0
+    planned = [plan(row) for row in rows]
+    yield from insert_slots(dialect, [s for slots, _ in planned for s in slots])
+    moved = [
+        {"j": row.job_name, "k": row.key, "n": next_at}
+        for row, (_, next_at) in zip(rows, planned, strict=True)
+    ]
+    yield _advance_statement(dialect), rows_of(dialect, moved, cursor=horizon)
+    return len(rows)
+
+
+@functools.cache
+def _advance_statement(dialect: str) -> sa.Update:
+    """Move the cursors of schedules `j`/`k` to `:cursor` and their next fire times to `n`:
+    one statement of fixed text on PostgreSQL (see `sql.rows`), executemany on SQLite."""
+    if dialect == "postgresql":
+        given = unnest(("j", sa.String()), ("k", sa.String()), ("n", UTCDateTime()))
+        job, key, next_at = given.c.j, given.c.k, given.c.n
+    else:
+        job, key = sa.bindparam("j", type_=sa.String()), sa.bindparam("k", type_=sa.String())
+        next_at = sa.bindparam("n", type_=UTCDateTime())
+    return (
+        jobrunner_schedules.update()
+        .where(_T.job_name == job, _T.key == key)
+        .values(cursor=sa.bindparam("cursor", type_=UTCDateTime()), next_fire_at=next_at)
+    )
