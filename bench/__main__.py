@@ -1,8 +1,8 @@
 """`python -m bench SCENARIO --db URL [--repeats N] [--size N] ...`
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
-failover, partition, upgrade, idle, memory, queues, results (jobrunner); pgbench (the machine's
-limit); statements (a diagnostic: statements per run, side by side); all (each in turn).
+failover, partition, upgrade, idle, memory, queues, results, schedules (jobrunner); pgbench (the
+machine's limit); statements (a diagnostic: statements per run, side by side); all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
 databases named bench_* and drops every one at the end, also on Ctrl-C.
 """
@@ -37,6 +37,7 @@ SCENARIOS = (
     "memory",
     "queues",
     "results",
+    "schedules",
     "pgbench",
     "statements",
 )
@@ -53,20 +54,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="throughput: runs; pickup: runs; firelag/scale: cron jobs; "
-        "idle: largest replica count; queues, results: runs per drain",
+        "idle: largest replica count; queues, results: runs per drain; schedules: schedules",
     )
     p.add_argument(
         "--duration",
         type=float,
         default=None,
         help="firelag: fire times observed (s); scale: minutes observed; "
-        "idle: measuring window (s); memory: seconds; pgbench: seconds",
+        "idle: measuring window (s); memory: seconds; pgbench: seconds; schedules: fire "
+        "minutes",
     )
     p.add_argument(
         "--replicas",
         type=int,
         default=None,
-        help="firelag (3), scale (4), failover (2): worker processes",
+        help="firelag (3), scale (4), failover (2), schedules (4): worker processes",
     )
     p.add_argument("--workers", default="1,2", help="throughput: worker counts (default 1,2)")
     p.add_argument(
@@ -125,6 +127,13 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
             opts["counts"] = (*(c for c in (1, 5, 20) if c < args.size), args.size)
         if args.duration:
             opts["window"] = args.duration
+    elif scenario == "schedules":
+        if args.size:
+            opts["count"] = args.size
+        if args.replicas:
+            opts["replicas"] = args.replicas
+        if args.duration:
+            opts["minutes"] = int(args.duration)
     elif scenario in ("memory", "pgbench") and args.duration:
         opts["duration"] = args.duration
     return opts

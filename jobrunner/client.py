@@ -29,7 +29,8 @@ import structlog
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Run, ScheduleRow
 from jobrunner.runtime import ScheduleChanges
-from jobrunner.store import catalog, follow, history, queue, redrive, schedules
+from jobrunner.store import catalog, follow, history, queue, redrive
+from jobrunner.store import schedules as schedules_ops
 from jobrunner.store.access import ClientStore, read
 from jobrunner.store.engine import create_engine, postgres_options
 from jobrunner.store.history import RunFilters
@@ -122,6 +123,13 @@ class _Schedules:
         changes = _spec(cron, timezone, kwargs, catch_up, overlap)
         return self._store.create_schedule(job, key, changes)
 
+    def create_schedules(self, job: str, schedules: Sequence[Mapping[str, Any]]) -> int:
+        """Many schedules of `job` in one transaction (one statement on PostgreSQL), all or
+        none: each a mapping with `key`, `cron` and any of `timezone`, `kwargs`, `catch_up`,
+        `overlap`, checked as `create_schedule`'s (InvalidArguments names the element, a key
+        in use is ScheduleExists). Returns how many were created."""
+        return self._store.create_schedules(job, schedules)
+
     def update_schedule(
         self, job: str, key: str, **changes: Unpack[ScheduleChanges]
     ) -> ScheduleRow:
@@ -175,37 +183,42 @@ class _AsyncSchedules:
     ) -> ScheduleRow:
         """As `Client.create_schedule`."""
         changes = _spec(cron, timezone, kwargs, catch_up, overlap)
-        op = schedules.create_schedule(self.dialect, job, key, changes, self.signatures)
+        op = schedules_ops.create_schedule(self.dialect, job, key, changes, self.signatures)
+        return await self._write(op)
+
+    async def create_schedules(self, job: str, schedules: Sequence[Mapping[str, Any]]) -> int:
+        """As `Client.create_schedules`."""
+        op = schedules_ops.create_schedules(self.dialect, job, schedules, self.signatures)
         return await self._write(op)
 
     async def update_schedule(
         self, job: str, key: str, **changes: Unpack[ScheduleChanges]
     ) -> ScheduleRow:
         """As `Client.update_schedule`."""
-        op = schedules.update_schedule(self.dialect, job, key, changes, self.signatures)
+        op = schedules_ops.update_schedule(self.dialect, job, key, changes, self.signatures)
         return await self._write(op)
 
     async def pause_schedule(self, job: str, key: str) -> ScheduleRow:
         """As `Client.pause_schedule`."""
-        return await self._write(schedules.set_schedule_paused(self.dialect, job, key, True))
+        return await self._write(schedules_ops.set_schedule_paused(self.dialect, job, key, True))
 
     async def resume_schedule(self, job: str, key: str) -> ScheduleRow:
         """As `Client.resume_schedule`."""
-        return await self._write(schedules.set_schedule_paused(self.dialect, job, key, False))
+        return await self._write(schedules_ops.set_schedule_paused(self.dialect, job, key, False))
 
     async def delete_schedule(self, job: str, key: str) -> ScheduleRow:
         """As `Client.delete_schedule`."""
-        return await self._write(schedules.delete_schedule(self.dialect, job, key))
+        return await self._write(schedules_ops.delete_schedule(self.dialect, job, key))
 
     async def get_schedule(self, job: str, key: str) -> ScheduleRow:
         """As `Client.get_schedule`."""
-        return await self._read(schedules.get_schedule(job, key))
+        return await self._read(schedules_ops.get_schedule(job, key))
 
     async def list_schedules(
         self, job: str | None = None, *, ended: bool = False
     ) -> list[ScheduleRow]:
         """As `Client.list_schedules`."""
-        return await self._read(schedules.list_schedules(job, ended=ended))
+        return await self._read(schedules_ops.list_schedules(job, ended=ended))
 
 
 class Client(_Correlated, _Schedules):

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from jobrunner.config import format_duration
+from jobrunner.policy import WAITS
 from jobrunner.records import CatalogEntry, Run, WorkerRow
 from jobrunner.schedule import Schedule
 
@@ -129,7 +130,7 @@ def _recorded(slot: datetime, rows: Sequence[Run]) -> SlotReport:
             slot=slot, state="skipped", outcome="skipped", reason=last.reason, run_ids=ids
         )
     if last.status in ("queued", "running"):
-        reason = None
+        reason = last.reason if last.reason in WAITS else None  # a catch-up or backfill slot
         if last.status == "queued" and last.attempt > 1:
             reason = f"retry (attempt {last.attempt} of {last.max_attempts}) queued"
         elif last.status == "running" and last.cancel_requested:

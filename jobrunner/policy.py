@@ -61,6 +61,8 @@ def retry_after(
 LaneKey = tuple[str, str]  # (job, concurrency key value; '' for a job without a key)
 
 
+BACKFILL = "backfill"  # reason on a slot queued by `schedules backfill`: waits, never misfires
+WAITS = ("catch-up", BACKFILL)  # slots that wait for their lane's holder instead of skipping
 SCHEDULE_LANE = "\x1e"  # a runtime schedule's lane is "\x1eKEY": no concurrency key holds it
 
 
@@ -117,8 +119,9 @@ def decide_claim(
     a free lease slot of its job (of its (job, key) with a concurrency key); at capacity, a
     scheduled slot of an overlap `replace` job replaces the holder of slot 0 (once per
     claim), one of an overlap `forbid` job whose slots were all held before this claim is
-    skipped (`overlap`), and anything else (manual runs, retries, catch-up slots, slots
-    behind one of this claim) waits for the holder. A job with a rate limit starts a run only
+    skipped (`overlap`), and anything else (manual runs, retries, catch-up and backfill
+    slots, slots behind one of this claim) waits for the holder; a backfill slot never
+    misfires. A job with a rate limit starts a run only
     if fewer than N of its (key's) starts in `rates` (seconds since the epoch) lie within
     the window before it; else the run waits.
     """
@@ -172,7 +175,7 @@ def _decide_one(
     if scheduled and paused:
         return "paused"
     late = now - run.run_at > timedelta(seconds=pol.misfire_grace)
-    if scheduled and run.scheduled_for is not None and late:
+    if scheduled and run.scheduled_for is not None and late and run.reason != BACKFILL:
         return "misfired"
     slot = _start_on(lanes.take, window, now.timestamp())
     if slot is not None or (window is not None and not window.allows(now.timestamp())):
@@ -183,9 +186,9 @@ def _decide_one(
         if window is not None:
             window.add(now.timestamp())
         return lanes.held[0]
-    if scheduled and not lanes.had_room and run.reason != "catch-up":
+    if scheduled and not lanes.had_room and run.reason not in WAITS:
         return "overlap"  # a run from before still holds the lease
-    return None  # runs after the holder: a catch-up slot, or one of this batch
+    return None  # runs after the holder: a catch-up or backfill slot, or one of this batch
 
 
 def _start_on(take: Callable[[], int | None], window: _Window | None, at: float) -> int | None:

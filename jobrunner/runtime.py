@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from jobrunner import converters as conv
 from jobrunner.errors import InvalidArguments
-from jobrunner.jobconfig import JobConfig
-from jobrunner.records import ScheduleRow
+from jobrunner.jobconfig import JobConfig, key_text
+from jobrunner.policy import BACKFILL
+from jobrunner.records import CatalogEntry, ScheduleRow, Slot
 from jobrunner.schedule import Schedule
 
 KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}"  # no '/': a key is a URL path segment
@@ -77,6 +78,32 @@ def check_changes(job: str, key: str, changes: Mapping[str, Any]) -> dict[str, A
 def next_fire(cron: str, zone: str, after: datetime) -> datetime:
     """The first slot of `cron` in `zone` after `after`."""
     return Schedule.of(cron, ZoneInfo(zone)).next_after(after)
+
+
+def backfill_slots(
+    entry: CatalogEntry, row: ScheduleRow | None, times: Sequence[datetime], run_at: datetime
+) -> list[Slot]:
+    """The slots `times` of a job's TOML schedule (`row` None) or of its runtime schedule,
+    queued now as a backfill: they wait for the lease instead of skipping, and never misfire."""
+    d = entry.definition
+    kwargs = {**d.get("kwargs", {}), **(row.kwargs if row else {})}
+    ckey = d.get("concurrency_key")
+    return [
+        Slot(
+            job_name=entry.name,
+            scheduled_for=t,
+            run_at=run_at,
+            max_attempts=int(d.get("retries", 0)) + 1,
+            reason=BACKFILL,
+            priority=int(d.get("priority", 0)),
+            concurrency_key=key_text(kwargs.get(ckey)) if ckey else None,
+            kwargs=row.kwargs if row else {},
+            schedule_key=row.key if row else "",
+            schedule_version=row.version if row else None,
+            overlap=row.overlap if row else None,
+        )
+        for t in times
+    ]
 
 
 def effective_job(job: JobConfig, row: ScheduleRow) -> JobConfig:

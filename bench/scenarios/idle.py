@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +29,8 @@ from bench.common import (
 from bench.pgproxy import Proxies
 from bench.report import Metric, Result
 from bench.scenarios import Context
+
+NOOP: Sequence[Mapping[str, Any]] = ({"name": "noop", "func": "bench.jobs:noop"},)
 
 
 def metrics(counts: Sequence[int]) -> list[Metric]:
@@ -80,7 +82,18 @@ def run(
     return result
 
 
-def measure(ctx: Context, r: int, n: int, window: float, settle: float) -> tuple[Any, ...]:
+def measure(
+    ctx: Context,
+    r: int,
+    n: int,
+    window: float,
+    settle: float,
+    *,
+    jobs: Sequence[Mapping[str, Any]] = NOOP,
+    after_start: Callable[[str], None] | None = None,
+) -> tuple[Any, ...]:
+    """`n` replicas with `jobs`, each through its own counting proxy; `after_start(url)`
+    runs once they are up, before the settle time and the window."""
     server = sa.make_url(ctx.server.url)
     workdir = ctx.dir(f"idle/r{r}-n{n}")
     proxies = Proxies(server.host or "127.0.0.1", server.port or 5432)
@@ -101,11 +114,13 @@ def measure(ctx: Context, r: int, n: int, window: float, settle: float) -> tuple
                 config = write_jobrunner_config(
                     workdir / f"replica{i}.toml",
                     via,
-                    [{"name": "noop", "func": "bench.jobs:noop"}],
+                    jobs,
                 )
                 procs.append(start_jobrunner(config, workdir / f"replica{i}.log"))
             try:
                 wait_jobrunner_started(procs, timeout=300)
+                if after_start is not None:
+                    after_start(url)
                 time.sleep(settle)
                 before = [m.snapshot() for m in meters]
                 x0 = _xacts(ctx, db)

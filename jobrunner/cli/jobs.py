@@ -5,6 +5,7 @@ These commands read the database named by the config (`-c`) and import no job co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import datetime, timedelta
@@ -164,19 +165,29 @@ def jobs_show(
 def jobs_next(
     name: str = typer.Argument(..., help="Job name."),
     count: int = typer.Option(5, "-n", min=1, max=1000, help="How many fire times."),
+    key: str | None = typer.Option(
+        None, "--key", help="The fire times of the job's runtime schedule with this key."
+    ),
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """The job's next fire times, in its zone."""
+    """The job's next fire times (or its runtime schedule's), in its zone."""
     cfg = load_settings(config)
     with open_store(cfg) as store:
         entry = store.get_job(name)
         now = store.now()
+        paused = entry.paused
+        if key is not None:
+            row = store.get_schedule(name, key)
+            cron = None if row.next_fire_at is None else row.cron
+            entry = dataclasses.replace(entry, cron=cron, timezone=row.timezone or entry.timezone)
+            paused = paused or row.status == "paused"
     if entry.cron is None:
         if as_json:
             print_json([])
         else:
-            say(f"{name} has no cron: it runs only when enqueued or triggered")
+            say(f"{name} has no cron: it runs only when enqueued or triggered" if key is None
+                else f"schedule {key!r} of {name} has ended: it fires no more")  # fmt: skip
         return
     schedule = Schedule(entry.cron, zone(entry.timezone))
     times: list[datetime] = []
@@ -192,7 +203,7 @@ def jobs_next(
     for x in times:
         add_row(t, when(x, tz), when(x), ago(now - x))
     out.print(t)
-    if entry.paused:
+    if paused:
         say(f"{name} is paused: these slots will be recorded skipped (reason paused)")
 
 

@@ -1,4 +1,4 @@
-"""`jobrunner schedules list|create|update|pause|resume|delete`: schedules made at runtime.
+"""`jobrunner schedules list|create|update|pause|resume|delete|backfill`: runtime schedules.
 
 They are the ones an app creates through `Client.create_schedule` (per user, per tenant),
 kept in the database beside the TOML's: these commands read and change them there and
@@ -20,6 +20,7 @@ from jobrunner.cli.app import (
     add_row,
     app,
     fail,
+    instant,
     load_settings,
     open_store,
     out,
@@ -33,7 +34,8 @@ from jobrunner.cli.app import (
 from jobrunner.records import ScheduleRow
 
 schedules_app = typer.Typer(
-    help="Runtime schedules (made by apps): list, create, update, pause, resume, delete.",
+    help="Runtime schedules (made by apps): list, create, update, pause, resume, delete; "
+    "backfill (also of a TOML schedule).",
     no_args_is_help=True,
 )
 app.add_typer(schedules_app, name="schedules")
@@ -175,3 +177,46 @@ def schedules_delete(
 ) -> None:
     """Delete a schedule: no slot after now runs; it stays listed with --all as deleted."""
     _act("delete_schedule", "deleted", job, key, config)
+
+
+@schedules_app.command("backfill")
+def schedules_backfill(
+    job: str = JobArgument,
+    key: str | None = typer.Option(
+        None, "--key", help="The runtime schedule's key (default: the job's TOML schedule)."
+    ),
+    since: str = typer.Option(
+        ..., "--from", help="Window start: a duration back (1d) or an ISO time (job's zone)."
+    ),
+    until: str = typer.Option(
+        "0s", "--to", help="Window end (default now): a duration back or an ISO time."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be queued."),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Queue the slots of a window that have no row (missed while nothing ran), once each,
+    recorded as backfill; a second backfill of the window queues nothing more."""
+    cfg = load_settings(config)
+    with open_store(cfg) as store:
+        entry = store.get_job(job)
+        tz_name = (store.get_schedule(job, key).timezone if key else None) or entry.timezone
+        now, tz = store.now(), zone(tz_name)
+        start, end = instant(since, "--from", now, tz), instant(until, "--to", now, tz)
+        missing, recorded = store.backfill(job, key, start, end, dry_run=dry_run)
+    if as_json:
+        print_json({"slots": [t.isoformat() for t in missing], "had_a_row": recorded})
+        return
+    of = f"{job}" + (f" (schedule {key!r})" if key else "")
+    verb = "would queue" if dry_run else "queued"
+    say(
+        f"{verb} {len(missing)} slot(s) of {of} from {when(start, tz)} to {when(end, tz)}; "
+        f"{recorded} slot(s) of the window had a row already"
+    )
+    for t in missing[:SHOWN]:
+        say(f"  {when(t, tz)}")
+    if len(missing) > SHOWN:
+        say(f"  ... and {len(missing) - SHOWN} more")
+
+
+SHOWN = 20  # slots a backfill lists

@@ -182,6 +182,11 @@ class ClientStore(_Store):
         op = schedules.create_schedule(self.dialect, job, key, changes, self.signatures)
         return write(self.engine, op)
 
+    def create_schedules(self, job: str, specs: Sequence[Mapping[str, Any]]) -> int:
+        return write(
+            self.engine, schedules.create_schedules(self.dialect, job, specs, self.signatures)
+        )
+
     def update_schedule(self, job: str, key: str, changes: Mapping[str, Any]) -> ScheduleRow:
         op = schedules.update_schedule(self.dialect, job, key, changes, self.signatures)
         return write(self.engine, op)
@@ -225,6 +230,12 @@ class AdminStore(ClientStore):
 
     def list_locks(self) -> list[LockRow]:
         return read(self.engine, leases.list_locks())
+
+    def backfill(
+        self, job: str, key: str | None, since: datetime, until: datetime, *, dry_run: bool
+    ) -> tuple[list[datetime], int]:
+        op = schedules.backfill(self.dialect, job, key, since, until, dry_run)
+        return write(self.engine, op)
 
     def rate_blocked_until(self, job: str, key: str) -> datetime | None:
         return read(self.engine, rates.blocked_until(job, key))

@@ -148,6 +148,10 @@ class ClientPort(Protocol):
         """A runtime schedule of `job` (`runtime.ScheduleChanges`); see `store.schedules`."""
         ...
 
+    def create_schedules(self, job: str, specs: Sequence[Mapping[str, Any]]) -> int:
+        """Many schedules of `job`, all or none (each spec with `key` and `cron`)."""
+        ...
+
     def update_schedule(self, job: str, key: str, changes: Mapping[str, Any]) -> ScheduleRow: ...
 
     def set_schedule_paused(self, job: str, key: str, paused: bool) -> ScheduleRow: ...
@@ -181,6 +185,13 @@ class AdminPort(_Common, ClientPort, Protocol):
     def last_outcomes(self) -> dict[str, Run]: ...
 
     def list_locks(self) -> list[LockRow]: ...
+
+    def backfill(
+        self, job: str, key: str | None, since: datetime, until: datetime, *, dry_run: bool
+    ) -> tuple[list[datetime], int]:
+        """Queue the slots of [since, until] that have no row (of the TOML schedule, or of
+        the runtime schedule `key`); returns them and how many had a row already."""
+        ...
 
     def rate_blocked_until(self, job: str, key: str) -> datetime | None:
         """While the rate window of (job, key) is full: when it admits a start again."""

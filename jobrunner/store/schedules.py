@@ -13,15 +13,18 @@ cursor and next fire time on, all in one transaction.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from jobrunner.errors import InvalidArguments, ScheduleExists, ScheduleNotFound
 from jobrunner.records import ScheduleRow, Slot
-from jobrunner.runtime import check_changes, check_key, next_fire
+from jobrunner.runtime import backfill_slots, check_changes, check_key, next_fire
+from jobrunner.schedule import Schedule
 from jobrunner.store.catalog import clock, get_job
 from jobrunner.store.params import Signatures
 from jobrunner.store.slots import insert_slots
@@ -112,6 +115,106 @@ def create_schedule(
     return (yield from get_schedule(job, key))
 
 
+def create_schedules(
+    dialect: str,
+    job: str,
+    specs: Sequence[Mapping[str, Any]],
+    signatures: Signatures | None = None,
+) -> Op[int]:
+    """Many schedules of `job` at once, all or none: each spec has a `key`, a `cron` and the
+    settings of `create_schedule`; one statement on PostgreSQL. A key of a deleted or retired
+    schedule is reused; a live one is refused (ScheduleExists). Returns how many were made."""
+    checked = [_spec(job, i, spec) for i, spec in enumerate(specs)]
+    keys = [key for key, _ in checked]
+    if len(set(keys)) < len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise InvalidArguments(f"schedules of job {job!r}: the key {twice!r} is given twice")
+    entry = yield from get_job(job)
+    if signatures is not None and checked:
+        yield from signatures.check(job, [given.get("kwargs") or {} for _, given in checked])
+    if not checked:
+        return 0
+    now = yield from clock()
+    values = [
+        {
+            "k": key,
+            "c": given["cron"],
+            "tz": given.get("timezone"),
+            "kw": json.dumps(given.get("kwargs") or {}, separators=(",", ":")),
+            "cu": given.get("catch_up"),
+            "ov": given.get("overlap"),
+            "n": next_fire(given["cron"], given.get("timezone") or entry.timezone, now),
+        }
+        for key, given in checked
+    ]
+    made = (yield _bulk_statement(dialect), rows_of(dialect, values, job=job, now=now)).all()
+    if len(made) < len(values):
+        taken = sorted(set(keys) - {r[0] for r in made})
+        raise ScheduleExists(
+            f"job {job!r} has live schedules with {len(taken)} of these keys already "
+            f"(the first: {taken[0]!r}): nothing was created"
+        )
+    return len(made)
+
+
+def _spec(job: str, i: int, spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    if not isinstance(spec, Mapping) or "key" not in spec or "cron" not in spec:
+        raise InvalidArguments(
+            f"schedules[{i}] of job {job!r}: expected a mapping with a 'key' and a 'cron', "
+            f"got {spec!r:.80}"
+        )
+    settings = {k: v for k, v in spec.items() if k != "key"}
+    key = check_key(job, spec["key"])
+    return key, check_changes(job, key, settings)
+
+
+@functools.cache
+def _bulk_statement(dialect: str) -> Any:
+    """Insert schedules given as `k` (key), `c` (cron), `tz`, `kw` (kwargs as JSON text),
+    `cu` (catch-up), `ov` (overlap), `n` (next fire) of `:job` at `:now`; a conflicting key
+    is taken over only if its schedule has ended. RETURNING the keys written."""
+    kinds: dict[str, Any] = {"k": sa.String(), "c": sa.String(), "tz": sa.String(), "kw": sa.Text(),
+             "cu": sa.String(), "ov": sa.String(), "n": UTCDateTime()}  # fmt: skip
+    if dialect == "postgresql":
+        given_rows = unnest(*kinds.items())
+        given = {k: given_rows.c[k] for k in kinds}
+    else:
+        given = {k: sa.bindparam(k, type_=kind) for k, kind in kinds.items()}
+    now = sa.bindparam("now", type_=UTCDateTime())
+    values = {
+        "job_name": sa.bindparam("job", type_=sa.String()),
+        "key": given["k"],
+        "cron": given["c"],
+        "timezone": given["tz"],
+        "kwargs": sa.cast(given["kw"], sa.JSON) if dialect == "postgresql" else given["kw"],
+        "catch_up": given["cu"],
+        "overlap": given["ov"],
+        "status": sa.literal("active"),
+        "version": sa.literal(1),
+        "cursor": now,
+        "next_fire_at": given["n"],
+        "created_at": now,
+        "updated_at": now,
+    }
+    insert_ = insert(dialect, jobrunner_schedules)
+    stmt = (
+        insert_.from_select(list(values), sa.select(*values.values()))
+        if dialect == "postgresql"
+        else insert_.values(values)
+    )
+    taken = {c: stmt.excluded[c] for c in ("cron", "timezone", "kwargs", "catch_up", "overlap")}
+    taken.update(
+        {c: stmt.excluded[c] for c in ("status", "cursor", "next_fire_at", "updated_at")},
+        status_note=sa.null(),
+        version=_T.version + 1,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["job_name", "key"],
+        set_=taken,
+        where=sa.and_(*(_T.status != status for status in LIVE)),  # no list: executemany
+    ).returning(_T.key)
+
+
 def update_schedule(
     dialect: str,
     job: str,
@@ -198,6 +301,51 @@ def withdraw_ahead(job: str, key: str, now: datetime) -> Op[int]:
         job_runs.c.scheduled_for > now,
     )
     return int(gone.rowcount)
+
+
+MAX_BACKFILL = 10_000  # slots one backfill may queue
+
+
+def backfill(
+    dialect: str, job: str, key: str | None, since: datetime, until: datetime, dry_run: bool
+) -> Op[tuple[list[datetime], int]]:
+    """Queue the slots in [since, until] of the job's TOML schedule (`key` None) or of its
+    live runtime schedule `key` that have no row yet, as backfill (`runtime.backfill_slots`);
+    returns those slots and how many of the window's slots had a row. Nothing is written
+    with `dry_run`; a second backfill of the window queues nothing (the slot key)."""
+    entry = yield from get_job(job)
+    row = (yield from _live(job, key)) if key is not None else None
+    cron = row.cron if row else entry.cron
+    if cron is None:
+        raise InvalidArguments(f"job {job!r} has no cron, so no slots to backfill")
+    now = yield from clock()
+    if until > now or since > until:
+        raise InvalidArguments(
+            f"backfill window {since.isoformat()} .. {until.isoformat()}: it must lie in the "
+            f"past (now {now.isoformat()}) with its start before its end"
+        )
+    zone = (row.timezone if row else None) or entry.timezone
+    schedule = Schedule.of(cron, ZoneInfo(zone))
+    times = schedule.between(since - timedelta(microseconds=1), until, limit=MAX_BACKFILL + 1)
+    if len(times) > MAX_BACKFILL:
+        raise InvalidArguments(
+            f"the window holds more than {MAX_BACKFILL:,} slots of {cron!r}: backfill it in parts"
+        )
+    found = (
+        yield sa.select(job_runs.c.scheduled_for)
+        .distinct()
+        .where(
+            job_runs.c.job_name == job,
+            job_runs.c.schedule_key == (key or ""),
+            job_runs.c.scheduled_for >= since,
+            job_runs.c.scheduled_for <= until,
+        )
+    )
+    recorded = set(found.scalars())
+    missing = [t for t in times if t not in recorded]
+    if missing and not dry_run:
+        yield from insert_slots(dialect, backfill_slots(entry, row, missing, now))
+    return missing, len(times) - len(missing)
 
 
 def retire_schedules(jobs: Sequence[str]) -> Op[list[tuple[str, str]]]:

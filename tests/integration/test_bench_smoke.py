@@ -25,6 +25,7 @@ from bench.scenarios import (
     queues,
     results,
     scale,
+    schedules,
     throughput,
 )
 
@@ -129,6 +130,15 @@ def test_results(ctx: Context) -> None:
         assert values(result, variant)["rate_16"] is not None, variant
     assert result.notes == [] and "| kb/none |" in result.table()
     assert set(result.extra["paired_ratios"]["c16"][0]) == {"small", "kb"}
+
+
+def test_schedules(ctx: Context) -> None:
+    result = schedules.run(ctx, count=30, replicas=2, minutes=2, window=2.0, period=1)
+    v = values(result)
+    assert v["bulk"] is not None and v["each"] is not None
+    assert v["idle_none"] is not None and v["idle_many"] is not None
+    assert (v["expected"], v["duplicates"], v["missed"]) == (60, 0, 0), result.extra["fire"]
+    assert v["lag_p99"] is not None and v["plan_p99"] is not None
 
 
 @pytest.mark.skipif(

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from jobrunner import Client, InvalidArguments, JobNotFound, ScheduleNotFound
 from jobrunner.config import JobConfig
+from jobrunner.errors import ScheduleExists
 from jobrunner.records import CatalogEntry, Policy
 from jobrunner.signature import parameters_of
 from jobrunner.worker.planner import AHEAD, plan_schedule
@@ -201,3 +202,35 @@ def test_overlap_is_per_schedule(client: Client, store: AllPorts) -> None:
     started = {c.run.schedule_key for c in claim.started if c.run.scheduled_for == first}
     assert started == {"u1", "u2"}
     assert all(c.lease.key.endswith(c.run.schedule_key) for c in claim.started)
+
+
+def test_bulk_create_is_all_or_nothing_and_reuses_ended_keys(
+    client: Client, store: AllPorts
+) -> None:
+    specs = [{"key": f"u{i}", "cron": "0 9 * * *", "kwargs": {"user_id": i}} for i in range(50)]
+    specs[7] = {**specs[7], "timezone": "Asia/Tokyo", "overlap": "allow"}
+    assert client.create_schedules("digest", specs) == 50
+    rows = {s.key: s for s in client.list_schedules("digest")}
+    assert len(rows) == 50 and rows["u7"].timezone == "Asia/Tokyo"
+    assert rows["u7"].overlap == "allow" and rows["u3"].kwargs == {"user_id": 3}
+    tokyo = rows["u7"].next_fire_at.astimezone(ZoneInfo("Asia/Tokyo"))  # type: ignore[union-attr]
+    assert tokyo.hour == 9
+    for bad, said in (
+        ([{"key": "n1", "cron": "0 9 * * *", "kwargs": {"user_id": 1}}, {"key": "n2"}], "[1]"),
+        ([{"key": "n1", "cron": "0 9 * * *", "kwargs": {"user_id": "x"}}], "must be integer"),
+        ([{"key": "n1", "cron": "bad", "kwargs": {"user_id": 1}}], "cron"),
+        ([{"key": "n1", "cron": "0 9 * * *", "kwargs": {"user_id": 1}}] * 2, "given twice"),
+    ):
+        with pytest.raises(InvalidArguments) as info:
+            client.create_schedules("digest", bad)
+        assert said in str(info.value), info.value
+    before = count(store, "jobrunner_schedules")
+    clash = [{"key": "new", "cron": "* * * * *", "kwargs": {"user_id": 1}}, specs[3]]
+    with pytest.raises(ScheduleExists, match="'u3'"):
+        client.create_schedules("digest", clash)
+    assert count(store, "jobrunner_schedules") == before, "nothing was created"
+    client.delete_schedule("digest", "u3")
+    assert client.create_schedules("digest", clash) == 2
+    assert client.get_schedule("digest", "u3").version == 3  # created, deleted, made again
+    with pytest.raises(JobNotFound):
+        client.create_schedules("nope", specs[:1])
