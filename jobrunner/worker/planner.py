@@ -2,11 +2,14 @@
 
 The schedules live in the database with their next fire times; the planner does not keep
 them. Each pass reads the earliest next fire time of a schedule of this worker's jobs (one
-index read) and, when it lies within `AHEAD`, claims the due schedules in batches (peers pass
-over the ones another replica holds), records their slots with the same plan as a TOML
-schedule's (catch-up, jitter, the slot ledger's unique key) and moves each one on. It sleeps
-until the next fire time less `AHEAD`, at most `POLL`: a schedule a client creates is seen
-within a second, and a replica whose schedules are not due sends one statement a second.
+index read) and, when it lies within the look-ahead, claims the due schedules in batches
+(peers pass over the ones another replica holds), records their slots with the same plan as
+a TOML schedule's (catch-up, jitter, the slot ledger's unique key) and moves each one on. It
+sleeps until the next fire time less the look-ahead, at most `POLL`: a schedule a client
+creates is seen within a second, and a replica whose schedules are not due sends one
+statement a second. The look-ahead is twice the last planning pass's duration (at least
+`AHEAD`, at most `MAX_AHEAD`): 100,000 schedules due at one minute took seconds to plan,
+so their slots are recorded that much earlier the next time.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from jobrunner.worker.metrics import Metrics
 from jobrunner.worker.runs import RunTable
 from jobrunner.worker.timetable import plan_slots
 
-AHEAD = timedelta(seconds=2)  # slots are recorded up to this long before they are due
+AHEAD = timedelta(seconds=2)  # slots are recorded at least this long before they are due
+MAX_AHEAD = timedelta(seconds=30)  # ... and at most this long (see the module's doc)
 POLL = 1.0  # seconds between looks at the schedules, at most
 BATCH = 2_000  # schedules planned per transaction
 
@@ -54,6 +58,7 @@ class SchedulePlanner:
         self.db = db or offload()
         self.clock = clock
         self.monotonic = monotonic
+        self.ahead = AHEAD
 
     async def run(self) -> None:
         backoff = Backoff("planner", self.metrics.db_error, self.monotonic)
@@ -63,17 +68,16 @@ class SchedulePlanner:
             await sleep_or(stopping, delay)
 
     async def run_once(self) -> float:
-        """Plan every schedule due within `AHEAD`; returns seconds until the next pass."""
+        """Plan every schedule due within the look-ahead; returns seconds until the next pass."""
         owned = [name for name in self.jobs if self.catalog.owns(name)]
         if not owned:
             return POLL
         nxt = await self.db(self.store.next_schedule_fire, owned)
-        planned = 0
-        while nxt is not None and nxt <= self.clock() + AHEAD:
+        planned, began = 0, self.monotonic()
+        while nxt is not None and nxt <= self.clock() + self.ahead:
             now = self.clock()
-            count = await self.db(
-                self.store.plan_schedules, owned, now + AHEAD, BATCH, self.planner(now)
-            )
+            plan = self.planner(now, self.ahead)
+            count = await self.db(self.store.plan_schedules, owned, now + self.ahead, BATCH, plan)
             planned += count
             if count < BATCH:
                 nxt = await self.db(self.store.next_schedule_fire, owned)
@@ -81,21 +85,27 @@ class SchedulePlanner:
                     break
         if planned:
             self.runs.wake_claimer.set()
+            took = timedelta(seconds=self.monotonic() - began)
+            self.ahead = min(max(AHEAD, 2 * took), MAX_AHEAD)
         if nxt is None:
             return POLL
-        return min(max((nxt - AHEAD - self.clock()).total_seconds(), 0.05), POLL)
+        return min(max((nxt - self.ahead - self.clock()).total_seconds(), 0.05), POLL)
 
-    def planner(self, now: datetime) -> Callable[[ScheduleRow], tuple[list[Slot], datetime]]:
-        """The slots of a schedule up to `now + AHEAD` and its next fire time after them."""
-        return lambda row: plan_schedule(self.jobs[row.job_name], row, now)
+    def planner(
+        self, now: datetime, ahead: timedelta
+    ) -> Callable[[ScheduleRow], tuple[list[Slot], datetime]]:
+        """The slots of a schedule up to `now + ahead` and its next fire time after them."""
+        return lambda row: plan_schedule(self.jobs[row.job_name], row, now, ahead)
 
 
-def plan_schedule(job: JobConfig, row: ScheduleRow, now: datetime) -> tuple[list[Slot], datetime]:
-    """A runtime schedule's slots in (its cursor, now + AHEAD], planned as a TOML schedule's
+def plan_schedule(
+    job: JobConfig, row: ScheduleRow, now: datetime, ahead: timedelta = AHEAD
+) -> tuple[list[Slot], datetime]:
+    """A runtime schedule's slots in (its cursor, now + ahead], planned as a TOML schedule's
     with the schedule's settings, carrying its key, version, kwargs and overlap; a paused
     schedule's are recorded skipped (`paused`). And its first slot after them."""
     effective = effective_job(job, row)
-    plan = plan_slots(effective, row.cursor, now, ahead=AHEAD)
+    plan = plan_slots(effective, row.cursor, now, ahead=ahead)
     mark: dict[str, object] = {
         "schedule_key": row.key,
         "schedule_version": row.version,
@@ -106,4 +116,4 @@ def plan_schedule(job: JobConfig, row: ScheduleRow, now: datetime) -> tuple[list
         mark |= {"status": "skipped", "reason": "paused"}
     slots = [dataclasses.replace(s, **mark) for s in plan.slots]  # type: ignore[arg-type]
     assert effective.schedule is not None
-    return slots, effective.schedule.next_after(max(row.cursor, now + AHEAD))
+    return slots, effective.schedule.next_after(max(row.cursor, now + ahead))

@@ -4,6 +4,7 @@ recorded through the slot ledger with one row per (job, schedule key, slot)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from jobrunner import Client, InvalidArguments, JobNotFound, ScheduleNotFound
+from jobrunner import AsyncClient, Client, InvalidArguments, JobNotFound, ScheduleNotFound
 from jobrunner.config import JobConfig
 from jobrunner.errors import ScheduleExists
 from jobrunner.records import CatalogEntry, Policy
@@ -28,9 +29,9 @@ def digest(ctx: Any, user_id: int, hour: int = 9) -> None:
 JOB = JobConfig(name="digest", func="app:digest", overlap="forbid", retries=1)
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[AllPorts]:
-    s = AllPorts.from_url(db_url)
+def published(url: str) -> AllPorts:
+    """A store of `url` whose catalog holds the job `digest`, as a starting worker's."""
+    s = AllPorts.from_url(url)
     entry = CatalogEntry(
         name="digest",
         cron=None,
@@ -40,6 +41,12 @@ def store(db_url: str) -> Iterator[AllPorts]:
         parameters=parameters_of(digest),
     )
     s.publish_catalog([entry], worker_id="w1")
+    return s
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[AllPorts]:
+    s = published(db_url)
     yield s
     s.close()
 
@@ -234,3 +241,30 @@ def test_bulk_create_is_all_or_nothing_and_reuses_ended_keys(
     assert client.get_schedule("digest", "u3").version == 3  # created, deleted, made again
     with pytest.raises(JobNotFound):
         client.create_schedules("nope", specs[:1])
+
+
+def test_the_async_client_has_every_schedule_method(pg_url: str) -> None:
+    published(pg_url).close()
+
+    async def scenario() -> None:
+        async with AsyncClient.from_url(pg_url) as client:
+            made = await client.create_schedule(
+                "digest", "0 9 * * *", key="a", kwargs={"user_id": 1}
+            )
+            assert made.version == 1
+            specs = [
+                {"key": f"b{i}", "cron": "0 9 * * *", "kwargs": {"user_id": i}} for i in (1, 2)
+            ]
+            assert await client.create_schedules("digest", specs) == 2
+            with pytest.raises(InvalidArguments, match="must be integer"):
+                await client.update_schedule("digest", "a", kwargs={"user_id": "x"})
+            assert (await client.update_schedule("digest", "a", cron="0 8 * * *")).version == 2
+            assert (await client.pause_schedule("digest", "a")).status == "paused"
+            assert (await client.resume_schedule("digest", "a")).status == "active"
+            assert (await client.delete_schedule("digest", "b1")).status == "deleted"
+            assert [s.key for s in await client.list_schedules("digest")] == ["a", "b2"]
+            assert (await client.get_schedule("digest", "b1")).status == "deleted"
+            with pytest.raises(ScheduleNotFound):
+                await client.pause_schedule("digest", "b1")
+
+    asyncio.run(scenario())
