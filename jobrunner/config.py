@@ -55,6 +55,7 @@ from jobrunner.settings import (
     definition_of,
     parse_table,
     setting,
+    toml_key,
 )
 from jobrunner.units import (
     format_duration,
@@ -90,6 +91,7 @@ ENV_DATABASE_URL = "JOBRUNNER_DATABASE_URL"
 DEFAULT_CONFIG_FILE = "jobrunner.toml"
 DEFAULT_DATABASE_URL = "sqlite:///jobrunner.db"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:9108"
+DEFAULT_WEB_LISTEN = "127.0.0.1:9109"
 DEFAULT_MAX_RESULT_SIZE = 64 * 1024  # bytes of a run's result (its JSON) that are kept
 UTC = ZoneInfo("UTC")
 
@@ -192,6 +194,21 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebConfig:
+    """``[web]``: the dashboard as ``jobrunner web`` serves it alone. ``token`` (give it from
+    the environment: ``token = "${JOBRUNNER_WEB_TOKEN}"``) is asked of every request, as a
+    bearer header or through the login form; without one the dashboard is read-only and
+    listens on loopback only."""
+
+    listen: str = setting(DEFAULT_WEB_LISTEN, conv.listen)
+    token: str | None = field(
+        default=None, repr=False, metadata=toml_key(conv.web_token, hint=conv.TOKEN_ALLOWED)
+    )
+    host: str = "127.0.0.1"
+    port: int = 9109
+
+
+@dataclass(frozen=True, kw_only=True)
 class HistoryConfig:
     """``[history]``: pruning of finished runs. ``retention=None`` keeps them forever."""
 
@@ -213,6 +230,7 @@ class Config:
     http: HttpConfig | None = None
     history: HistoryConfig = field(default_factory=HistoryConfig)
     jobs: tuple[JobConfig, ...] = ()
+    web: WebConfig = field(default_factory=WebConfig)
 
     def job(self, name: str) -> JobConfig:
         """The job called ``name``; KeyError if there is none."""
@@ -230,7 +248,7 @@ class Config:
 
 # --------------------------------------------------------------------------- sections
 
-_TOP = ("database", "worker", "logging", "http", "history", "jobs")
+_TOP = ("database", "worker", "logging", "http", "history", "jobs", "web")
 
 
 def _section(raw: object, cls: type[T], prefix: str, issues: Issues) -> T | None:
@@ -279,6 +297,14 @@ def _build_worker(raw: object, base: Path, issues: Issues) -> tuple[WorkerConfig
             ok = False
             del values["heartbeat"]
     return WorkerConfig(**values), ok
+
+
+def _build_web(raw: object, issues: Issues) -> WebConfig | None:
+    values, ok = parse_table(raw, WebConfig, "web", issues)
+    if not ok:
+        return None
+    host, port = conv.split_listen(values.get("listen", DEFAULT_WEB_LISTEN))
+    return WebConfig(**values, host=host, port=port)
 
 
 def _build_http(raw: object, issues: Issues) -> HttpConfig | None:
@@ -330,10 +356,13 @@ def load_config(
     logging = _section(doc.get("logging", {}), LoggingConfig, "logging", issues)
     http = _build_http(doc["http"], issues) if "http" in doc else None
     history = _section(doc.get("history", {}), HistoryConfig, "history", issues)
+    web = _build_web(doc.get("web", {}), issues)
     paths = worker.import_paths if import_funcs else None
     jobs = build_jobs(doc.get("jobs", []), worker.timezone, paths, issues)
-    if issues or not worker_ok or database is None or logging is None or history is None:
+    if issues or not worker_ok or None in (database, logging, history, web):
         raise ConfigError(issues.items)
+    assert database is not None and logging is not None and history is not None
+    assert web is not None
     return Config(
         path=absolute,
         database=database,
@@ -342,6 +371,7 @@ def load_config(
         http=http,
         history=history,
         jobs=jobs,
+        web=web,
     )
 
 

@@ -104,6 +104,21 @@ def string(pattern: str | None = None, allowed: str = "") -> Converter:
     return convert
 
 
+TOKEN_ALLOWED = (
+    "a secret of at least 16 characters, best from the environment: "
+    'token = "${JOBRUNNER_WEB_TOKEN}"'
+)
+
+
+def web_token(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    text = as_str(value)
+    if len(text) < 16 or text != text.strip():
+        raise ValueError(f"too short or padded with spaces; allowed: {TOKEN_ALLOWED}")
+    return text
+
+
 def choice(*choices: str) -> Converter:
     def convert(value: object) -> str:
         if value not in choices:

@@ -231,6 +231,12 @@ class AdminStore(ClientStore):
     def list_locks(self) -> list[LockRow]:
         return read(self.engine, leases.list_locks())
 
+    def queue_depth(self) -> Mapping[tuple[str, str], int]:
+        return read(self.engine, queue.queue_depth())
+
+    def outcome_counts(self, since: datetime) -> dict[str, int]:
+        return read(self.engine, history.outcome_counts(since))
+
     def backfill(
         self, job: str, key: str | None, since: datetime, until: datetime, *, dry_run: bool
     ) -> tuple[list[datetime], int]:

@@ -186,6 +186,14 @@ class AdminPort(_Common, ClientPort, Protocol):
 
     def list_locks(self) -> list[LockRow]: ...
 
+    def queue_depth(self) -> Mapping[tuple[str, str], int]:
+        """Due queued runs by (queue, priority class)."""
+        ...
+
+    def outcome_counts(self, since: datetime) -> dict[str, int]:
+        """Runs enqueued since `since`, by status."""
+        ...
+
     def backfill(
         self, job: str, key: str | None, since: datetime, until: datetime, *, dry_run: bool
     ) -> tuple[list[datetime], int]:

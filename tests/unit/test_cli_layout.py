@@ -23,6 +23,7 @@ def test_help_lists_the_commands_then_the_groups_in_their_order() -> None:
         "plan",
         "why",
         "health",
+        "web",
         "db",
         "jobs",
         "runs",
