@@ -1,11 +1,9 @@
-"""The dashboard's app: its state, the session and CSRF checks, and page rendering.
+"""What the dashboard's pages and actions share: its state, the session and CSRF checks,
+page rendering and the error pages (`create_dashboard` in `jobrunner.web` puts them together).
 
-`create_dashboard(client, dependencies=[...])` returns a FastAPI app to mount in the host app
-(`app.mount("/jobrunner", create_dashboard(client, dependencies=[Depends(admin)]))`): every
-page and action runs the host app's `dependencies` (its auth) first. `jobrunner web` builds
-it with `token=`: then every request needs that token as `Authorization: Bearer TOKEN` or the
-signed session cookie the login form sets. `read_only=True` (what `jobrunner web` serves
-without a token) refuses every action and says so on every page.
+With a token (`jobrunner web`), every request needs it as `Authorization: Bearer TOKEN` or
+the signed session cookie the login form sets. Read-only (what `jobrunner web` serves without
+a token) refuses every action and says so on every page.
 
 Every action is a POST form carrying a CSRF token: a random value in a cookie (SameSite
 Strict, HttpOnly) that the form repeats; a POST whose field does not equal its cookie is
@@ -17,25 +15,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.params import Depends as DependsParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobrunner.client import AsyncClient, Client
-from jobrunner.store.access import AdminStore
-from jobrunner.store.engine import create_engine
 from jobrunner.store.ports import AdminPort
 
 HERE = Path(__file__).resolve().parent
@@ -84,7 +75,7 @@ def require_session(request: Request) -> None:
     raise LoginNeeded
 
 
-def _login_needed(request: Request, _exc: Exception) -> Response:
+def login_needed(request: Request, _exc: Exception) -> Response:
     if request.method == "GET":  # a page: to the login form
         return RedirectResponse(str(request.url_for("login_form")), status_code=303)
     return HTMLResponse("401: this dashboard needs its token", status_code=401)
@@ -145,67 +136,13 @@ def error_page(request: Request, status: int, message: str) -> Response:
     return render(request, "error.html", status=status, message=message)
 
 
-def _admin_store(client: Client | AsyncClient) -> AdminPort:
-    """The store the dashboard reads: over the Client's own engine, or (AsyncClient) a
-    synchronous engine of the same database, whose calls run in the thread pool."""
-    if isinstance(client, Client):
-        return AdminStore(client.engine)
-    if isinstance(client, AsyncClient):
-        url = sa.make_url(client.engine.url).set(drivername="postgresql+psycopg")
-        return AdminStore(create_engine(url.render_as_string(hide_password=False)))
-    raise TypeError(f"client must be a jobrunner Client or AsyncClient, got {client!r}")
-
-
-def create_dashboard(
-    client: Client | AsyncClient,
-    dependencies: Sequence[DependsParam] | None = None,
-    *,
-    token: str | None = None,
-    read_only: bool = False,
-    lease_ttl: timedelta = timedelta(seconds=30),
-    include_traceback: bool = True,
-) -> FastAPI:
-    """The dashboard as a FastAPI app to mount (`app.mount("/jobrunner", ...)`).
-
-    `dependencies` run before every page and action (the host app's auth). `token`: every
-    request needs it (bearer header or the login form's session cookie). `read_only`:
-    actions are refused. `lease_ttl`: the workers' (a worker seen within it is alive)."""
-    from jobrunner.web import actions, pages
-
-    store = _admin_store(client)
-    dash = Dashboard(
-        store=store,
-        templates=Jinja2Templates(directory=HERE / "templates"),
-        token=token,
-        read_only=read_only,
-        lease_ttl=lease_ttl,
-        include_traceback=include_traceback,
-    )
-    app = FastAPI(
-        title="jobrunner dashboard",
-        dependencies=list(dependencies or ()),
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.state.dashboard = dash
-    app.add_exception_handler(LoginNeeded, _login_needed)
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.include_router(pages.login_routes())
-    app.include_router(pages.page_routes(), dependencies=Guarded)
-    app.include_router(actions.action_routes(), dependencies=Action)
-    return app
-
-
-def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     if exc.status_code == 404 and exc.detail == "Not Found":
         return error_page(request, 404, f"no page at {request.url.path}")
     return error_page(request, exc.status_code, str(exc.detail))
 
 
-def _bad_request(request: Request, exc: RequestValidationError) -> Response:
+def bad_request(request: Request, exc: RequestValidationError) -> Response:
     said = "; ".join(
         f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
         for e in exc.errors()

@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+import jobrunner.web.views as views
 from jobrunner.errors import JobNotFound, RunNotFound
 from jobrunner.ledger import Surroundings, account, slot_window
 from jobrunner.schedule import Schedule
 from jobrunner.store.tables import RUN_STATUSES
 from jobrunner.units import parse_duration
 from jobrunner.waits import job_queue, live
-from jobrunner.web import views
 from jobrunner.web.app import (
     SESSION_COOKIE,
     ZONE_COOKIE,

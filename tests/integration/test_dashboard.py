@@ -48,7 +48,7 @@ def seed(url: str) -> dict[str, Any]:
                     config_hash="h2",
                     definition={"name": "adhoc", "overlap": "allow"},
                 ),
-            ],  # fmt: skip
+            ],
             worker_id="w1",
         )
         store.register_worker(
