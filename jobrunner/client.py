@@ -28,7 +28,7 @@ import structlog
 
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Run, ScheduleRow
-from jobrunner.runtime import ScheduleChanges
+from jobrunner.runtime import MAX_SCHEDULES_LIST, ScheduleChanges
 from jobrunner.store import catalog, follow, history, queue, redrive
 from jobrunner.store import schedules as schedules_ops
 from jobrunner.store.access import ClientStore, read
@@ -64,9 +64,9 @@ def current_correlation_id(source: CorrelationSource) -> str | None:
     return None if value is None else str(value)[:200]
 
 
-def _check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
-        raise BadInput(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
+def _check_limit(limit: int, most: int = MAX_LIST_LIMIT) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
+        raise BadInput(f"limit must be an integer from 1 to {most}, got {limit!r}")
     return limit
 
 
@@ -152,10 +152,14 @@ class _Schedules:
         """One schedule, whatever its status (ScheduleNotFound)."""
         return self._store.get_schedule(job, key)
 
-    def list_schedules(self, job: str | None = None, *, ended: bool = False) -> list[ScheduleRow]:
-        """Live schedules (active, paused) by job and key; with `ended` also the deleted
-        and retired ones."""
-        return self._store.list_schedules(job, ended=ended)
+    def list_schedules(
+        self, job: str | None = None, *, ended: bool = False, limit: int = MAX_SCHEDULES_LIST
+    ) -> list[ScheduleRow]:
+        """Live schedules (active, paused) by job and key, at most `limit`; with `ended`
+        also the deleted and retired ones."""
+        return self._store.list_schedules(
+            job, ended=ended, limit=_check_limit(limit, MAX_SCHEDULES_LIST)
+        )
 
 
 class _AsyncSchedules:
@@ -215,10 +219,11 @@ class _AsyncSchedules:
         return await self._read(schedules_ops.get_schedule(job, key))
 
     async def list_schedules(
-        self, job: str | None = None, *, ended: bool = False
+        self, job: str | None = None, *, ended: bool = False, limit: int = MAX_SCHEDULES_LIST
     ) -> list[ScheduleRow]:
         """As `Client.list_schedules`."""
-        return await self._read(schedules_ops.list_schedules(job, ended=ended))
+        checked = _check_limit(limit, MAX_SCHEDULES_LIST)
+        return await self._read(schedules_ops.list_schedules(job, ended=ended, limit=checked))
 
 
 class Client(_Correlated, _Schedules):

@@ -67,14 +67,21 @@ SCHEDULE_LANE = "\x1e"  # a runtime schedule's lane is "\x1eKEY": no concurrency
 
 
 def lane_key(run: Run, pol: Policy) -> LaneKey:
-    """Whose lease slots and rate window a run uses: its job's, its (job, key)'s, or, for a
-    runtime schedule's run of a job without a concurrency key, its schedule's (overlap is
-    per schedule: one user's slot never skips another's)."""
+    """Whose lease slots a run takes: its job's, its (job, key)'s, or, for a runtime
+    schedule's run of a job without a concurrency key whose overlap is `forbid` or
+    `replace`, its schedule's: one user's slot never skips or replaces another's. With
+    `allow` a schedule's runs share the job's slots (its `max_concurrency`)."""
     if pol.keyed:
         return (run.job_name, run.concurrency_key or "")
-    if run.schedule_key:
+    if run.schedule_key and pol.overlap != "allow":
         return (run.job_name, SCHEDULE_LANE + run.schedule_key)
     return (run.job_name, "")
+
+
+def rate_key(run: Run, pol: Policy) -> LaneKey:
+    """Whose rate window a run counts in: its (job, key)'s, else its job's (a runtime
+    schedule's runs count in their job's: `rate_limit` holds for the job)."""
+    return (run.job_name, (run.concurrency_key or "") if pol.keyed else "")
 
 
 def policy_of(run: Run, policies: Mapping[str, Policy]) -> Policy:
@@ -139,9 +146,10 @@ def decide_claim(
             job_lanes = lanes[key] = _Lanes(held.get(key, {}), pol.capacity)
         window = None
         if pol.rate is not None:
-            window = windows.get(key)
+            rkey = rate_key(run, pol)
+            window = windows.get(rkey)
             if window is None:
-                window = windows[key] = _Window(pol.rate, (rates or {}).get(key, ()))
+                window = windows[rkey] = _Window(pol.rate, (rates or {}).get(rkey, ()))
         decision = _decide_one(run, paused, pol, job_lanes, window, now)
         if isinstance(decision, int):
             start.append((run, decision))

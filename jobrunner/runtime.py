@@ -19,8 +19,11 @@ from jobrunner.policy import BACKFILL
 from jobrunner.records import CatalogEntry, ScheduleRow, Slot
 from jobrunner.schedule import Schedule
 
-KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}"  # no '/': a key is a URL path segment
-KEY_ALLOWED = "letters, digits and '_.:@+=-', starting with a letter or digit, up to 200 characters"
+# No '/': a key is a URL path segment. Up to 199 characters: a schedule's lease is named
+# "JOB\x1f\x1eKEY" in job_locks (401 characters at most, a job name up to 200).
+KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,198}"
+KEY_ALLOWED = "letters, digits and '_.:@+=-', starting with a letter or digit, up to 199 characters"
+MAX_CRON = 200  # characters, as the column holds
 MAX_SCHEDULES_LIST = 100_000
 
 
@@ -59,7 +62,7 @@ def check_changes(job: str, key: str, changes: Mapping[str, Any]) -> dict[str, A
     out: dict[str, Any] = {}
     for name, value in changes.items():
         if name not in _CONVERT:
-            close = difflib.get_close_matches(name, list(_CONVERT), n=1)
+            close = difflib.get_close_matches(str(name), list(_CONVERT), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise InvalidArguments(
                 f"schedule {key!r} of job {job!r}: unknown setting {name!r}: {hint}"
@@ -70,9 +73,30 @@ def check_changes(job: str, key: str, changes: Mapping[str, Any]) -> dict[str, A
             continue
         try:
             out[name] = _CONVERT[name](value)
+            if name == "cron" and len(out[name]) > MAX_CRON:
+                raise ValueError(f"at most {MAX_CRON} characters, got {len(out[name])}")
         except ValueError as exc:
             raise InvalidArguments(f"schedule {key!r} of job {job!r}: {name}: {exc}") from None
     return out
+
+
+def check_concurrency_key(entry: CatalogEntry, key: str, kwargs: Mapping[str, Any]) -> None:
+    """A job with a `concurrency_key` needs its value in the schedule's kwargs (over the
+    job's own), as an enqueue does; InvalidArguments otherwise."""
+    name = entry.definition.get("concurrency_key")
+    if not name:
+        return
+    value = key_text({**entry.definition.get("kwargs", {}), **kwargs}.get(name))
+    if value is None:
+        raise InvalidArguments(
+            f"schedule {key!r} of job {entry.name!r}: its concurrency_key is {name!r}: the "
+            f"schedule's kwargs must hold {name!r} (its runs are limited per value)"
+        )
+    if len(value) > 200:
+        raise InvalidArguments(
+            f"schedule {key!r} of job {entry.name!r}: the value of {name!r} is a concurrency "
+            f"key: at most 200 characters, got {len(value)}"
+        )
 
 
 def next_fire(cron: str, zone: str, after: datetime) -> datetime:

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jobrunner.errors import BadInput, JobNotFound, ScheduleExists, ScheduleNotFound
 from jobrunner.records import ScheduleRow
+from jobrunner.runtime import KEY_PATTERN, MAX_SCHEDULES_LIST
 
 Call = Callable[..., Awaitable[Any]]
 CatchUp = Literal["skip", "latest", "all"]
 Overlap = Literal["forbid", "allow", "replace"]
-KEY = r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$"  # as `jobrunner.runtime.KEY_PATTERN`
+KEY = f"^{KEY_PATTERN}$"
 
 
 class ScheduleOut(BaseModel):
@@ -92,9 +93,11 @@ def schedule_routes(router: APIRouter, call: Call, error: type[BaseModel]) -> No
     async def list_schedules(
         job: Annotated[str | None, Query(max_length=200)] = None,
         all_: Annotated[bool, Query(alias="all")] = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_SCHEDULES_LIST)] = 1000,
     ) -> list[ScheduleOut]:
-        """Runtime schedules by job and key (with `all`, also deleted and retired ones)."""
-        return [_out(s) for s in await call("list_schedules", job, ended=all_)]
+        """Runtime schedules by job and key, at most `limit` (with `all`, also deleted and
+        retired ones)."""
+        return [_out(s) for s in await call("list_schedules", job, ended=all_, limit=limit)]
 
     @router.post(
         "/schedules",

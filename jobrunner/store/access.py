@@ -200,8 +200,10 @@ class ClientStore(_Store):
     def get_schedule(self, job: str, key: str) -> ScheduleRow:
         return read(self.engine, schedules.get_schedule(job, key))
 
-    def list_schedules(self, job: str | None = None, *, ended: bool = False) -> list[ScheduleRow]:
-        return read(self.engine, schedules.list_schedules(job, ended=ended))
+    def list_schedules(
+        self, job: str | None = None, *, ended: bool = False, limit: int = 100_000
+    ) -> list[ScheduleRow]:
+        return read(self.engine, schedules.list_schedules(job, ended=ended, limit=limit))
 
 
 class AdminStore(ClientStore):

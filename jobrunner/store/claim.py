@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from jobrunner.policy import Decisions, LaneKey, decide_claim, lane_key
+from jobrunner.policy import Decisions, LaneKey, decide_claim, lane_key, policy_of, rate_key
 from jobrunner.records import Claim, ClaimedRun, Lease, Policy, Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.leases import KEY_SEP, STARTED_AT, acquire, held_leases, lock_name, replace
@@ -105,7 +105,7 @@ def _rated_keys(
     candidates: list[tuple[Run, bool]], policies: Mapping[str, Policy]
 ) -> list[LaneKey]:
     """The rate windows the candidates start in (sorted: their rows are locked in order)."""
-    keys = {lane_key(run, pol) for run, _ in candidates if (pol := policies[run.job_name]).rate}
+    keys = {rate_key(run, pol) for run, _ in candidates if (pol := policies[run.job_name]).rate}
     return sorted(keys)
 
 
@@ -133,7 +133,9 @@ def _write(
 ) -> Op[Claim]:
     """Carry out a claim's decisions: take the leases, replace holders, start the runs
     that got a lease, record the skipped slots."""
-    wanted = [(run, lane_key(run, policies[run.job_name])[1], slot) for run, slot in decided.start]
+    wanted = [
+        (run, lane_key(run, policy_of(run, policies))[1], slot) for run, slot in decided.start
+    ]
     acquired, clock = yield from acquire(dialect, wanted, worker_id, lease_ttl, now)
     moved = yield from replace(worker_id, decided.replace, lease_ttl)
     waiting = decided.waiting

@@ -23,9 +23,17 @@ import sqlalchemy as sa
 
 from jobrunner.errors import InvalidArguments, ScheduleExists, ScheduleNotFound
 from jobrunner.records import ScheduleRow, Slot
-from jobrunner.runtime import backfill_slots, check_changes, check_key, next_fire
+from jobrunner.runtime import (
+    MAX_SCHEDULES_LIST,
+    backfill_slots,
+    check_changes,
+    check_concurrency_key,
+    check_key,
+    next_fire,
+)
 from jobrunner.schedule import Schedule
 from jobrunner.store.catalog import clock, get_job
+from jobrunner.store.engine import db_now
 from jobrunner.store.params import Signatures
 from jobrunner.store.slots import insert_slots
 from jobrunner.store.sql import Op, any_of, insert, unnest
@@ -43,16 +51,19 @@ def _named(job: str, key: str) -> sa.ColumnElement[bool]:
 
 def get_schedule(job: str, key: str) -> Op[ScheduleRow]:
     """One schedule, whatever its status (ScheduleNotFound if there is none)."""
+    check_key(job, key)
     row = (yield sa.select(jobrunner_schedules).where(_named(job, key))).one_or_none()
     if row is None:
         raise ScheduleNotFound(f"job {job!r} has no schedule with the key {key!r}")
     return ScheduleRow(**row._mapping)
 
 
-def list_schedules(job: str | None = None, *, ended: bool = False) -> Op[list[ScheduleRow]]:
-    """Schedules by job and key: the live ones (active, paused), with `ended` also those
-    deleted or retired."""
-    query = sa.select(jobrunner_schedules).order_by(_T.job_name, _T.key)
+def list_schedules(
+    job: str | None = None, *, ended: bool = False, limit: int = MAX_SCHEDULES_LIST
+) -> Op[list[ScheduleRow]]:
+    """Schedules by job and key, at most `limit`: the live ones (active, paused), with
+    `ended` also those deleted or retired."""
+    query = sa.select(jobrunner_schedules).order_by(_T.job_name, _T.key).limit(limit)
     if job is not None:
         query = query.where(_T.job_name == job)
     if not ended:
@@ -77,6 +88,7 @@ def create_schedule(
         raise InvalidArguments(f"schedule {key!r} of job {job!r}: a cron is required")
     entry = yield from get_job(job)
     kwargs = given.get("kwargs") or {}
+    check_concurrency_key(entry, key, kwargs)
     if signatures is not None:
         yield from signatures.check(job, [kwargs])
     now = yield from clock()
@@ -130,6 +142,8 @@ def create_schedules(
         twice = next(k for k in keys if keys.count(k) > 1)
         raise InvalidArguments(f"schedules of job {job!r}: the key {twice!r} is given twice")
     entry = yield from get_job(job)
+    for key, given in checked:
+        check_concurrency_key(entry, key, given.get("kwargs") or {})
     if signatures is not None and checked:
         yield from signatures.check(job, [given.get("kwargs") or {} for _, given in checked])
     if not checked:
@@ -231,8 +245,10 @@ def update_schedule(
             "allowed: cron, timezone, kwargs, catch_up, overlap"
         )
     row = yield from _live(job, key)
-    if "kwargs" in given and signatures is not None:
-        yield from signatures.check(job, [given["kwargs"]])
+    if "kwargs" in given:
+        check_concurrency_key((yield from get_job(job)), key, given["kwargs"])
+        if signatures is not None:
+            yield from signatures.check(job, [given["kwargs"]])
     return (yield from _change(dialect, row, given))
 
 
@@ -257,6 +273,7 @@ def delete_schedule(dialect: str, job: str, key: str) -> Op[ScheduleRow]:
 
 
 def _live(job: str, key: str) -> Op[ScheduleRow]:
+    check_key(job, key)
     row = (
         yield sa.select(jobrunner_schedules).where(_named(job, key)).with_for_update()
     ).one_or_none()
@@ -270,9 +287,13 @@ def _change(
     dialect: str, row: ScheduleRow, values: Mapping[str, Any], *, end: bool = False
 ) -> Op[ScheduleRow]:
     """Write a change as the next version: withdraw the slots recorded ahead that no worker
-    claimed, plan again from now (or, with `end`, plan nothing more)."""
-    now = yield from clock()
+    claimed, plan again from now (or, with `end`, plan nothing more). A pause records the
+    schedule's due slots that wait unclaimed `skipped` (paused); an end cancels every run
+    of it still queued."""
+    now = yield from _clock_now(dialect)  # after the row's lock: a planner may have held it
     yield from withdraw_ahead(row.job_name, row.key, now)
+    if end or values.get("status") == "paused":
+        yield from _settle_due(row.job_name, row.key, now, end=end)
     cursor = min(row.cursor, now)
     merged = {**row.__dict__, **values}
     if end:
@@ -290,17 +311,38 @@ def _change(
     return (yield from get_schedule(row.job_name, row.key))
 
 
+def _clock_now(dialect: str) -> Op[datetime]:
+    """The database's clock now (PostgreSQL's `now()` is the transaction's start)."""
+    if dialect != "postgresql":
+        return (yield from clock())
+    value: datetime = (yield sa.select(sa.func.clock_timestamp(type_=UTCDateTime()))).scalar_one()
+    return value
+
+
 def withdraw_ahead(job: str, key: str, now: datetime) -> Op[int]:
-    """Delete the schedule's slots due after `now` that are still queued (recorded ahead,
-    not claimed): the planner records them again from the changed schedule."""
+    """Delete the schedule's slots due after `now` that no worker claimed (queued, or
+    recorded skipped while it was paused): the planner records them again from the changed
+    schedule."""
     gone = yield job_runs.delete().where(
         job_runs.c.job_name == job,
         job_runs.c.schedule_key == key,
         job_runs.c.trigger == "schedule",
-        job_runs.c.status == "queued",
         job_runs.c.scheduled_for > now,
+        (job_runs.c.status == "queued")
+        | ((job_runs.c.status == "skipped") & (job_runs.c.reason == "paused")),
     )
     return int(gone.rowcount)
+
+
+def _settle_due(job: str, key: str, now: datetime, *, end: bool) -> Op[None]:
+    """The schedule's runs due by `now` and still queued: skipped (paused) at a pause;
+    cancelled at its end, retries included."""
+    which = [job_runs.c.job_name == job, job_runs.c.schedule_key == key]
+    which.append(job_runs.c.status == "queued")
+    if not end:
+        which += [job_runs.c.trigger == "schedule", job_runs.c.scheduled_for <= now]
+    status, reason = ("cancelled", "schedule deleted") if end else ("skipped", "paused")
+    yield job_runs.update().where(*which).values(status=status, reason=reason, finished_at=db_now())
 
 
 MAX_BACKFILL = 10_000  # slots one backfill may queue

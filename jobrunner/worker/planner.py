@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from jobrunner.config import JobConfig
+from jobrunner.logging import get_logger
 from jobrunner.records import ScheduleRow, Slot
 from jobrunner.runtime import effective_job
 from jobrunner.store.ports import WorkerPort
@@ -33,6 +34,8 @@ AHEAD = timedelta(seconds=2)  # slots are recorded at least this long before the
 MAX_AHEAD = timedelta(seconds=30)  # ... and at most this long (see the module's doc)
 POLL = 1.0  # seconds between looks at the schedules, at most
 BATCH = 2_000  # schedules planned per transaction
+RETRY_BROKEN = timedelta(minutes=1)  # a schedule that could not be planned, again after
+log = get_logger("jobrunner.worker")
 
 
 class SchedulePlanner:
@@ -94,8 +97,21 @@ class SchedulePlanner:
     def planner(
         self, now: datetime, ahead: timedelta
     ) -> Callable[[ScheduleRow], tuple[list[Slot], datetime]]:
-        """The slots of a schedule up to `now + ahead` and its next fire time after them."""
-        return lambda row: plan_schedule(self.jobs[row.job_name], row, now, ahead)
+        """The slots of a schedule up to `now + ahead` and its next fire time after them. A
+        schedule that cannot be planned here (a zone this host's tzdata lacks, say) is
+        logged and looked at again in `RETRY_BROKEN`: it never stops the others."""
+
+        def plan(row: ScheduleRow) -> tuple[list[Slot], datetime]:
+            try:
+                return plan_schedule(self.jobs[row.job_name], row, now, ahead)
+            except Exception as exc:
+                log.error(
+                    "runtime schedule not planned", job=row.job_name, key=row.key,
+                    error=f"{type(exc).__name__}: {exc}", retry_in=RETRY_BROKEN.total_seconds(),
+                )  # fmt: skip
+                return [], now + RETRY_BROKEN
+
+        return plan
 
 
 def plan_schedule(

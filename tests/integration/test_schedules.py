@@ -208,7 +208,8 @@ def test_overlap_is_per_schedule(client: Client, store: AllPorts) -> None:
     claim = store.claim(worker_id="w", limit=10, policies=policies, lease_ttl=30)
     started = {c.run.schedule_key for c in claim.started if c.run.scheduled_for == first}
     assert started == {"u1", "u2"}
-    assert all(c.lease.key.endswith(c.run.schedule_key) for c in claim.started)
+    keys = {c.run.schedule_key: c.lease.key for c in claim.started if c.run.scheduled_for == first}
+    assert keys == {"u1": "\x1eu1", "u2": ""}  # forbid: its own lane; allow: the job's
 
 
 def test_bulk_create_is_all_or_nothing_and_reuses_ended_keys(
@@ -268,3 +269,37 @@ def test_the_async_client_has_every_schedule_method(pg_url: str) -> None:
                 await client.pause_schedule("digest", "b1")
 
     asyncio.run(scenario())
+
+
+def test_a_resume_plans_the_slots_that_were_recorded_paused(
+    client: Client, store: AllPorts
+) -> None:
+    client.create_schedule("digest", "* * * * * *", key="u1", kwargs={"user_id": 1})
+    client.pause_schedule("digest", "u1")
+    plan(store, store.now())
+    assert {r.reason for r in store.list_runs(limit=100)} == {"paused"}
+    resumed = client.resume_schedule("digest", "u1")
+    assert plan(store, store.now()) == 1
+    ahead = [r for r in store.list_runs(limit=100) if r.scheduled_for > store.now()]  # type: ignore[operator]
+    assert ahead and all(r.status == "queued" for r in ahead)
+    assert all(r.schedule_version == resumed.version for r in ahead)
+
+
+def test_a_delete_cancels_what_waits_and_a_pause_skips_it(client: Client, store: AllPorts) -> None:
+    """Slots due but unclaimed (a backlog, a jitter) and queued retries do not run after
+    the schedule ends; at a pause its due slots are recorded skipped."""
+    for key in ("a", "b"):
+        client.create_schedule("digest", "* * * * * *", key=key, kwargs={"user_id": 1})
+    since = store.now() - timedelta(minutes=5)
+    for key in ("a", "b"):
+        missing, _ = store.backfill(
+            "digest", key, since, since + timedelta(seconds=3), dry_run=False
+        )
+        assert len(missing) >= 3
+    client.delete_schedule("digest", "a")
+    client.pause_schedule("digest", "b")
+    runs = store.list_runs(limit=100)
+    assert {(r.status, r.reason) for r in runs if r.schedule_key == "a"} == {
+        ("cancelled", "schedule deleted")
+    }
+    assert {(r.status, r.reason) for r in runs if r.schedule_key == "b"} == {("skipped", "paused")}

@@ -11,9 +11,9 @@ import pytest
 
 from jobrunner.config import JobConfig
 from jobrunner.errors import InvalidArguments
-from jobrunner.records import ScheduleRow
-from jobrunner.runtime import check_changes, check_key, effective_job
-from jobrunner.worker.planner import AHEAD, plan_schedule
+from jobrunner.records import CatalogEntry, ScheduleRow
+from jobrunner.runtime import check_changes, check_concurrency_key, check_key, effective_job
+from jobrunner.worker.planner import AHEAD, RETRY_BROKEN, SchedulePlanner, plan_schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 JOB = JobConfig(
@@ -130,7 +130,39 @@ def test_settings_are_refused_with_the_configs_messages(changes: Any, said: str)
     assert said in str(info.value) and "schedule 'u1' of job 'digest'" in str(info.value)
 
 
-@pytest.mark.parametrize("key", ["", "a/b", "-x", "a" * 201, 7, None, "tab\there"])
+@pytest.mark.parametrize("key", ["", "a/b", "-x", "a" * 200, 7, None, "tab\there"])
 def test_keys_are_refused_with_what_a_key_may_be(key: Any) -> None:
     with pytest.raises(InvalidArguments, match="key: "):
         check_key("digest", key)
+
+
+def test_a_key_of_199_characters_and_a_cron_of_200_are_the_most() -> None:
+    assert check_key("digest", "k" * 199) == "k" * 199
+    with pytest.raises(InvalidArguments, match="at most 200 characters"):
+        check_changes("digest", "u1", {"cron": "0 " + ",".join(["1"] * 120) + " * * *"})
+    with pytest.raises(InvalidArguments, match="unknown setting 7"):
+        check_changes("digest", "u1", {7: "x"})
+
+
+def test_a_job_with_a_concurrency_key_needs_its_value_in_the_schedules_kwargs() -> None:
+    entry = CatalogEntry(
+        name="sync", cron=None, timezone="UTC", config_hash="h",
+        definition={"concurrency_key": "tenant", "kwargs": {"region": "eu"}},
+    )  # fmt: skip
+    check_concurrency_key(entry, "u1", {"tenant": "t-1"})
+    with pytest.raises(InvalidArguments, match="must hold 'tenant'"):
+        check_concurrency_key(entry, "u1", {"region": "us"})
+    with pytest.raises(InvalidArguments, match="at most 200 characters"):
+        check_concurrency_key(entry, "u1", {"tenant": "t" * 201})
+
+
+def test_a_schedule_that_cannot_be_planned_here_never_stops_the_others() -> None:
+    """A zone this host's tzdata lacks (or any other error of one row) is logged and the row
+    is looked at again later; the planner's pass goes on with the rest."""
+    planner = SchedulePlanner([JOB], None, None, None, None)  # type: ignore[arg-type]
+    now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    plan = planner.planner(now, AHEAD)
+    broken = row("* * * * *", now, timezone="Nowhere/Atlantis")
+    assert plan(broken) == ([], now + RETRY_BROKEN)
+    slots, _ = plan(row("* * * * * *", now))
+    assert len(slots) == 2

@@ -153,3 +153,23 @@ def test_a_rate_limited_slot_waits_rather_than_being_skipped() -> None:
     rated = Policy(overlap="forbid", rate=(1, 3600.0), misfire_grace=60)
     d = decide_claim([(run(1), False)], {}, {"j": rated}, NOW, {("j", ""): [NOW.timestamp()]})
     assert d.start == d.skip == [] and d.waiting == 1
+
+
+def test_runtime_schedules_overlap_per_schedule_but_share_the_jobs_limits() -> None:
+    """Five schedules of one job fire together: with `forbid` each takes its own lane (no
+    slot skips another's), while `max_concurrency` (with `allow`) and `rate_limit` hold for
+    the job as a whole."""
+    runs = [(run(i, schedule_key=f"user-{i}"), False) for i in range(1, 6)]
+    forbid = decide_claim(runs, {}, {"j": Policy(overlap="forbid")}, NOW)
+    assert len(forbid.start) == 5 and forbid.skip == []
+    held = {("j", "\x1euser-1"): {0: Lease(job_name="j", slot=0, run_id=99, fence=1)}}
+    again = decide_claim(runs, held, {"j": Policy(overlap="forbid")}, NOW)
+    assert [r.schedule_key for r, why in again.skip] == ["user-1"]  # only its own schedule
+    allow = decide_claim(runs, {}, {"j": Policy(overlap="allow", max_concurrency=2)}, NOW)
+    assert len(allow.start) == 2, "max_concurrency is the job's"
+    rated = decide_claim(runs, {}, {"j": Policy(overlap="forbid", rate=(1, 60.0))}, NOW)
+    assert len(rated.start) == 1 and list(rated.rates) == [("j", "")], "rate_limit is the job's"
+    allowed = [(run(7, schedule_key="k", overlap="allow"), False)]  # the schedule's override
+    held_job = {("j", ""): {0: Lease(job_name="j", slot=0, run_id=98, fence=1)}}
+    mixed = decide_claim(allowed, held_job, {"j": Policy(overlap="forbid")}, NOW)
+    assert len(mixed.start) == 1, "allow: a free slot of the job's lane (unlimited)"

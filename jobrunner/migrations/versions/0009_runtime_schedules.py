@@ -76,6 +76,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_schedules_next_fire", table_name="jobrunner_schedules")
     op.drop_table("jobrunner_schedules")
+    # The runtime schedules' slots go with them: under the older slot key, two schedules'
+    # slots of one job at one instant would collide.
+    op.execute("DELETE FROM job_runs WHERE schedule_key <> ''")
     op.drop_index("uq_job_runs_slot_attempt", table_name="job_runs")
     op.create_index(
         "uq_job_runs_slot_attempt",
