@@ -1,12 +1,13 @@
 """A small web app that enqueues and observes jobrunner runs; it never runs jobs itself.
 
-    pip install 'jobrunner[fastapi]' uvicorn
+    pip install 'jobrunner[web]'
     export JOBRUNNER_DATABASE_URL=postgresql://app:secret@db/app
     export EXAMPLE_API_TOKEN=change-me          # optional: protects the jobrunner routes
     uvicorn --factory examples.fastapi_app:create_app
 
-- `/jobrunner/...` is jobrunner's router (list jobs, enqueue, show and cancel runs) behind the
-  app's own auth dependency (a bearer token here).
+- `/jobrunner/` is jobrunner's dashboard and `/jobrunner/api/...` its JSON router (list jobs,
+  enqueue, show, cancel and retry runs, runtime schedules), both behind the app's own auth
+  dependency: a bearer token here, or the cookie `/login?token=...` sets for a browser.
 - `POST /reports/{region}` is the app's own endpoint: it enqueues the `report` job with the
   request's correlation id and an optional `Idempotency-Key` header.
 - A middleware gives every request a correlation id (the `X-Request-ID` header, or a new one),
@@ -25,10 +26,12 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, FastAPI, Header, HTTPException, status
+from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Query, status
+from fastapi.responses import RedirectResponse, Response
 
 from jobrunner import AsyncClient, JobNotFound
 from jobrunner.fastapi import RunOut, create_router
+from jobrunner.web import create_dashboard
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -76,11 +79,16 @@ def create_app(database_url: str | None = None, api_token: str | None = None) ->
     token = api_token if api_token is not None else os.environ.get("EXAMPLE_API_TOKEN")
     client = AsyncClient.from_url(url)
 
-    async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+    async def require_token(
+        authorization: Annotated[str | None, Header()] = None,
+        example_token: Annotated[str | None, Cookie()] = None,
+    ) -> None:
         if token is None:
             return
         scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given, token):
+        if scheme.lower() != "bearer":
+            given = example_token or ""
+        if not secrets.compare_digest(given, token):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "a valid bearer token is required",
@@ -94,9 +102,18 @@ def create_app(database_url: str | None = None, api_token: str | None = None) ->
 
     app = FastAPI(title="jobrunner example", lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(
-        create_router(client, dependencies=[Depends(require_token)]), prefix="/jobrunner"
-    )
+    guard = [Depends(require_token)]
+    app.include_router(create_router(client, dependencies=guard), prefix="/jobrunner/api")
+    app.mount("/jobrunner", create_dashboard(client, dependencies=guard))
+
+    @app.get("/login", include_in_schema=False)
+    async def login(token_: Annotated[str, Query(alias="token")] = "") -> Response:
+        """A browser's way in: the token in an HttpOnly cookie, then the dashboard."""
+        if token is not None and not secrets.compare_digest(token_, token):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong token")
+        answer = RedirectResponse("/jobrunner/", status_code=303)
+        answer.set_cookie("example_token", token_, httponly=True, samesite="strict")
+        return answer
 
     @app.post(
         "/reports/{region}",

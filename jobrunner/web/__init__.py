@@ -17,6 +17,7 @@ compute without a database in `views`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -90,6 +91,8 @@ def create_dashboard(
         openapi_url=None,
     )
     app.state.dashboard = dash
+    if not isinstance(client, Client):  # the engine is the dashboard's own: closed with it
+        weakref.finalize(app, store.close)
     app.add_exception_handler(LoginNeeded, login_needed)
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, bad_request)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from jobrunner.web.app import (
     dashboard,
     error_page,
     render,
+    zone_choice,
 )
 
 PAGE = 50  # runs per page
@@ -107,8 +108,10 @@ def job_page(
     start = now - timedelta(hours=hours)
     if entry.cron is not None:
         tz = ZoneInfo(entry.timezone)
-        window = slot_window(entry.cron, tz, start, now, limit=MAX_STRIP)
         first, last = store.slot_bounds(name)
+        if first is not None and first > start:  # the strip begins with the job's first slot
+            start = first - timedelta(microseconds=1)
+        window = slot_window(entry.cron, tz, start, now, limit=MAX_STRIP)
         around = Surroundings(
             now=now,
             job=entry,
@@ -120,12 +123,14 @@ def job_page(
         )
         ledger = account(window, store.slot_runs(name, window.start, now), around)
         start, summary = window.start, ledger.summary
-        labels = {r.slot: _label(r.slot, entry.timezone) for r in ledger.reports}
+        label_zone = "UTC" if zone_choice(request) == "utc" else entry.timezone
+        labels = {r.slot: _label(r.slot, label_zone) for r in ledger.reports}
         marks = views.timeline(ledger.reports, start, now, labels)
     runs = store.list_runs(job=name, limit=20)
     return render(
         request, "job.html", entry=entry, marks=marks, summary=summary, hours=hours,
         start=start, now=now, runs=runs, width=views.TIMELINE_WIDTH, colours=views.COLOURS,
+        duration=views.duration_text, zones={name: entry.timezone},
     )  # fmt: skip
 
 
@@ -164,9 +169,10 @@ def runs_page(
     older = {k: v for k, v in shown.items() if v}
     if more:
         older["before_id"] = str(runs[-1].id)
+    zones = {e.name: e.timezone for e in store.list_jobs()}
     return render(
         request, "runs.html", runs=runs, filters=shown, older=older if more else None,
-        statuses=RUN_STATUSES, duration=views.duration_text,
+        statuses=RUN_STATUSES, duration=views.duration_text, zones=zones,
     )  # fmt: skip
 
 
@@ -184,7 +190,7 @@ def run_page(request: Request, run_id: int) -> Response:
     except JobNotFound:
         zone = "UTC"
     return render(
-        request, "run.html", run=run, attempts=attempts, zone=zone,
+        request, "run.html", run=run, attempts=attempts, zone=zone, zones={run.job_name: zone},
         duration=views.duration_text, show_traceback=dashboard(request).include_traceback,
     )  # fmt: skip
 

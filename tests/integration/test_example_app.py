@@ -60,7 +60,7 @@ def calls(tmp_path: Path) -> list[dict[str, Any]]:
 def wait_final(http: TestClient, run_id: int, timeout: float = 10) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        run: dict[str, Any] = http.get(f"/jobrunner/runs/{run_id}", headers=AUTH).json()
+        run: dict[str, Any] = http.get(f"/jobrunner/api/runs/{run_id}", headers=AUTH).json()
         if run["status"] not in ("queued", "running") or time.monotonic() > deadline:
             return run
         time.sleep(0.1)
@@ -90,21 +90,29 @@ def test_web_app_enqueues_worker_runs_and_the_app_observes(
 
         # jobrunner's router, mounted with the app's auth; a request id is generated.
         routed = http.post(
-            "/jobrunner/jobs/report/runs", json={"kwargs": {"region": "us"}}, headers=AUTH
+            "/jobrunner/api/jobs/report/runs", json={"kwargs": {"region": "us"}}, headers=AUTH
         )
         assert routed.status_code == 202
         generated = routed.headers["X-Request-ID"]
         assert routed.json()["correlation_id"] == generated and len(generated) == 32
         assert wait_final(http, routed.json()["id"])["status"] == "succeeded"
-        listed = http.get("/jobrunner/runs", params={"job": "report"}, headers=AUTH).json()
+        listed = http.get("/jobrunner/api/runs", params={"job": "report"}, headers=AUTH).json()
         assert {r["status"] for r in listed} == {"succeeded"} and len(listed) == 2
         assert wait_for(lambda: len(calls(tmp_path)) == 2, 5)
 
         # Auth and input errors.
-        assert http.get("/jobrunner/jobs").status_code == 401
+        assert http.get("/jobrunner/api/jobs").status_code == 401
         assert http.post("/reports/eu").status_code == 401
-        assert http.post("/jobrunner/jobs/nope/runs", headers=AUTH).status_code == 404
-        bad = http.post("/jobrunner/jobs/report/runs", json={"kwargs": [1]}, headers=AUTH)
+        assert http.post("/jobrunner/api/jobs/nope/runs", headers=AUTH).status_code == 404
+        bad = http.post("/jobrunner/api/jobs/report/runs", json={"kwargs": [1]}, headers=AUTH)
         assert bad.status_code == 422
-        assert len(http.get("/jobrunner/runs", headers=AUTH).json()) == 2, "nothing written"
+        assert len(http.get("/jobrunner/api/runs", headers=AUTH).json()) == 2, "nothing written"
+
+        # The dashboard at /jobrunner/, behind the same auth: a browser logs in with a cookie.
+        assert http.get("/jobrunner/").status_code == 401
+        page = http.get("/jobrunner/jobs", headers=AUTH)
+        assert page.status_code == 200 and "report" in page.text
+        assert http.get("/login", params={"token": "wrong"}).status_code == 401
+        http.get("/login", params={"token": TOKEN})
+        assert "Needs attention" in http.get("/jobrunner/").text
     assert worker.proc.poll() is None, "the worker keeps running"

@@ -113,3 +113,10 @@ def returns_big(ctx: Any, size: int = 100_000) -> str:
 def typed(ctx: Any, user_id: int, region: str = "eu", tags: list[str] | None = None) -> int:
     """A job with typed parameters: enqueues are checked against them in the client."""
     return user_id
+
+
+async def flip(ctx: Any) -> None:
+    """Fails for every slot whose second is a multiple of 4 (a timeline with two colours)."""
+    _record(ctx)
+    if ctx.scheduled_for is not None and ctx.scheduled_for.second % 4 == 0:
+        raise RuntimeError("every fourth second fails")
