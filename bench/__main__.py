@@ -1,8 +1,8 @@
 """`python -m bench SCENARIO --db URL [--repeats N] [--size N] ...`
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
-failover, partition, upgrade, idle, memory, queues, results, schedules (jobrunner); pgbench (the
-machine's limit); statements (a diagnostic: statements per run, side by side); all (each in turn).
+failover, partition, upgrade, idle, memory, queues, results, schedules, dashboard (jobrunner);
+pgbench (the machine's limit); statements (a diagnostic: statements per run, side by side); all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
 databases named bench_* and drops every one at the end, also on Ctrl-C.
 """
@@ -38,6 +38,7 @@ SCENARIOS = (
     "queues",
     "results",
     "schedules",
+    "dashboard",
     "pgbench",
     "statements",
 )
@@ -54,7 +55,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="throughput: runs; pickup: runs; firelag/scale: cron jobs; "
-        "idle: largest replica count; queues, results: runs per drain; schedules: schedules",
+        "idle: largest replica count; queues, results: runs per drain; schedules: schedules; "
+        "dashboard: rows",
     )
     p.add_argument(
         "--duration",
@@ -127,6 +129,9 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
             opts["counts"] = (*(c for c in (1, 5, 20) if c < args.size), args.size)
         if args.duration:
             opts["window"] = args.duration
+    elif scenario == "dashboard":
+        if args.size:
+            opts["rows"] = args.size
     elif scenario == "schedules":
         if args.size:
             opts["count"] = args.size

@@ -228,7 +228,7 @@ class AdminStore(ClientStore):
         return read(self.engine, history.has_runs(job))
 
     def last_outcomes(self) -> dict[str, Run]:
-        return read(self.engine, history.last_outcomes())
+        return read(self.engine, history.last_outcomes(self.dialect))
 
     def list_locks(self) -> list[LockRow]:
         return read(self.engine, leases.list_locks())

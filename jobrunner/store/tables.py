@@ -251,6 +251,12 @@ sa.Index(  # unique_for: the runs of a job with equal kwargs, newest last
     postgresql_where=job_runs.c.unique_digest.is_not(None),
     sqlite_where=job_runs.c.unique_digest.is_not(None),
 )
+sa.Index(  # the retries of a run (`runs show`, the dashboard's run page): few rows
+    "ix_job_runs_retry_of",
+    job_runs.c.retry_of,
+    postgresql_where=job_runs.c.retry_of.is_not(None),
+    sqlite_where=job_runs.c.retry_of.is_not(None),
+)
 sa.Index(
     "ix_job_runs_correlation",
     job_runs.c.correlation_id,

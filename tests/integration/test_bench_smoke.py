@@ -17,6 +17,7 @@ from bench.common import Server, kill_all
 from bench.report import Result
 from bench.scenarios import (
     Context,
+    dashboard,
     failover,
     firelag,
     idle,
@@ -130,6 +131,12 @@ def test_results(ctx: Context) -> None:
         assert values(result, variant)["rate_16"] is not None, variant
     assert result.notes == [] and "| kb/none |" in result.table()
     assert set(result.extra["paired_ratios"]["c16"][0]) == {"small", "kb"}
+
+
+def test_dashboard(ctx: Context) -> None:
+    result = dashboard.run(ctx, rows=2_000, jobs=4, samples=2)
+    for page in dashboard.PAGES:
+        assert values(result)[f"{page}_p95"] is not None, page
 
 
 def test_schedules(ctx: Context) -> None:
