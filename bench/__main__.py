@@ -2,7 +2,8 @@
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
 failover, partition, upgrade, idle, memory, queues, results, schedules, dashboard (jobrunner);
-pgbench (the machine's limit); statements (a diagnostic: statements per run, side by side); all (each in turn).
+pgbench (the machine's limit); statements (a diagnostic: statements per run, side by side);
+all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
 databases named bench_* and drops every one at the end, also on Ctrl-C.
 """
