@@ -128,7 +128,10 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
         status_code=status,
     )
     if request.cookies.get(CSRF_COOKIE) != token:
-        page.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/")
+        secure = request.url.scheme == "https"
+        page.set_cookie(
+            CSRF_COOKIE, token, httponly=True, samesite="strict", path="/", secure=secure
+        )
     return page
 
 

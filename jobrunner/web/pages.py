@@ -234,6 +234,7 @@ def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
         return render(request, "login.html", status=401, error="wrong token")
     answer = RedirectResponse(str(request.url_for("overview")), status_code=303)
     answer.set_cookie(
-        SESSION_COOKIE, dash.session_value(), httponly=True, samesite="strict", path="/"
-    )
+        SESSION_COOKIE, dash.session_value(), httponly=True, samesite="strict", path="/",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
     return answer
