@@ -133,7 +133,7 @@ def measure(ctx: Context, rows: int, jobs: int, samples: int) -> dict[str, list[
                 "schedules": "/schedules",
                 "workers": "/workers",
             }
-            http = TestClient(create_dashboard(client))
+            http = TestClient(create_dashboard(client, dependencies=[]))
             return _time_pages(http, paths, samples)
 
 

@@ -60,6 +60,11 @@ def web(
     dashboard = create_dashboard(
         client, token=token, read_only=token is None, lease_ttl=cfg.worker.lease_ttl
     )
+    if token is None:  # loopback only, also for a name that resolves here (DNS rebinding)
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        hosts = ["localhost", "127.0.0.1", "[::1]", "::1", host]
+        dashboard.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     mode = "token required" if token else "read-only: no [web] token"
     say(f"dashboard on http://{host}:{port}/ ({mode})")
     try:

@@ -17,6 +17,7 @@ compute without a database in `views`.
 
 from __future__ import annotations
 
+import secrets
 import weakref
 from collections.abc import Sequence
 from datetime import timedelta
@@ -73,9 +74,17 @@ def create_dashboard(
 
     `dependencies` run before every page and action (the host app's auth). `token`: every
     request needs it (bearer header or the login form's session cookie). `read_only`:
-    actions are refused. `lease_ttl`: the workers' (a worker seen within it is alive)."""
+    actions are refused. One of them is required (an explicit `dependencies=[]` when
+    something else guards the mount): a dashboard takes actions. `lease_ttl`: the
+    workers' (a worker seen within it is alive)."""
+    if dependencies is None and token is None and not read_only:
+        raise ValueError(
+            "create_dashboard: give dependencies=[...] (your app's auth; [] if something "
+            "else guards the mount), a token, or read_only=True: it takes actions"
+        )
     store = _admin_store(client)
     dash = Dashboard(
+        secret=secrets.token_bytes(32),
         store=store,
         templates=Jinja2Templates(directory=HERE / "templates"),
         token=token,

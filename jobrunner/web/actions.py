@@ -47,7 +47,7 @@ def action_routes() -> APIRouter:
 
 
 def _done(request: Request, page: str, message: str, **params: Any) -> Response:
-    url = str(request.url_for(page, **params)) + "?" + urlencode({"done": message})
+    url = request.url_for(page, **params).path + "?" + urlencode({"done": message})
     return RedirectResponse(url, status_code=303)
 
 
@@ -73,6 +73,8 @@ def parse_kwargs(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"kwargs is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise BadInput("kwargs: nested too deeply") from None
     if not isinstance(value, dict):
         raise BadInput('kwargs must be a JSON object like {"region": "eu"}')
     return value
@@ -95,7 +97,7 @@ def trigger(
 def _set_paused(request: Request, name: str, paused: bool) -> Response:
     def call() -> Response:
         dashboard(request).store.set_paused(name, paused)
-        said = "paused: its slots are recorded skipped" if paused else "resumed"
+        said = "paused" if paused else "resumed"
         return _done(request, "job", f"{name} {said}", name=name)
 
     return _attempt(request, call)

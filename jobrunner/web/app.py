@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jobrunner.store.ports import AdminPort
 
 HERE = Path(__file__).resolve().parent
+SESSION_AGE = 12 * 3600  # seconds a login lasts
 CSRF_COOKIE = "jr_csrf"
 SESSION_COOKIE = "jr_session"
 ZONE_COOKIE = "jr_tz"
@@ -46,10 +48,26 @@ class Dashboard:
     lease_ttl: timedelta = timedelta(seconds=30)  # a worker seen within it is alive
     include_traceback: bool = True
 
-    def session_value(self) -> str:
-        """The session cookie's value for this token: an HMAC of it, never the token."""
+    secret: bytes = b""  # signs sessions: random per dashboard (a restart logs everyone out)
+
+    def session_value(self, issued: int) -> str:
+        """A session cookie: when it was issued, signed with the token and this dashboard's
+        secret (never the token itself)."""
         assert self.token is not None
-        return hmac.new(self.token.encode(), b"jobrunner-dashboard", hashlib.sha256).hexdigest()
+        key = self.secret + self.token.encode()
+        mac = hmac.new(key, str(issued).encode(), hashlib.sha256).hexdigest()
+        return f"{issued}.{mac}"
+
+    def session_ok(self, cookie: str, now: float) -> bool:
+        issued, _, _ = cookie.partition(".")
+        if not issued.isdigit() or now - int(issued) > SESSION_AGE:
+            return False
+        return same(cookie, self.session_value(int(issued)))
+
+
+def same(given: str, wanted: str) -> bool:
+    """A constant-time comparison of two texts, whatever characters they hold."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), wanted.encode())
 
 
 def dashboard(request: Request) -> Dashboard:
@@ -67,24 +85,24 @@ def require_session(request: Request) -> None:
     if dash.token is None:
         return
     header = request.headers.get("authorization", "")
-    if header.startswith("Bearer ") and hmac.compare_digest(header[7:], dash.token):
+    if header.startswith("Bearer ") and same(header[7:], dash.token):
         return
     cookie = request.cookies.get(SESSION_COOKIE, "")
-    if cookie and hmac.compare_digest(cookie, dash.session_value()):
+    if cookie and dash.session_ok(cookie, time.time()):
         return
     raise LoginNeeded
 
 
 def login_needed(request: Request, _exc: Exception) -> Response:
     if request.method == "GET":  # a page: to the login form
-        return RedirectResponse(str(request.url_for("login_form")), status_code=303)
+        return RedirectResponse(request.url_for("login_form").path, status_code=303)
     return HTMLResponse("401: this dashboard needs its token", status_code=401)
 
 
 def check_csrf(request: Request, csrf: Annotated[str, Form()] = "") -> None:
     """A POST's CSRF field must equal its cookie (403 otherwise: nothing is written)."""
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not cookie or not csrf or not hmac.compare_digest(cookie, csrf):
+    if not cookie or not csrf or not same(csrf, cookie):
         raise HTTPException(403, "CSRF token missing or wrong: reload the page and submit again")
 
 
@@ -93,8 +111,14 @@ def check_writable(request: Request) -> None:
         raise HTTPException(403, "this dashboard is read-only: set [web] token to allow actions")
 
 
-Guarded = [Depends(require_session)]
-Action = [Depends(require_session), Depends(check_writable), Depends(check_csrf)]
+def no_nul(request: Request) -> None:
+    """A NUL character cannot be in any name or id the store keeps: 422, not a database error."""
+    if "\x00" in request.url.path or "%00" in request.url.query:
+        raise HTTPException(422, "a NUL character is not allowed in a path or query")
+
+
+Guarded = [Depends(no_nul), Depends(require_session)]
+Action = [Depends(no_nul), Depends(require_session), Depends(check_writable), Depends(check_csrf)]
 
 
 def zone_choice(request: Request) -> str:
@@ -114,6 +138,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
         tz = ZoneInfo("UTC") if utc or not zone else ZoneInfo(zone)
         return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     page = dash.templates.TemplateResponse(
         request,
         name,
@@ -121,6 +146,8 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
             "dash": dash,
             "csrf": token,
             "when": when,
+            "here": here,  # this page as a path: what htmx refreshes, where the zone toggle goes
+            "url_for": lambda page, **params: request.url_for(page, **params).path,
             "zone_choice": zone_choice(request),
             "done": request.query_params.get("done"),
             **context,
@@ -129,9 +156,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
     )
     if request.cookies.get(CSRF_COOKIE) != token:
         secure = request.url.scheme == "https"
-        page.set_cookie(
-            CSRF_COOKIE, token, httponly=True, samesite="strict", path="/", secure=secure
-        )
+        page.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="lax", path="/", secure=secure)
     return page
 
 

@@ -7,7 +7,7 @@ thread pool) and renders one template. Nothing here writes, except the login's c
 
 from __future__ import annotations
 
-import hmac
+import time
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -23,11 +23,13 @@ from jobrunner.store.tables import RUN_STATUSES
 from jobrunner.units import parse_duration
 from jobrunner.waits import job_queue, live
 from jobrunner.web.app import (
+    SESSION_AGE,
     SESSION_COOKIE,
     ZONE_COOKIE,
     dashboard,
     error_page,
     render,
+    same,
     zone_choice,
 )
 
@@ -48,7 +50,7 @@ def page_routes() -> APIRouter:
         ("/workers", workers_page, "workers"),
         ("/prefs", prefs, "prefs"),
     ):
-        router.add_api_route(path, handler, methods=["GET"], name=name)
+        router.add_api_route(path, handler, methods=["GET", "HEAD"], name=name)
     return router
 
 
@@ -56,6 +58,7 @@ def login_routes() -> APIRouter:
     router = APIRouter()
     router.add_api_route("/login", login_form, methods=["GET"], name="login_form")
     router.add_api_route("/login", login, methods=["POST"], name="login")
+    router.add_api_route("/logout", logout, methods=["POST"], name="logout")
     return router
 
 
@@ -105,6 +108,7 @@ def job_page(
     now = store.now()
     marks: list[views.Mark] = []
     summary: dict[str, int] = {}
+    truncated = False
     start = now - timedelta(hours=hours)
     if entry.cron is not None:
         tz = ZoneInfo(entry.timezone)
@@ -125,12 +129,14 @@ def job_page(
         start, summary = window.start, ledger.summary
         label_zone = "UTC" if zone_choice(request) == "utc" else entry.timezone
         labels = {r.slot: _label(r.slot, label_zone) for r in ledger.reports}
+        truncated = window.truncated
         marks = views.timeline(ledger.reports, start, now, labels)
     runs = store.list_runs(job=name, limit=20)
     return render(
         request, "job.html", entry=entry, marks=marks, summary=summary, hours=hours,
         start=start, now=now, runs=runs, width=views.TIMELINE_WIDTH, colours=views.COLOURS,
-        duration=views.duration_text, zones={name: entry.timezone},
+        duration=views.duration_text, zones={name: entry.timezone}, truncated=truncated,
+        most=MAX_STRIP,
     )  # fmt: skip
 
 
@@ -159,7 +165,7 @@ def runs_page(
     if since:
         try:
             filters["since"] = store.now() - parse_duration(since)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             return error_page(request, 422, f"since: {exc}")
     runs = store.list_runs(limit=PAGE + 1, before_id=before_id, **filters)
     more = len(runs) > PAGE
@@ -218,7 +224,7 @@ def workers_page(request: Request) -> Response:
 def prefs(request: Request, tz: str = "job", back: str = "") -> Response:
     """Read times in UTC or in each job's zone (a cookie); back to the page it came from."""
     same_site = back.startswith("/") and not back.startswith("//") and "\\" not in back
-    target = back if same_site else str(request.url_for("overview"))  # never another site
+    target = back if same_site else request.url_for("overview").path  # never another site
     answer = RedirectResponse(target, status_code=303)
     answer.set_cookie(ZONE_COOKIE, "utc" if tz == "utc" else "job", samesite="lax", path="/")
     return answer
@@ -230,11 +236,17 @@ def login_form(request: Request, error: str | None = None) -> Response:
 
 def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
     dash = dashboard(request)
-    if dash.token is None or not hmac.compare_digest(token, dash.token):
+    if dash.token is None or not same(token, dash.token):
         return render(request, "login.html", status=401, error="wrong token")
-    answer = RedirectResponse(str(request.url_for("overview")), status_code=303)
+    answer = RedirectResponse(request.url_for("overview").path, status_code=303)
     answer.set_cookie(
-        SESSION_COOKIE, dash.session_value(), httponly=True, samesite="strict", path="/",
-        secure=request.url.scheme == "https",
+        SESSION_COOKIE, dash.session_value(int(time.time())), httponly=True, samesite="lax",
+        path="/", secure=request.url.scheme == "https", max_age=SESSION_AGE,
     )  # fmt: skip
+    return answer
+
+
+def logout(request: Request) -> Response:
+    answer = RedirectResponse(request.url_for("login_form").path, status_code=303)
+    answer.delete_cookie(SESSION_COOKIE, path="/")
     return answer

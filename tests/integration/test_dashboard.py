@@ -5,6 +5,7 @@ app's dependencies, the token and its session, read-only mode, CSRF on every POS
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -80,7 +81,7 @@ def site(db_url: str) -> Iterator[tuple[TestClient, dict[str, Any], Client]]:
     client = Client.from_url(db_url)
     client.create_schedule("adhoc", "0 9 * * 1", key="user-7", kwargs={"user": 7})
     app = FastAPI()
-    app.mount("/jr", create_dashboard(client))
+    app.mount("/jr", create_dashboard(client, dependencies=[]))
     with TestClient(app) as http:
         yield http, ids, client
     client.close()
@@ -270,7 +271,7 @@ def test_read_only_refuses_every_action_and_says_so(sqlite_url: str) -> None:
 def test_times_follow_the_viewers_choice(sqlite_url: str) -> None:
     ids = seed(sqlite_url)
     with Client.from_url(sqlite_url) as client:
-        http = TestClient(create_dashboard(client))
+        http = TestClient(create_dashboard(client, dependencies=[]))
         path = f"/runs/{ids['ok']}"
         assert re.search(r"\d\d:\d\d:\d\d CES?T", http.get(path).text)  # the job's zone
         moved = http.get(f"/prefs?tz=utc&back={path}", follow_redirects=False)
@@ -278,3 +279,43 @@ def test_times_follow_the_viewers_choice(sqlite_url: str) -> None:
         assert " UTC<" in http.get(path).text and "CET<" not in http.get(path).text
         away = http.get("/prefs?tz=utc&back=https://evil.example/", follow_redirects=False)
         assert "evil" not in away.headers["location"], "no open redirect"
+
+
+def test_an_unguarded_dashboard_is_refused_and_odd_input_is_4xx(sqlite_url: str) -> None:
+    seed(sqlite_url)
+    with Client.from_url(sqlite_url) as client:
+        with pytest.raises(ValueError, match="dependencies"):
+            create_dashboard(client)
+        http = TestClient(create_dashboard(client, dependencies=[]))
+        token = csrf_at(http, "/")
+        for method, path, data in (
+            ("GET", "/runs?since=999999999d", None),
+            ("GET", "/jobs/%00", None),
+            ("GET", "/runs?job=%00", None),
+            ("POST", "/jobs/adhoc/trigger", {"csrf": token, "kwargs": '{"a":' + "[" * 30000}),
+            ("POST", "/jobs/adhoc/trigger", {"csrf": "\u00e9"}),
+        ):
+            answer = http.request(method, path, data=data)
+            assert 400 <= answer.status_code < 500, (path, answer.status_code)
+        assert http.head("/").status_code == 200
+        odd = {"Authorization": "Bearer \u00e9".encode("latin-1")}
+        assert http.get("/runs", headers=odd).status_code == 200
+
+
+def test_sessions_expire_and_log_out(sqlite_url: str) -> None:
+    seed(sqlite_url)
+    with Client.from_url(sqlite_url) as client:
+        app = create_dashboard(client, token=TOKEN)
+        http = TestClient(app)
+        odd = {"Authorization": "Bearer \u00e9".encode("latin-1")}
+        assert http.get("/", headers=odd, follow_redirects=False).status_code == 303
+        http.post("/login", data={"token": TOKEN})
+        assert http.get("/jobs").status_code == 200
+        dash = app.state.dashboard
+        stale = dash.session_value(int(time.time()) - 13 * 3600)
+        other = TestClient(app, cookies={"jr_session": stale})
+        assert other.get("/jobs", follow_redirects=False).status_code == 303, "expired"
+        forged = TestClient(app, cookies={"jr_session": f"{int(time.time())}.beef"})
+        assert forged.get("/jobs", follow_redirects=False).status_code == 303
+        http.post("/logout")
+        assert http.get("/jobs", follow_redirects=False).status_code == 303
