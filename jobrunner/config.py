@@ -49,6 +49,7 @@ from jobrunner import converters as conv
 from jobrunner.errors import ConfigError, ConfigIssue
 from jobrunner.interpolate import interpolate
 from jobrunner.jobconfig import JobConfig, build_jobs, short_hash
+from jobrunner.notify import NotifyTarget, build_targets
 from jobrunner.settings import (
     Issues,
     check_keys,
@@ -231,6 +232,7 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     jobs: tuple[JobConfig, ...] = ()
     web: WebConfig = field(default_factory=WebConfig)
+    notify: tuple[NotifyTarget, ...] = ()  # [[notify]] targets
 
     def job(self, name: str) -> JobConfig:
         """The job called ``name``; KeyError if there is none."""
@@ -248,7 +250,7 @@ class Config:
 
 # --------------------------------------------------------------------------- sections
 
-_TOP = ("database", "worker", "logging", "http", "history", "jobs", "web")
+_TOP = ("database", "worker", "logging", "http", "history", "jobs", "web", "notify")
 
 
 def _section(raw: object, cls: type[T], prefix: str, issues: Issues) -> T | None:
@@ -357,6 +359,7 @@ def load_config(
     http = _build_http(doc["http"], issues) if "http" in doc else None
     history = _section(doc.get("history", {}), HistoryConfig, "history", issues)
     web = _build_web(doc.get("web", {}), issues)
+    notify = build_targets(doc.get("notify"), issues)
     paths = worker.import_paths if import_funcs else None
     jobs = build_jobs(doc.get("jobs", []), worker.timezone, paths, issues)
     if issues or not worker_ok or None in (database, logging, history, web):
@@ -372,6 +375,7 @@ def load_config(
         history=history,
         jobs=jobs,
         web=web,
+        notify=notify,
     )
 
 

@@ -94,6 +94,7 @@ def run_worker(config: Path | None) -> int:
 
     configure_logging(cfg.logging.format, cfg.logging.level)
     store = WorkerStore.from_url(cfg.database.url)
+    store.notify = cfg.notify
     _tune_interpreter()
     try:
         code = asyncio.run(Worker(cfg, store).run())

@@ -5,7 +5,7 @@ the store's `AdminPort`.
 imports it and registers its commands. Importing this package imports them all, so `app`
 here has every command. The order below is the order of `jobrunner --help`: the top-level
 commands first (run, check, prune, plan, why, health, web), then the groups (db, jobs, runs,
-schedules, locks, workers). No command module imports another, nor this package.
+schedules, notify, locks, workers). No command module imports another, nor this package.
 
 Exit codes: 0 ok, 1 failure, 2 bad input (with a one-line message per problem, no traceback).
 """
@@ -19,6 +19,7 @@ from jobrunner.cli import db  # noqa: F401
 from jobrunner.cli import jobs  # noqa: F401
 from jobrunner.cli import runs  # noqa: F401
 from jobrunner.cli import schedules  # noqa: F401
+from jobrunner.cli import notify  # noqa: F401
 from jobrunner.cli import cluster  # noqa: F401
 from jobrunner.cli import plan  # noqa: F401
 from jobrunner.cli import why  # noqa: F401

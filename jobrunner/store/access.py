@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 import sqlalchemy as sa
 
+from jobrunner.notify import NotifyTarget
 from jobrunner.records import (
     CatalogEntry,
     Claim,
@@ -34,6 +35,7 @@ from jobrunner.store import (
     history,
     leases,
     migrate,
+    outbox,
     outcomes,
     queue,
     rates,
@@ -43,6 +45,7 @@ from jobrunner.store import (
 )
 from jobrunner.store.engine import create_engine
 from jobrunner.store.history import RunFilters
+from jobrunner.store.outbox import Pending
 from jobrunner.store.params import Signatures
 from jobrunner.store.queue import BulkOptions, EnqueueOptions
 from jobrunner.store.sql import Op, run_sync
@@ -239,6 +242,9 @@ class AdminStore(ClientStore):
     def outcome_counts(self, since: datetime) -> dict[str, int]:
         return read(self.engine, history.outcome_counts(since))
 
+    def outbox_status(self) -> list[dict[str, Any]]:
+        return read(self.engine, outbox.outbox_status())
+
     def backfill(
         self, job: str, key: str | None, since: datetime, until: datetime, *, dry_run: bool
     ) -> tuple[list[datetime], int]:
@@ -250,7 +256,11 @@ class AdminStore(ClientStore):
 
 
 class WorkerStore(_Store):
-    """`WorkerPort`: register, record slots, claim, heartbeat, write outcomes."""
+    """`WorkerPort`: register, record slots, claim, heartbeat, write outcomes. With `notify`
+    targets set, the events of outcomes, losses and skips are written to the outbox in the
+    transaction that records them."""
+
+    notify: tuple[NotifyTarget, ...] = ()
 
     def prepare_schema(self) -> migrate.SchemaStatus:
         return migrate.init_if_empty(self.engine)
@@ -274,7 +284,7 @@ class WorkerStore(_Store):
         return read(self.engine, slots.slot_cursors(self.dialect, list(job_names)))
 
     def insert_slots(self, new: Sequence[Slot]) -> int:
-        return write(self.engine, slots.insert_slots(self.dialect, new))
+        return write(self.engine, _recorded(self.dialect, new, self.notify))
 
     def next_schedule_fire(self, jobs: Sequence[str]) -> datetime | None:
         return read(self.engine, schedules.next_schedule_fire(self.dialect, jobs))
@@ -303,29 +313,81 @@ class WorkerStore(_Store):
             lease_ttl=lease_ttl,
             ahead=ahead,
         )
+        if self.notify:
+            op = _notified_claim(self.dialect, op, self.notify)
         with hot(self.engine) as conn:
             return run_sync(conn, op)
 
     def heartbeat(self, worker_id: str, lease_ttl: float, *, housekeeping: bool) -> Heartbeat:
-        return write(self.engine, _heartbeat(self.dialect, worker_id, lease_ttl, housekeeping))
+        op = _heartbeat(self.dialect, worker_id, lease_ttl, housekeeping, self.notify)
+        return write(self.engine, op)
 
     def finish(self, worker_id: str, done: Sequence[Outcome]) -> set[int]:
         if not done:
             return set()
+        op = outcomes.finish(self.dialect, worker_id, done)
+        if self.notify:
+            op = _notified_finish(self.dialect, op, done, self.notify)
         with hot(self.engine) as conn:
-            return run_sync(conn, outcomes.finish(self.dialect, worker_id, done))
+            return run_sync(conn, op)
 
     def reap(self, *, lease_ttl: float, orphans: bool = True) -> list[Run]:
-        return write(self.engine, outcomes.reap(self.dialect, lease_ttl=lease_ttl, orphans=orphans))
+        return write(self.engine, _reaped(self.dialect, lease_ttl, orphans, self.notify))
+
+    def claim_events(self, targets: Sequence[str], limit: int, lease: float) -> list[Pending]:
+        return write(self.engine, outbox.claim_events(self.dialect, targets, limit, lease))
+
+    def events_delivered(self, ids: Sequence[int]) -> None:
+        write(self.engine, outbox.delivered(ids))
+
+    def event_retry(self, event: int, error: str, delay: float) -> None:
+        write(self.engine, outbox.retry_later(event, error, delay))
+
+    def drop_expired_events(self, keep: float) -> list[tuple[str, str, int]]:
+        return write(self.engine, outbox.drop_expired(keep))
 
 
-def _heartbeat(dialect: str, worker_id: str, lease_ttl: float, housekeeping: bool) -> Op[Heartbeat]:
+def _recorded(dialect: str, new: Sequence[Slot], notify: Sequence[NotifyTarget]) -> Op[int]:
+    inserted = yield from slots.insert_slots(dialect, new)
+    yield from outbox.after_slots(dialect, notify, new)
+    return inserted
+
+
+def _notified_claim(dialect: str, op: Op[Claim], notify: Sequence[NotifyTarget]) -> Op[Claim]:
+    result = yield from op
+    yield from outbox.after_skips(dialect, notify, result.skipped)
+    return result
+
+
+def _notified_finish(
+    dialect: str, op: Op[set[int]], done: Sequence[Outcome], notify: Sequence[NotifyTarget]
+) -> Op[set[int]]:
+    written = yield from op
+    yield from outbox.after_finish(dialect, notify, done, written)
+    return written
+
+
+def _reaped(
+    dialect: str, lease_ttl: float, orphans: bool, notify: Sequence[NotifyTarget]
+) -> Op[list[Run]]:
+    lost = yield from outcomes.reap(dialect, lease_ttl=lease_ttl, orphans=orphans)
+    yield from outbox.after_reap(dialect, notify, lost)
+    return lost
+
+
+def _heartbeat(
+    dialect: str,
+    worker_id: str,
+    lease_ttl: float,
+    housekeeping: bool,
+    notify: Sequence[NotifyTarget] = (),
+) -> Op[Heartbeat]:
     """A worker's periodic pass in one transaction: renew its leases, take over expired
     ones and read the catalog. With `housekeeping` also count the queue, record orphaned
     runs lost, forget stale workers and retire jobs no live worker defines: checks that
     need not run on every heartbeat."""
     renewal = yield from leases.renew(worker_id, lease_ttl)
-    lost = yield from outcomes.reap(dialect, lease_ttl=lease_ttl, orphans=housekeeping)
+    lost = yield from _reaped(dialect, lease_ttl, housekeeping, notify)
     state = yield from catalog.catalog_state(lease_ttl)
     depth = (yield from queue.queue_depth()) if housekeeping else None
     retired: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TypedDict, Unpack
 
@@ -116,6 +117,14 @@ def last_outcomes(dialect: str = "postgresql") -> Op[dict[str, Run]]:
         ids = sa.select(sa.func.max(job_runs.c.id)).where(final).group_by(job_runs.c.job_name)
         rows = yield sa.select(job_runs).where(job_runs.c.id.in_(ids))
     return {r.job_name: Run(**r._mapping) for r in rows}
+
+
+def runs_by_id(ids: Sequence[int]) -> Op[list[Run]]:
+    """The runs with these ids (those that exist), by id."""
+    if not ids:
+        return []
+    rows = yield sa.select(job_runs).where(job_runs.c.id.in_(list(ids))).order_by(job_runs.c.id)
+    return [Run(**r._mapping) for r in rows]
 
 
 def outcome_counts(since: datetime) -> Op[dict[str, int]]:

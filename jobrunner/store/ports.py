@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
     from jobrunner.store.history import RunFilters
     from jobrunner.store.migrate import SchemaStatus
+    from jobrunner.store.outbox import Pending
     from jobrunner.store.queue import BulkOptions, EnqueueOptions
     from jobrunner.store.schedules import Planner
 
@@ -111,6 +112,18 @@ class WorkerPort(_Common, Protocol):
     def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]: ...
 
     def reap(self, *, lease_ttl: float, orphans: bool = True) -> list[Run]: ...
+
+    def claim_events(self, targets: Sequence[str], limit: int, lease: float) -> list[Pending]:
+        """Up to `limit` due outbox events of `targets`, claimed for `lease` seconds."""
+        ...
+
+    def events_delivered(self, ids: Sequence[int]) -> None: ...
+
+    def event_retry(self, event: int, error: str, delay: float) -> None: ...
+
+    def drop_expired_events(self, keep: float) -> list[tuple[str, str, int]]:
+        """Record events pending longer than `keep` seconds dropped; (target, id, attempts)."""
+        ...
 
 
 class ClientPort(Protocol):
@@ -192,6 +205,10 @@ class AdminPort(_Common, ClientPort, Protocol):
 
     def outcome_counts(self, since: datetime) -> dict[str, int]:
         """Runs enqueued since `since`, by status."""
+        ...
+
+    def outbox_status(self) -> list[dict[str, Any]]:
+        """The outbox per target and status (`jobrunner notify status`)."""
         ...
 
     def backfill(

@@ -127,6 +127,18 @@ def _slots_statement(dialect: str) -> Any:
     return stmt.returning(job_runs.c.id)
 
 
+def skipped_rows(slots: Sequence[Slot]) -> Op[list[Run]]:
+    """The rows of these slots (first attempts) that are recorded skipped."""
+    wanted = [(s.job_name, s.schedule_key, s.scheduled_for) for s in slots if s.status == "skipped"]
+    if not wanted:
+        return []
+    key = sa.tuple_(job_runs.c.job_name, job_runs.c.schedule_key, job_runs.c.scheduled_for)
+    rows = yield sa.select(job_runs).where(
+        key.in_(wanted), job_runs.c.attempt == 1, job_runs.c.status == "skipped"
+    )
+    return [Run(**r._mapping) for r in rows]
+
+
 def slot_runs(job: str, since: datetime, until: datetime, key: str = "") -> Op[list[Run]]:
     """Every run of `job` (of its runtime schedule `key`) whose slot lies in [since, until],
     oldest slot first."""

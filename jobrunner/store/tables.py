@@ -340,6 +340,35 @@ sa.Index(
     sqlite_where=jobrunner_schedules.c.next_fire_at.is_not(None),
 )
 
+# Notification events (`[[notify]]`), written in the transaction of their cause, one row per
+# (event, target); any replica that knows the target delivers it (claimed with SKIP LOCKED:
+# a claim moves `next_attempt_at` ahead, so a replica that dies mid-delivery leaves it to
+# another). `status`: pending, delivered, dropped (kept too long without a delivery).
+jobrunner_outbox = sa.Table(
+    "jobrunner_outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("run_id", sa.BigInteger(), nullable=True),
+    sa.Column("body", sa.JSON(), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.String(300), nullable=True),
+    sa.UniqueConstraint("event_id", "target", name="uq_outbox_event_target"),
+)
+sa.Index(
+    "ix_outbox_pending",
+    jobrunner_outbox.c.next_attempt_at,
+    postgresql_where=jobrunner_outbox.c.status == "pending",
+    sqlite_where=jobrunner_outbox.c.status == "pending",
+)
+
 jobrunner_workers = sa.Table(
     "jobrunner_workers",
     metadata,

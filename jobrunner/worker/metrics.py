@@ -185,6 +185,13 @@ class Metrics:
             "Database calls of this worker that failed (each is retried with backoff).",
             registry=r,
         )
+        self._notify = Counter(
+            "jobrunner_notifications_total",
+            "Notification deliveries by target and result: sent, failed (an attempt that will "
+            "be retried with backoff), dropped (kept too long without a delivery).",
+            ["target", "result"],
+            registry=r,
+        )
         self._deadline_stops = Counter(
             "jobrunner_renew_deadline_stops_total",
             "Runs this worker stopped because their lease was not renewed in time "
@@ -220,6 +227,15 @@ class Metrics:
 
     def db_error(self) -> None:
         self._db_errors.inc()
+
+    def notify_sent(self, target: str) -> None:
+        self._notify.labels(target=target, result="sent").inc()
+
+    def notify_failed(self, target: str) -> None:
+        self._notify.labels(target=target, result="failed").inc()
+
+    def notify_dropped(self, target: str) -> None:
+        self._notify.labels(target=target, result="dropped").inc()
 
     def set_running(self, n: int) -> None:
         self._running.set(n)

@@ -8,6 +8,8 @@ constructor, so that each can be run alone:
   statement, ahead of their time;
 - `planner.SchedulePlanner`: records the slots of the runtime schedules due soon (kept in
   the database with their next fire times), claimed in batches that peers pass over;
+- `notifier.Notifier`: delivers the outbox's notification events (`[[notify]]`), signed,
+  retried with backoff, in a thread pool of its own;
 - `claimer.Claimer`: claims due queued runs up to free capacity and hands them to the
   `runner.Runner`, which runs each and records its outcome; the claimer wakes `CLAIM_AHEAD`
   before the next due run, so that the claim is done by then and the run begins on time;
@@ -61,6 +63,7 @@ from jobrunner.worker.executor import Executor
 from jobrunner.worker.heartbeat import Heartbeat
 from jobrunner.worker.http import HttpServer, start_http
 from jobrunner.worker.metrics import Metrics
+from jobrunner.worker.notifier import Notifier
 from jobrunner.worker.planner import SchedulePlanner
 from jobrunner.worker.pruner import Pruner
 from jobrunner.worker.recorder import Recorder
@@ -121,6 +124,7 @@ class Worker:
         self.catalog = Catalog(config.jobs, store, worker_id=self.id, lease_ttl=lease_ttl, db=db)
         self.scheduler = Scheduler(config.jobs, store, runs, self.catalog, self.metrics, db=db)
         self.planner = SchedulePlanner(config.jobs, store, runs, self.catalog, self.metrics, db=db)
+        self.notifier = Notifier(config.notify, store, runs, self.metrics, db=db)
         renew_deadline = settings.renew_deadline
         self.runner = Runner(
             jobs,
@@ -307,6 +311,7 @@ class Worker:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.scheduler.run())
                 tg.create_task(self.planner.run())
+                tg.create_task(self.notifier.run())
                 tg.create_task(self.claimer.run())
                 tg.create_task(self.heartbeat.run())
                 tg.create_task(self.recorder.run())

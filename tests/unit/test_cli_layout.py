@@ -28,6 +28,7 @@ def test_help_lists_the_commands_then_the_groups_in_their_order() -> None:
         "jobs",
         "runs",
         "schedules",
+        "notify",
         "locks",
         "workers",
     ]

@@ -1,0 +1,140 @@
+"""The notifier service: delivers the outbox's events to the `[[notify]]` targets.
+
+Each pass claims up to `BATCH` due events of the targets this worker knows (SKIP LOCKED:
+replicas share them; a claim moves the event `CLAIM_LEASE` ahead, so one that dies mid-way
+leaves it to another) and POSTs each as JSON, signed with the target's secret, in its own
+small thread pool: delivery never blocks running jobs. A 2xx marks it delivered; anything
+else is retried with exponential backoff (capped), one log line per failed attempt; an event
+pending longer than `KEEP` is recorded `dropped`, with a log line and a metric. At least
+once: a receiver deduplicates by `event_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from jobrunner.logging import get_logger
+from jobrunner.notify import NotifyTarget, encode, request_headers
+from jobrunner.store.outbox import Pending
+from jobrunner.store.ports import WorkerPort
+from jobrunner.worker.backoff import Backoff, Offload, offload, sleep_or
+from jobrunner.worker.metrics import Metrics
+from jobrunner.worker.runs import RunTable
+
+log = get_logger("jobrunner.worker")
+BATCH = 50  # events claimed per pass
+CLAIM_LEASE = 30.0  # seconds a claimed event is this worker's to deliver
+TIMEOUT = 10.0  # seconds per request
+IDLE = 1.0  # seconds between passes that found nothing
+KEEP = 24 * 3600.0  # seconds an event is retried before it is recorded dropped
+BACKOFF_MAX = 600.0  # seconds between attempts, at most
+
+
+def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds before attempt `attempts + 1`: 2, 4, 8, ... up to `BACKOFF_MAX`, jittered."""
+    base = min(2.0**attempts, BACKOFF_MAX)
+    return base * (0.75 + 0.5 * rand())
+
+
+def post(target: NotifyTarget, body: dict[str, object], timeout: float = TIMEOUT) -> None:
+    """POST one event; raises on anything but a 2xx (the error says what came back)."""
+    payload = encode(body)
+    request = urllib.request.Request(
+        target.url, data=payload, headers=request_headers(target, payload), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"HTTP {exc.code} from the receiver") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RuntimeError(f"no answer: {reason}") from None
+    if not 200 <= status < 300:
+        raise RuntimeError(f"HTTP {status} from the receiver")
+
+
+class Notifier:
+    """Delivers events of `targets` (nothing to do without any)."""
+
+    def __init__(
+        self,
+        targets: Sequence[NotifyTarget],
+        store: WorkerPort,
+        runs: RunTable,
+        metrics: Metrics,
+        *,
+        db: Offload | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        send: Callable[[NotifyTarget, dict[str, object]], None] = post,
+    ) -> None:
+        self.targets = {t.name: t for t in targets}
+        self.store = store
+        self.runs = runs
+        self.metrics = metrics
+        self.db = db or offload()
+        self.monotonic = monotonic
+        self.send = send
+        self.pool = ThreadPoolExecutor(4, thread_name_prefix="jobrunner-notify")
+        self.last_drop = 0.0
+
+    async def run(self) -> None:
+        if not self.targets:
+            return
+        backoff = Backoff("notifier", self.metrics.db_error, self.monotonic)
+        try:
+            while not self.runs.stopping.is_set():
+                try:
+                    delay = await backoff.guard(self.run_once)
+                except Exception:  # a bug here must not stop the jobs: log it, go on
+                    log.exception("notifier pass failed")
+                    delay = IDLE * 10
+                await sleep_or(self.runs.stopping, delay)
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run_once(self) -> float:
+        """Deliver what is due; returns seconds until the next pass."""
+        if self.monotonic() - self.last_drop > 60:
+            self.last_drop = self.monotonic()
+            for target, event_id, attempts in await self.db(self.store.drop_expired_events, KEEP):
+                self.metrics.notify_dropped(target)
+                log.error("notification dropped", target=target, event_id=event_id,
+                          attempts=attempts, kept_hours=KEEP / 3600)  # fmt: skip
+        claimed = await self.db(self.store.claim_events, list(self.targets), BATCH, CLAIM_LEASE)
+        if not claimed:
+            return IDLE
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self.pool, self._deliver, e) for e in claimed)
+        )
+        done = [e.id for e, error in zip(claimed, results, strict=True) if error is None]
+        await self.db(self.store.events_delivered, done)
+        for event, error in zip(claimed, results, strict=True):
+            if error is not None:
+                await self._failed(event, error)
+        return 0.0 if len(claimed) == BATCH else IDLE
+
+    def _deliver(self, event: Pending) -> str | None:
+        try:
+            self.send(self.targets[event.target], event.body)
+        except Exception as exc:
+            return str(exc)[:300] or type(exc).__name__
+        self.metrics.notify_sent(event.target)
+        return None
+
+    async def _failed(self, event: Pending, error: str) -> None:
+        delay = backoff_delay(event.attempts)
+        self.metrics.notify_failed(event.target)
+        log.warning(
+            "notification not delivered", target=event.target, notification=event.event,
+            event_id=event.event_id, attempt=event.attempts, error=error,
+            retry_in=round(delay, 1),
+        )  # fmt: skip
+        await self.db(self.store.event_retry, event.id, error, delay)

@@ -1,0 +1,119 @@
+"""Notifications from the outbox to a real local HTTP receiver, with real workers: every
+expected event arrives, signed, with one distinct `event_id` per cause; a receiver that fails
+first gets the event again later (backoff); jobs not matching the target's globs or events it
+does not want send nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobrunner import Client
+from tests.support import Workers, toml_value, wait_for, write_config
+
+pytestmark = pytest.mark.system
+
+SECRET = "receiver-secret-0123456789"
+
+
+class Receiver:
+    """A local HTTP server that records every POST; the first `fail_first` answer 500."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.refused = 0
+        self.fail_first = fail_first
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if owner.refused < owner.fail_first:
+                    owner.refused += 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                owner.received.append(
+                    {"body": body, "signature": self.headers.get("X-Jobrunner-Signature"),
+                     "extra": self.headers.get("X-Team")}
+                )  # fmt: skip
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(r["body"]) for r in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(fail_first=2)
+    yield r
+    r.close()
+
+
+def notify_config(path: Path, db_url: str, url: str) -> Path:
+    jobs = [
+        {"name": "flaky", "func": "sysjobs:fail", "retries": 1, "retry_backoff": "0.2s"},
+        {"name": "quiet", "func": "sysjobs:fail"},
+        {"name": "fine", "func": "sysjobs:noop_async"},
+    ]
+    config = write_config(path, db_url, jobs)
+    table = {"url": url, "events": ["failed", "exhausted", "lost"], "jobs": ["fl*", "fine"],
+             "secret": SECRET, "headers": {"X-Team": "ops"}, "name": "ops-hook"}  # fmt: skip
+    lines = ["", "[[notify]]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
+    path.write_text(path.read_text() + "\n".join(lines) + "\n")
+    return config
+
+
+@pytest.mark.parametrize("db_url", ["postgresql", "sqlite"], indirect=True)
+def test_failures_are_notified_signed_once_per_cause(
+    tmp_path: Path, db_url: str, workers: Workers, receiver: Receiver
+) -> None:
+    config = notify_config(tmp_path / "jr.toml", db_url, receiver.url)
+    proc = workers.start(config)
+    with Client.from_url(db_url) as client:
+        first = client.enqueue("flaky")
+        client.enqueue("quiet")  # not a job the target wants
+        client.enqueue("fine")  # succeeds: no event
+        assert wait_for(lambda: len(receiver.received) >= 3, 40), receiver.events()
+        assert wait_for(lambda: len(client.list_runs(job="flaky")) == 2, 10)
+        retry = next(r for r in client.list_runs(job="flaky") if r.id != first.id)
+    for r in receiver.received:
+        expected = "sha256=" + hmac.new(SECRET.encode(), r["body"], hashlib.sha256).hexdigest()
+        assert r["signature"] == expected and r["extra"] == "ops"
+    got = sorted((e["run_id"], e["event"], e["attempt"]) for e in receiver.events())
+    assert got == sorted([(first.id, "failed", 1), (retry.id, "failed", 2),
+                          (retry.id, "exhausted", 2)]), got  # fmt: skip
+    ids = [e["event_id"] for e in receiver.events()]
+    assert len(set(ids)) == len(ids) == 3, "one distinct event id per cause"
+    assert receiver.refused == 2, "the first two attempts failed and were retried"
+    body = receiver.events()[0]
+    assert {"event_id", "event", "job", "run_id", "attempt", "status", "error", "scheduled_for",
+            "occurred_at"} <= set(body)  # fmt: skip
+    assert body["error"]["type"] == "RuntimeError"
+    retried = proc.find("notification not delivered")
+    assert len(retried) >= 2 and all("secret" not in json.dumps(e) for e in retried)
+    assert SECRET not in (tmp_path / "worker0.log").read_text(), "no secret in the log"
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
