@@ -95,6 +95,11 @@ def run_worker(config: Path | None) -> int:
     configure_logging(cfg.logging.format, cfg.logging.level)
     store = WorkerStore.from_url(cfg.database.url)
     store.notify = cfg.notify
+    store.expect_success = {
+        j.name: j.expect_success_within.total_seconds()
+        for j in cfg.jobs
+        if j.expect_success_within is not None
+    }
     _tune_interpreter()
     try:
         code = asyncio.run(Worker(cfg, store).run())

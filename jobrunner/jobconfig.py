@@ -61,6 +61,10 @@ class JobConfig:
     rate_limit: str | None = setting(None, conv.rate_limit)
     # an enqueue with the kwargs of a run enqueued within this window returns that run
     unique_for: timedelta | None = setting(None, conv.optional(conv.duration(exclusive=True)))
+    # the dead man's switch: an `overdue` event when no run succeeded for this long
+    expect_success_within: timedelta | None = setting(
+        None, conv.optional(conv.duration(exclusive=True))
+    )
     catch_up: Literal["skip", "latest", "all"] = setting(
         "latest", conv.choice("skip", "latest", "all")
     )
@@ -114,6 +118,7 @@ _LATER_KEYS: dict[str, object] = {
     "max_per_key": None,
     "rate_limit": None,
     "unique_for": None,
+    "expect_success_within": None,
 }
 
 

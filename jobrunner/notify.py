@@ -197,3 +197,32 @@ def request_headers(target: NotifyTarget, payload: bytes) -> dict[str, str]:
     if target.secret:
         headers[SIGNATURE_HEADER] = signature(target.secret, payload)
     return headers
+
+
+def overdue_events(
+    targets: Sequence[NotifyTarget], job: str, since: datetime, within: float, now: datetime
+) -> list[Event]:
+    """`overdue`: no run of `job` succeeded since `since` (its last success, or its first
+    run), longer ago than `within` seconds. One id per overdue period: the next success
+    starts another."""
+    wanting = [t for t in targets if t.wants("overdue", job)]
+    if not wanting or (now - since).total_seconds() <= within:
+        return []
+    ident = event_id(job, "overdue", since.isoformat())
+    body: dict[str, Any] = {
+        "event_id": ident,
+        "event": "overdue",
+        "job": job,
+        "run_id": None,
+        "attempt": None,
+        "status": None,
+        "error": None,
+        "scheduled_for": None,
+        "last_success_or_first_run_at": since.isoformat(),
+        "expect_success_within_seconds": within,
+        "occurred_at": now.isoformat(),
+    }
+    return [
+        Event(event_id=ident, target=t.name, event="overdue", job=job, run_id=None, body=body)
+        for t in wanting
+    ]  # fmt: skip

@@ -261,6 +261,7 @@ class WorkerStore(_Store):
     transaction that records them."""
 
     notify: tuple[NotifyTarget, ...] = ()
+    expect_success: Mapping[str, float] = {}  # job -> seconds (expect_success_within)
 
     def prepare_schema(self) -> migrate.SchemaStatus:
         return migrate.init_if_empty(self.engine)
@@ -319,7 +320,7 @@ class WorkerStore(_Store):
             return run_sync(conn, op)
 
     def heartbeat(self, worker_id: str, lease_ttl: float, *, housekeeping: bool) -> Heartbeat:
-        op = _heartbeat(self.dialect, worker_id, lease_ttl, housekeeping, self.notify)
+        op = _heartbeat(self.dialect, worker_id, lease_ttl, housekeeping, self)
         return write(self.engine, op)
 
     def finish(self, worker_id: str, done: Sequence[Outcome]) -> set[int]:
@@ -380,13 +381,14 @@ def _heartbeat(
     worker_id: str,
     lease_ttl: float,
     housekeeping: bool,
-    notify: Sequence[NotifyTarget] = (),
+    store: WorkerStore | None = None,
 ) -> Op[Heartbeat]:
     """A worker's periodic pass in one transaction: renew its leases, take over expired
     ones and read the catalog. With `housekeeping` also count the queue, record orphaned
     runs lost, forget stale workers and retire jobs no live worker defines: checks that
     need not run on every heartbeat."""
     renewal = yield from leases.renew(worker_id, lease_ttl)
+    notify = store.notify if store is not None else ()
     lost = yield from _reaped(dialect, lease_ttl, housekeeping, notify)
     state = yield from catalog.catalog_state(lease_ttl)
     depth = (yield from queue.queue_depth()) if housekeeping else None
@@ -395,6 +397,8 @@ def _heartbeat(
     unserved = None
     if housekeeping:
         yield from catalog.forget_workers(lease_ttl)
+        if store is not None:
+            yield from outbox.check_overdue(dialect, notify, store.expect_success)
         retired = yield from catalog.retire_jobs(lease_ttl)
         ended = yield from schedules.retire_schedules(retired)
         queues, live = yield from catalog.served_state(lease_ttl)

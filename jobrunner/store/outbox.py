@@ -6,21 +6,21 @@ or dropped once kept too long, visibly (`drop_expired` returns what it dropped).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from jobrunner.notify import Event, NotifyTarget, events_for
+from jobrunner.notify import Event, NotifyTarget, events_for, overdue_events
 from jobrunner.records import Outcome, Run, Slot
 from jobrunner.store.catalog import clock
 from jobrunner.store.engine import db_now
 from jobrunner.store.history import runs_by_id
 from jobrunner.store.slots import skipped_rows
 from jobrunner.store.sql import Op, any_of, insert
-from jobrunner.store.tables import jobrunner_outbox
+from jobrunner.store.tables import job_runs, jobrunner_outbox
 
 _O = jobrunner_outbox.c
 
@@ -132,6 +132,37 @@ def after_slots(
     if targets and any(s.status == "skipped" for s in recorded):
         rows = yield from skipped_rows(recorded)
         yield from after_skips(dialect, targets, [(r, r.reason or "misfired") for r in rows])
+
+
+def check_overdue(
+    dialect: str, targets: Sequence[NotifyTarget], within: Mapping[str, float]
+) -> Op[None]:
+    """The dead man's switch: an `overdue` event for each job of `within` (job -> seconds)
+    whose last success (else its first run) is older than its window; once per period
+    across replicas (the event id is the job's and the period's)."""
+    if not targets or not within:
+        return
+    now = yield from clock()
+    events: list[Event] = []
+    for job, seconds in within.items():
+        since = yield from _last_success_or_first_run(job)
+        if since is not None:
+            events += overdue_events(targets, job, since, seconds, now)
+    yield from add_events(dialect, events)
+
+
+def _last_success_or_first_run(job: str) -> Op[datetime | None]:
+    runs = job_runs.c
+    last = (
+        yield sa.select(runs.finished_at)
+        .where(runs.job_name == job, runs.status == "succeeded")
+        .order_by(runs.id.desc())
+        .limit(1)
+    ).scalar()
+    if last is not None:
+        return last  # type: ignore[no-any-return]
+    first = (yield sa.select(sa.func.min(runs.enqueued_at)).where(runs.job_name == job)).scalar()
+    return first  # type: ignore[no-any-return]
 
 
 def claim_events(

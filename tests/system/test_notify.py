@@ -10,6 +10,7 @@ import hmac
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -117,3 +118,30 @@ def test_failures_are_notified_signed_once_per_cause(
     assert SECRET not in (tmp_path / "worker0.log").read_text(), "no secret in the log"
     proc.signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_overdue_job_raises_one_event_across_three_replicas(
+    tmp_path: Path, db_url: str, workers: Workers
+) -> None:
+    receiver = Receiver()
+    try:
+        jobs = [{"name": "nightly", "func": "sysjobs:fail", "expect_success_within": "2s"}]
+        config = write_config(tmp_path / "jr.toml", db_url, jobs)
+        table = {"url": receiver.url, "events": ["overdue"], "name": "pager"}
+        lines = ["", "[[notify]]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
+        config.write_text(config.read_text() + "\n".join(lines) + "\n")
+        procs = [workers.start(config) for _ in range(3)]
+        with Client.from_url(db_url) as client:
+            client.enqueue("nightly")  # fails: no success since its first run
+        assert wait_for(lambda: len(receiver.received) >= 1, 30)
+        time.sleep(12)  # every replica's housekeeping has checked at least twice since
+        events = receiver.events()
+        assert [e["event"] for e in events] == ["overdue"], events
+        assert events[0]["job"] == "nightly" and events[0]["expect_success_within_seconds"] == 2
+        for proc in procs:
+            proc.signal(signal.SIGTERM)
+        for proc in procs:
+            assert proc.wait(30) == 0
+    finally:
+        receiver.close()

@@ -29,7 +29,7 @@ def test_request_id_reaches_the_sync_jobs_log_lines(
     proc = workers.start(config)
     with TestClient(create_app(pg_url, api_token="t")) as http:
         response = http.post(
-            "/jobrunner/jobs/hello/runs",
+            "/jobrunner/api/jobs/hello/runs",
             json={"kwargs": {}},
             headers={"Authorization": "Bearer t", "X-Request-ID": "req-trace-42"},
         )

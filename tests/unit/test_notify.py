@@ -13,7 +13,15 @@ import pytest
 
 from jobrunner.config import load_config
 from jobrunner.errors import ConfigError
-from jobrunner.notify import NotifyTarget, encode, event_id, events_for, request_headers, run_events
+from jobrunner.notify import (
+    NotifyTarget,
+    encode,
+    event_id,
+    events_for,
+    overdue_events,
+    request_headers,
+    run_events,
+)
 from jobrunner.records import Run
 from jobrunner.worker.notifier import BACKOFF_MAX, backoff_delay
 
@@ -108,3 +116,15 @@ def test_a_secret_never_shows_in_the_targets_repr(tmp_path: Path) -> None:
     )
     (t,) = load_config(path).notify
     assert t.name == "notify-0" and "SECRET" not in repr(t)
+
+
+def test_overdue_is_one_event_per_period() -> None:
+    pager = target(name="pager", events=("overdue",))
+    since = NOW.replace(hour=1)
+    assert overdue_events([pager], "nightly-report", since, 13 * 3600, NOW) == []  # 11 h ago
+    (late,) = overdue_events([pager], "nightly-report", since, 3600, NOW)
+    (again,) = overdue_events([pager], "nightly-report", since, 3600, NOW.replace(hour=13))
+    assert late.event_id == again.event_id, "the same period: the same event"
+    (next_period,) = overdue_events([pager], "nightly-report", NOW, 60, NOW.replace(hour=13))
+    assert next_period.event_id != late.event_id
+    assert overdue_events([target()], "nightly-report", since, 60, NOW) == [], "not wanted"
