@@ -1,7 +1,8 @@
 """`python -m bench SCENARIO --db URL [--repeats N] [--size N] ...`
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
-failover, partition, upgrade, idle, memory, queues, results, schedules, dashboard (jobrunner);
+failover, partition, upgrade, idle, memory, queues, results, schedules, dashboard,
+notify (jobrunner);
 pgbench (the machine's limit); statements (a diagnostic: statements per run, side by side);
 all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
@@ -40,6 +41,7 @@ SCENARIOS = (
     "results",
     "schedules",
     "dashboard",
+    "notify",
     "pgbench",
     "statements",
 )
@@ -130,6 +132,9 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
             opts["counts"] = (*(c for c in (1, 5, 20) if c < args.size), args.size)
         if args.duration:
             opts["window"] = args.duration
+    elif scenario == "notify":
+        if args.size:
+            opts["size"] = args.size
     elif scenario == "dashboard":
         if args.size:
             opts["rows"] = args.size

@@ -311,6 +311,7 @@ def write_jobrunner_config(
     worker: Mapping[str, Any] | None = None,
     listen_url: str | None = None,
     log_level: str = "info",
+    notify: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """A config whose jobs import from bench/jobs.py. Unset [worker] keys keep their defaults
     (the values config.example.toml spells out)."""
@@ -323,6 +324,10 @@ def write_jobrunner_config(
     chunks = ["\n".join(lines)]
     for job in jobs:
         chunks.append("[[jobs]]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in job.items()))
+    for target in notify:
+        chunks.append(
+            "[[notify]]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in target.items())
+        )
     path.write_text("\n\n".join(chunks) + "\n")
     return path
 

@@ -21,6 +21,11 @@ async def tenant_noop(tenant: str) -> None:
     """`noop` with the kwarg a concurrency key or rate limit groups its runs by."""
 
 
+async def fails(tenant: str) -> None:
+    """`tenant_noop` that fails: each run is a `failed` (and `exhausted`) event."""
+    raise RuntimeError(f"bench failure for {tenant}")
+
+
 async def small_result(tenant: str) -> dict[str, Any]:
     """`tenant_noop` returning a small JSON value (about 40 bytes), stored on its run."""
     return {"tenant": tenant, "ok": True, "n": 42}

@@ -119,11 +119,13 @@ class Jobrunner(System):
         worker_url: str | None = None,
         jobs: Sequence[Mapping[str, Any]] = (NOOP,),
         kwargs: Sequence[Mapping[str, Any]] = (),
+        notify: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         """`jobs`: the config's `[[jobs]]`; `enqueue_*` queue runs of the first one, with
         `kwargs` in turn (none by default)."""
         super().__init__(db_url, workdir, concurrency=concurrency, worker_url=worker_url)
         self.jobs = list(jobs)
+        self.notify = list(notify)  # [[notify]] tables
         self.job = str(self.jobs[0]["name"])
         self.kwargs: list[Mapping[str, Any] | None] = [*kwargs] or [None]
 
@@ -142,6 +144,7 @@ class Jobrunner(System):
             self.worker_url,
             self.jobs,
             worker=worker,
+            notify=self.notify,
         )
         self.store = WorkerStore.from_url(self.db_url)
         migrate.upgrade(self.store.engine)
@@ -192,9 +195,11 @@ class Jobrunner(System):
         )
 
     def done_window(self) -> tuple[int, float | None, float | None]:
+        """(runs that ended succeeded, or failed where the job is meant to fail, ...)."""
         row = query(
             self.db_url,
-            """SELECT count(*) FILTER (WHERE status = 'succeeded'),
+            """SELECT count(*) FILTER (WHERE status = 'succeeded'
+                                         OR (status = 'failed' AND job_name LIKE 'fail%%')),
                       extract(epoch FROM min(started_at))::float8,
                       extract(epoch FROM max(finished_at))::float8
                FROM job_runs""",
