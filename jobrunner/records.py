@@ -180,6 +180,7 @@ class Outcome:
     retry_in: float | None = None  # seconds; None = no retry
     result: str | None = None  # the job's return value as JSON text, if kept
     result_note: str | None = None  # why a return value was not kept
+    run: Run | None = None  # the run as claimed (for its notification events), if known
 
 
 @dataclass(frozen=True, kw_only=True)

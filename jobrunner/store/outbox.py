@@ -6,9 +6,11 @@ or dropped once kept too long, visibly (`drop_expired` returns what it dropped).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +21,8 @@ from jobrunner.store.catalog import clock
 from jobrunner.store.engine import db_now
 from jobrunner.store.history import runs_by_id
 from jobrunner.store.slots import skipped_rows
-from jobrunner.store.sql import Op, any_of, insert
+from jobrunner.store.sql import Op, any_of, insert, unnest
+from jobrunner.store.sql import rows as rows_of
 from jobrunner.store.tables import job_runs, jobrunner_outbox
 
 _O = jobrunner_outbox.c
@@ -38,35 +41,49 @@ class Pending:
 
 
 def add_events(dialect: str, events: Sequence[Event]) -> Op[None]:
-    """Write events (idempotent per (event id, target): a cause handled twice adds one)."""
+    """Write events (idempotent per (event id, target): a cause handled twice adds one): one
+    statement of arrays on PostgreSQL whatever their number, executemany on SQLite."""
     if not events:
         return
     rows = [
         {
-            "event_id": e.event_id,
-            "target": e.target,
-            "event": e.event,
-            "job_name": e.job,
-            "run_id": e.run_id,
-            "body": e.body,
+            "e": e.event_id,
+            "t": e.target,
+            "ev": e.event,
+            "j": e.job,
+            "r": e.run_id,
+            "b": json.dumps(e.body, separators=(",", ":"), default=str),
         }
         for e in events
     ]
-    stmt = (
-        insert(dialect, jobrunner_outbox)
-        .values(
-            event_id=sa.bindparam("event_id"),
-            target=sa.bindparam("target"),
-            event=sa.bindparam("event"),
-            job_name=sa.bindparam("job_name"),
-            run_id=sa.bindparam("run_id"),
-            body=sa.bindparam("body", type_=sa.JSON()),
-            next_attempt_at=db_now(),
-            created_at=db_now(),
-        )
-        .on_conflict_do_nothing(index_elements=["event_id", "target"])
-    )
-    yield stmt, rows
+    yield _events_statement(dialect), rows_of(dialect, rows)
+
+
+@functools.cache
+def _events_statement(dialect: str) -> Any:
+    kinds: dict[str, Any] = {"e": sa.String(), "t": sa.String(), "ev": sa.String(),
+                             "j": sa.String(), "r": sa.BigInteger(), "b": sa.Text()}  # fmt: skip
+    if dialect == "postgresql":
+        given_rows = unnest(*kinds.items())
+        given = {k: given_rows.c[k] for k in kinds}
+    else:
+        given = {k: sa.bindparam(k, type_=kind) for k, kind in kinds.items()}
+    values = {
+        "event_id": given["e"],
+        "target": given["t"],
+        "event": given["ev"],
+        "job_name": given["j"],
+        "run_id": given["r"],
+        "body": sa.cast(given["b"], sa.JSON) if dialect == "postgresql" else given["b"],
+        "next_attempt_at": db_now(),
+        "created_at": db_now(),
+    }
+    stmt = insert(dialect, jobrunner_outbox)
+    if dialect == "postgresql":
+        stmt = stmt.from_select(list(values), sa.select(*values.values()))
+    else:
+        stmt = stmt.values(values)
+    return stmt.on_conflict_do_nothing(index_elements=["event_id", "target"])
 
 
 def notify_runs(
@@ -89,14 +106,17 @@ def notify_runs(
 def after_finish(
     dialect: str, targets: Sequence[NotifyTarget], done: Sequence[Outcome], written: set[int]
 ) -> Op[None]:
-    """The events of the outcomes `finish` wrote (in its transaction)."""
+    """The events of the outcomes `finish` wrote (in its transaction). The runs come with
+    their outcomes (as claimed); only those that do not are read."""
     failed = {
         o.lease.run_id: o for o in done if o.lease.run_id in written and o.status != "succeeded"
     }
     if not targets or not failed:
         return
-    runs = yield from runs_by_id(list(failed))
-    now = yield from clock()
+    known = {rid: o.run for rid, o in failed.items() if o.run is not None}
+    runs = list(known.values())
+    runs += yield from runs_by_id([rid for rid in failed if rid not in known])
+    now = datetime.now(UTC)  # the host's clock (checked against the database's at start)
     outcomes = [
         (r, failed[r.id].status, failed[r.id].retry_in is not None and r.attempt < r.max_attempts,
          failed[r.id].error)

@@ -12,12 +12,13 @@ once: a receiver deduplicates by `event_id`.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import random
+import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from jobrunner.logging import get_logger
 from jobrunner.notify import NotifyTarget, encode, request_headers
@@ -42,22 +43,47 @@ def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> f
     return base * (0.75 + 0.5 * rand())
 
 
+_local = threading.local()  # each delivery thread's kept-alive connections, by origin
+
+
 def post(target: NotifyTarget, body: dict[str, object], timeout: float = TIMEOUT) -> None:
-    """POST one event; raises on anything but a 2xx (the error says what came back)."""
+    """POST one event on a kept-alive connection of this thread (a new one if the old one
+    was closed); raises on anything but a 2xx (the error says what came back)."""
     payload = encode(body)
-    request = urllib.request.Request(
-        target.url, data=payload, headers=request_headers(target, payload), method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+    parts = urlsplit(target.url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = request_headers(target, payload)
+    for attempt in (1, 2):
+        conn = _connection(
+            parts.scheme, parts.hostname or "", parts.port, timeout, fresh=attempt > 1
+        )
+        try:
+            conn.request("POST", path, body=payload, headers=headers)
+            answer = conn.getresponse()
+            answer.read()
             status = answer.status
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"HTTP {exc.code} from the receiver") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RuntimeError(f"no answer: {reason}") from None
+            break
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            if attempt == 2:
+                raise RuntimeError(f"no answer: {exc}") from None
     if not 200 <= status < 300:
         raise RuntimeError(f"HTTP {status} from the receiver")
+
+
+def _connection(
+    scheme: str, host: str, port: int | None, timeout: float, *, fresh: bool
+) -> http.client.HTTPConnection:
+    pool: dict[tuple[str, str, int | None], http.client.HTTPConnection] = getattr(
+        _local, "pool", {}
+    )
+    _local.pool = pool
+    key = (scheme, host, port)
+    conn = pool.get(key)
+    if conn is None or fresh:
+        kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        conn = pool[key] = kind(host, port, timeout=timeout)
+    return conn
 
 
 class Notifier:

@@ -192,6 +192,7 @@ class Runner:
                 retry_in=retry_in,
                 result=kept,
                 result_note=note,
+                run=active.claimed.run,
             )
         )
         runs.wake_recorder.set()

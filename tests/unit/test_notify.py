@@ -128,3 +128,42 @@ def test_overdue_is_one_event_per_period() -> None:
     (next_period,) = overdue_events([pager], "nightly-report", NOW, 60, NOW.replace(hour=13))
     assert next_period.event_id != late.event_id
     assert overdue_events([target()], "nightly-report", since, 60, NOW) == [], "not wanted"
+
+
+def test_deliveries_reuse_a_kept_alive_connection_and_refusals_raise() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from jobrunner.worker.notifier import post
+
+    seen: list[tuple[int, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.client_address[1], body))
+            code = 500 if b"refuse" in body else 204
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = target(url=f"http://127.0.0.1:{server.server_address[1]}/hook?x=1")
+        for i in range(3):
+            post(hook, {"n": i})
+        assert len(seen) == 3 and len({port for port, _ in seen}) == 1, "one connection"
+        with pytest.raises(RuntimeError, match="HTTP 500"):
+            post(hook, {"refuse": True})
+        closed = target(url="http://127.0.0.1:9/nothing-listens")
+        with pytest.raises(RuntimeError, match="no answer"):
+            post(closed, {"n": 0}, timeout=2)
+    finally:
+        server.shutdown()
+        server.server_close()
