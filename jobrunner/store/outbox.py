@@ -21,7 +21,8 @@ from jobrunner.store.catalog import clock
 from jobrunner.store.engine import db_now
 from jobrunner.store.history import runs_by_id
 from jobrunner.store.slots import skipped_rows
-from jobrunner.store.sql import Op, any_of, insert, unnest
+from jobrunner.store.sql import Op, any_of, insert, json_text
+from jobrunner.store.sql import given as given_values
 from jobrunner.store.sql import rows as rows_of
 from jobrunner.store.tables import job_runs, jobrunner_outbox
 
@@ -63,18 +64,14 @@ def add_events(dialect: str, events: Sequence[Event]) -> Op[None]:
 def _events_statement(dialect: str) -> Any:
     kinds: dict[str, Any] = {"e": sa.String(), "t": sa.String(), "ev": sa.String(),
                              "j": sa.String(), "r": sa.BigInteger(), "b": sa.Text()}  # fmt: skip
-    if dialect == "postgresql":
-        given_rows = unnest(*kinds.items())
-        given = {k: given_rows.c[k] for k in kinds}
-    else:
-        given = {k: sa.bindparam(k, type_=kind) for k, kind in kinds.items()}
+    given = given_values(dialect, kinds)
     values = {
         "event_id": given["e"],
         "target": given["t"],
         "event": given["ev"],
         "job_name": given["j"],
         "run_id": given["r"],
-        "body": sa.cast(given["b"], sa.JSON) if dialect == "postgresql" else given["b"],
+        "body": json_text(dialect, given["b"]),
         "next_attempt_at": db_now(),
         "created_at": db_now(),
     }

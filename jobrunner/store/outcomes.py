@@ -15,7 +15,7 @@ from jobrunner.records import Outcome, Run
 from jobrunner.store.engine import db_now
 from jobrunner.store.leases import lock_name, release
 from jobrunner.store.queue import DONE_CHANNEL, queue_retries, wake
-from jobrunner.store.sql import Op, any_of, rows, unnest
+from jobrunner.store.sql import Op, any_of, json_text, rows, unnest
 from jobrunner.store.tables import job_locks, job_runs
 
 
@@ -99,11 +99,6 @@ def _finish_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
     return release_held, succeeded
 
 
-def _json_text(dialect: str, value: Any) -> Any:
-    """A JSON column's value from JSON text (`value`, a bind or a column), as it is."""
-    return sa.cast(value, sa.JSON) if dialect == "postgresql" else value
-
-
 @functools.cache
 def _valued_statement(dialect: str) -> sa.Update:
     """Record the runs `rid` succeeded with their results `res` (JSON text): one statement of
@@ -116,7 +111,7 @@ def _valued_statement(dialect: str) -> sa.Update:
     return (
         job_runs.update()
         .where(job_runs.c.id == rid)
-        .values(status="succeeded", result=_json_text(dialect, res), finished_at=db_now())
+        .values(status="succeeded", result=json_text(dialect, res), finished_at=db_now())
     )
 
 
@@ -130,7 +125,7 @@ def _other_statement(dialect: str) -> sa.Update:
             status=sa.bindparam("st"),
             error=sa.bindparam("err", type_=sa.JSON(none_as_null=True)),
             reason=sa.func.coalesce(sa.bindparam("why"), job_runs.c.reason),
-            result=_json_text(dialect, sa.bindparam("res", type_=sa.Text())),
+            result=json_text(dialect, sa.bindparam("res", type_=sa.Text())),
             result_note=sa.bindparam("note", type_=sa.String()),
             finished_at=db_now(),
             # a run claimed ahead and cancelled before its time never began

@@ -36,7 +36,8 @@ from jobrunner.store.catalog import clock, get_job
 from jobrunner.store.engine import db_now
 from jobrunner.store.params import Signatures
 from jobrunner.store.slots import insert_slots
-from jobrunner.store.sql import Op, any_of, insert, unnest
+from jobrunner.store.sql import Op, any_of, insert, json_text, unnest
+from jobrunner.store.sql import given as given_values
 from jobrunner.store.sql import rows as rows_of
 from jobrunner.store.tables import UTCDateTime, job_runs, jobrunner_schedules
 
@@ -189,18 +190,14 @@ def _bulk_statement(dialect: str) -> Any:
     is taken over only if its schedule has ended. RETURNING the keys written."""
     kinds: dict[str, Any] = {"k": sa.String(), "c": sa.String(), "tz": sa.String(), "kw": sa.Text(),
              "cu": sa.String(), "ov": sa.String(), "n": UTCDateTime()}  # fmt: skip
-    if dialect == "postgresql":
-        given_rows = unnest(*kinds.items())
-        given = {k: given_rows.c[k] for k in kinds}
-    else:
-        given = {k: sa.bindparam(k, type_=kind) for k, kind in kinds.items()}
+    given = given_values(dialect, kinds)
     now = sa.bindparam("now", type_=UTCDateTime())
     values = {
         "job_name": sa.bindparam("job", type_=sa.String()),
         "key": given["k"],
         "cron": given["c"],
         "timezone": given["tz"],
-        "kwargs": sa.cast(given["kw"], sa.JSON) if dialect == "postgresql" else given["kw"],
+        "kwargs": json_text(dialect, given["kw"]),
         "catch_up": given["cu"],
         "overlap": given["ov"],
         "status": sa.literal("active"),

@@ -18,7 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from jobrunner.records import Run, Slot
 from jobrunner.store.engine import db_now
 from jobrunner.store.queue import wake
-from jobrunner.store.sql import Op, any_of, rows, unnest
+from jobrunner.store.sql import Op, any_of, json_text, rows
+from jobrunner.store.sql import given as given_values
 from jobrunner.store.tables import SCHEDULED, SLOT_KEY, UTCDateTime, job_runs
 
 
@@ -95,11 +96,7 @@ def _slots_statement(dialect: str) -> Any:
         "sv": sa.Integer(),
         "ov": sa.String(),
     }
-    if dialect == "postgresql":
-        given_rows = unnest(*keys.items())
-        given = {k: given_rows.c[k] for k in keys}
-    else:
-        given = {k: sa.bindparam(k, type_=kind) for k, kind in keys.items()}
+    given = given_values(dialect, keys)
     values = {
         "job_name": given["j"],
         "trigger": sa.literal("schedule"),
@@ -111,7 +108,7 @@ def _slots_statement(dialect: str) -> Any:
         "max_attempts": given["ma"],
         "priority": given["pr"],
         "concurrency_key": given["ck"],
-        "kwargs": sa.cast(given["kw"], sa.JSON) if dialect == "postgresql" else given["kw"],
+        "kwargs": json_text(dialect, given["kw"]),
         "schedule_key": given["sk"],
         "schedule_version": given["sv"],
         "overlap": given["ov"],

@@ -79,6 +79,22 @@ def unnest(*columns: tuple[str, Any]) -> Any:
     )
 
 
+def given(dialect: str, kinds: dict[str, Any]) -> dict[str, Any]:
+    """The per-row values of a statement built for both dialects (see `rows`): the columns of
+    `unnest(...) AS v(...)` on PostgreSQL (one array parameter per key), bind parameters of
+    an executemany on SQLite."""
+    if dialect == "postgresql":
+        table = unnest(*kinds.items())
+        return {k: table.c[k] for k in kinds}
+    return {k: sa.bindparam(k, type_=kind) for k, kind in kinds.items()}
+
+
+def json_text(dialect: str, value: Any) -> Any:
+    """A JSON column's value from JSON text (a bind or a column), as it is: cast on
+    PostgreSQL, stored as text on SQLite."""
+    return sa.cast(value, sa.JSON) if dialect == "postgresql" else value
+
+
 def rows(dialect: str, values: list[dict[str, Any]], **same: Any) -> Any:
     """Execution parameters for rows of a statement built for both dialects: on PostgreSQL
     one array per key (`v_<key>`, see `unnest`), on SQLite the rows for an executemany;
