@@ -3,7 +3,7 @@ SIGSTOP+SIGCONT / restart of replicas and random PostgreSQL restarts for a durat
 count what became of every slot.
 
     python -m bench.chaos --db postgresql://postgres@127.0.0.1:5432/postgres \
-        --replicas 5 --duration 120 --pg-restarts 6 [--runtime 20]
+        --replicas 5 --duration 120 --pg-restarts 6 [--runtime 20] [--notify]
 
 It creates a scratch database, runs the replicas against it and prints: slots expected,
 started, finished, duplicate starts of one (slot, attempt), slots never started, slots never
@@ -18,6 +18,8 @@ cluster (`pg_ctlcluster`) to be the server of `--db`.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -28,12 +30,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +83,25 @@ retries = 5
 retry_backoff = "0.2s"
 misfire_grace = "2m"
 """
+NOTIFY = """
+[[jobs]]
+name = "chaos-fail"
+func = "chaos_jobs:fail_async"
+cron = "*/2 * * * * *"
+overlap = "allow"
+retries = 1
+retry_backoff = "0.2s"
+catch_up = "all"
+misfire_grace = "2m"
+[[notify]]
+name = "chaos-hook"
+url = "{hook}"
+events = ["failed", "exhausted", "lost"]
+jobs = ["chaos-fail"]
+secret = "{secret}"
+"""
+SECRET = "chaos-hook-secret-0123456789"
+NOTIFY_FAILURES = ("notify_missing", "notify_unexpected", "notify_ids_per_cause", "notify_bad_sig")
 RUNTIME_JOB = "chaos-runtime"  # the runtime schedules' job (`--runtime N`): per-second slots
 
 
@@ -155,10 +178,12 @@ def chaos(
     *,
     pg_restarts: int = 0,
     runtime: int = 0,
+    notify: bool = False,
 ) -> dict[str, float]:
     """One chaos run; with `runtime`, that many per-second runtime schedules of
     `RUNTIME_JOB` (keys r0, r1, ...) are created through the client once the replicas are
-    up, and their slots are counted as the TOML jobs' are."""
+    up, and their slots are counted as the TOML jobs' are. With `notify`, a failing job's
+    `failed`, `exhausted` and `lost` events go to a local receiver (`NOTIFY_FAILURES`)."""
     if pg_restarts and pg_cluster() is None:
         raise SystemExit("--pg-restarts needs the local PostgreSQL cluster (pg_ctlcluster)")
     rng = random.Random(seed)
@@ -168,7 +193,11 @@ def chaos(
         c.execute(f'CREATE DATABASE "{name}"')
     url = _libpq(sa.make_url(server_url).set(database=name).render_as_string(hide_password=False))
     try:
-        return Harness(url, replicas, rng, runtime).run(duration, pg_restarts)
+        harness = Harness(url, replicas, rng, runtime, notify=notify)
+        try:
+            return harness.run(duration, pg_restarts)
+        finally:
+            harness.close()
     finally:
         with psycopg.connect(admin, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -177,12 +206,22 @@ def chaos(
 class Harness:
     """The replicas of one chaos run and what was done to them."""
 
-    def __init__(self, url: str, replicas: int, rng: random.Random, runtime: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        replicas: int,
+        rng: random.Random,
+        runtime: int = 0,
+        *,
+        notify: bool = False,
+    ) -> None:
         self.url, self.rng = url, rng
         self.keys = [f"r{i}" for i in range(runtime)]
+        self.hook = Hook() if notify else None
         self.tmp = Path(tempfile.mkdtemp(prefix="jobrunner-chaos-"))
         config = self.tmp / "chaos.toml"
-        config.write_text(CONFIG.format(url=url, here=HERE))
+        extra = NOTIFY.format(hook=self.hook.url, secret=SECRET) if self.hook else ""
+        config.write_text(CONFIG.format(url=url, here=HERE) + extra)
         self.events = self.tmp / "events.jsonl"
         self.env = {**os.environ, "CHAOS_EVENTS": str(self.events)}
         self.fleet = [Replica(config, self.tmp / f"replica{i}.log") for i in range(replicas)]
@@ -212,9 +251,15 @@ class Harness:
         end = datetime.now(UTC)
         self._settle()
         result = measure(self.events, begin, end, self.keys)
+        if self.hook is not None:
+            result.update(self.hook.check(self.url))
         result.update({f"actions_{k}": float(v) for k, v in self.actions.items()})
         result["unexpected_exits"] = float(len(self.unexpected))
         return result
+
+    def close(self) -> None:
+        if self.hook is not None:
+            self.hook.close()
 
     def _create_schedules(self) -> None:
         if not self.keys:
@@ -275,6 +320,72 @@ class Harness:
             if r.proc is not None:
                 r.proc.wait(30)
         self._check_exits()
+
+
+class Hook:
+    """A local HTTP receiver of the failing job's notification events (records each with
+    whether its signature is valid), and the check of what it got against the database."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, Any], bool]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                ok = self.headers.get("X-Jobrunner-Signature") == f"sha256={digest}"
+                owner.got.append((json.loads(body), ok))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def check(self, url: str) -> dict[str, float]:
+        """Every expected event (from the runs' final states) received at least once, none
+        unexpected, one event id per cause, every signature valid."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _pending_events(url):
+            time.sleep(0.5)
+        expected: set[tuple[int, str]] = set()
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT id, status, attempt, max_attempts FROM job_runs "
+                "WHERE job_name = 'chaos-fail' AND status IN ('failed', 'lost')"
+            ).fetchall()
+        for rid, status, attempt, most in rows:
+            expected.add((rid, status))
+            if attempt >= most:
+                expected.add((rid, "exhausted"))
+        got = {(b["run_id"], b["event"]) for b, _ in self.got}
+        ids: dict[tuple[int, str], set[str]] = defaultdict(set)
+        for body, _ in self.got:
+            ids[(body["run_id"], body["event"])].add(body["event_id"])
+        return {
+            "notify_expected": float(len(expected)),
+            "notify_received": float(len(self.got)),
+            "notify_missing": float(len(expected - got)),
+            "notify_unexpected": float(len(got - expected)),
+            "notify_ids_per_cause": float(sum(1 for v in ids.values() if len(v) != 1)),
+            "notify_bad_sig": float(sum(1 for _, ok in self.got if not ok)),
+        }
+
+
+def _pending_events(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM jobrunner_outbox WHERE status = 'pending'"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def measure(
@@ -350,6 +461,9 @@ def main() -> None:
     parser.add_argument(
         "--runtime", type=int, default=0, help="per-second runtime schedules to add"
     )
+    parser.add_argument(
+        "--notify", action="store_true", help="a failing job whose events a local hook receives"
+    )
     args = parser.parse_args()
     result = chaos(
         args.db,
@@ -358,12 +472,13 @@ def main() -> None:
         args.seed,
         pg_restarts=args.pg_restarts,
         runtime=args.runtime,
+        notify=args.notify,
     )
     width = max(map(len, result))
     print(f"chaos: {args.replicas} replicas, {args.duration:g}s, seed {args.seed}")
     for key, value in result.items():
         print(f"  {key:<{width}}  {value:g}")
-    bad = [k for k in FAILURES if result[k]]
+    bad = [k for k in (*FAILURES, *(NOTIFY_FAILURES if args.notify else ())) if result[k]]
     sys.exit(1 if bad else 0)
 
 

@@ -46,3 +46,10 @@ def work_sync(ctx: Any, seconds: float = 0.3) -> None:
     record(ctx, "start")
     time.sleep(seconds)
     record(ctx, "finish")
+
+
+async def fail_async(ctx: Any, seconds: float = 0.1) -> None:
+    """Fails every attempt (a source of `failed`, `exhausted` and, when its replica dies,
+    `lost` notification events)."""
+    await asyncio.sleep(seconds)
+    raise RuntimeError(f"chaos failure of attempt {ctx.attempt}")

@@ -10,7 +10,7 @@ import os
 import pytest
 import sqlalchemy as sa
 
-from bench.chaos import FAILURES, chaos, pg_cluster
+from bench.chaos import FAILURES, NOTIFY_FAILURES, chaos, pg_cluster
 
 pytestmark = pytest.mark.system
 
@@ -35,3 +35,14 @@ def test_chaos_with_runtime_schedules(pg_server_url: str) -> None:
     assert result["slots_expected"] >= 6 * 25  # 2 TOML jobs and 4 schedules, per second
     assert result["actions_kill"] + result["actions_term"] + result["actions_pause"] >= 4
     assert {k: result[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0.0), result
+
+
+def test_chaos_with_notifications_delivered_by_replicas_that_die(pg_server_url: str) -> None:
+    """A failing job under SIGKILL/SIGTERM/SIGSTOP of 3 replicas, its events delivered by
+    whichever replica is up: every expected event arrives at least once, with one event id
+    per cause and a valid signature."""
+    result = chaos(pg_server_url, replicas=3, duration=30, seed=13, notify=True)
+    assert result["notify_expected"] >= 20, result
+    assert result["actions_kill"] + result["actions_term"] + result["actions_pause"] >= 4
+    checked = (*FAILURES, *NOTIFY_FAILURES)
+    assert {k: result[k] for k in checked} == dict.fromkeys(checked, 0.0), result
