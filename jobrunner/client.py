@@ -28,7 +28,7 @@ import structlog
 
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Run, ScheduleRow
-from jobrunner.runtime import MAX_SCHEDULES_LIST, ScheduleChanges
+from jobrunner.runtime import MAX_SCHEDULES_LIST, ScheduleChanges, schedule_changes
 from jobrunner.store import catalog, follow, history, queue, redrive
 from jobrunner.store import schedules as schedules_ops
 from jobrunner.store.access import ClientStore, read
@@ -70,22 +70,6 @@ def _check_limit(limit: int, most: int = MAX_LIST_LIMIT) -> int:
     return limit
 
 
-def _spec(
-    cron: str,
-    timezone: str | None,
-    kwargs: Mapping[str, Any] | None,
-    catch_up: str | None,
-    overlap: str | None,
-) -> ScheduleChanges:
-    return {
-        "cron": cron,
-        "timezone": timezone,
-        "kwargs": kwargs,
-        "catch_up": catch_up,
-        "overlap": overlap,
-    }
-
-
 class _Correlated:
     """What both clients add to an enqueue's options: the caller's correlation id."""
 
@@ -120,7 +104,7 @@ class _Schedules:
         replicas. `cron`, `timezone` (default the job's), `catch_up` and `overlap` (default
         the job's) are checked as the config's, `kwargs` as an enqueue's; InvalidArguments
         (also for a key in use), JobNotFound."""
-        changes = _spec(cron, timezone, kwargs, catch_up, overlap)
+        changes = schedule_changes(cron, timezone, kwargs, catch_up, overlap)
         return self._store.create_schedule(job, key, changes)
 
     def create_schedules(self, job: str, schedules: Sequence[Mapping[str, Any]]) -> int:
@@ -186,7 +170,7 @@ class _AsyncSchedules:
         overlap: str | None = None,
     ) -> ScheduleRow:
         """As `Client.create_schedule`."""
-        changes = _spec(cron, timezone, kwargs, catch_up, overlap)
+        changes = schedule_changes(cron, timezone, kwargs, catch_up, overlap)
         op = schedules_ops.create_schedule(self.dialect, job, key, changes, self.signatures)
         return await self._write(op)
 

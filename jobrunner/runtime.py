@@ -37,6 +37,22 @@ class ScheduleChanges(TypedDict, total=False):
     overlap: str | None
 
 
+def schedule_changes(
+    cron: str | None,
+    timezone: str | None,
+    kwargs: Mapping[str, Any] | None,
+    catch_up: str | None,
+    overlap: str | None,
+) -> ScheduleChanges:
+    """The settings as `create_schedule` takes them (None: the job's own)."""
+    changes: ScheduleChanges = {
+        "timezone": timezone, "kwargs": kwargs, "catch_up": catch_up, "overlap": overlap,
+    }  # fmt: skip
+    if cron is not None:
+        changes["cron"] = cron
+    return changes
+
+
 _CONVERT: dict[str, Any] = {
     "cron": conv.cron,
     "timezone": lambda v: conv.zone(v).key,

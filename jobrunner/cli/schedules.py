@@ -32,6 +32,7 @@ from jobrunner.cli.app import (
     zone,
 )
 from jobrunner.records import ScheduleRow
+from jobrunner.runtime import schedule_changes
 
 schedules_app = typer.Typer(
     help="Runtime schedules (made by apps): list, create, update, pause, resume, delete; "
@@ -107,13 +108,7 @@ def schedules_create(
     """Create a schedule of a job, keyed by --key; its slots begin after now."""
     if cron is None:
         fail("--cron is required: a cron expression like '0 9 * * 1'", 2)
-    changes = {
-        "cron": cron,
-        "timezone": timezone,
-        "kwargs": parse_kwargs(kwargs),
-        "catch_up": catch_up,
-        "overlap": overlap,
-    }
+    changes = schedule_changes(cron, timezone, parse_kwargs(kwargs), catch_up, overlap)
     cfg = load_settings(config)
     with open_store(cfg) as store:
         made = store.create_schedule(job, key, changes)
@@ -133,13 +128,7 @@ def schedules_update(
     as_json: bool = JsonOption,
 ) -> None:
     """Change a schedule; it takes effect at its next slot not yet claimed."""
-    given = {
-        "cron": cron,
-        "timezone": timezone,
-        "kwargs": parse_kwargs(kwargs),
-        "catch_up": catch_up,
-        "overlap": overlap,
-    }
+    given = schedule_changes(cron, timezone, parse_kwargs(kwargs), catch_up, overlap)
     changes = {k: v for k, v in given.items() if v is not None}
     if not changes:
         fail("nothing to change: give --cron, --timezone, --kwargs, --catch-up or --overlap", 2)

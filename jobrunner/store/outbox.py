@@ -125,7 +125,7 @@ def after_finish(
 def after_reap(dialect: str, targets: Sequence[NotifyTarget], lost: Sequence[Run]) -> Op[None]:
     """The events of runs a reap recorded lost (retried when attempts remain)."""
     if targets and lost:
-        now = yield from clock()
+        now = datetime.now(UTC)  # the host's clock, as after_finish: no statement more
         outcomes = [(r, "lost", r.attempt < r.max_attempts, None) for r in lost]
         yield from notify_runs(dialect, targets, outcomes, now)
 
@@ -135,7 +135,7 @@ def after_skips(
 ) -> Op[None]:
     """The events of slots a claim recorded skipped (with their reasons)."""
     if targets and skipped:
-        now = yield from clock()
+        now = datetime.now(UTC)  # the host's clock, as after_finish: no statement more
         outcomes = [
             (dataclasses.replace(r, reason=why), "skipped", False, None) for r, why in skipped
         ]

@@ -644,3 +644,19 @@ def test_heartbeat_housekeeping_forgets_long_dead_workers(store: AllPorts) -> No
     assert {w.worker_id for w in store.list_workers()} == {"dead", "me"}  # shown as stale
     store.heartbeat("me", 30, housekeeping=True)
     assert {w.worker_id for w in store.list_workers()} == {"me"}
+
+
+def test_an_event_is_written_only_with_the_outcome_that_causes_it(store: AllPorts) -> None:
+    """Guarantee 11: a refused (fenced-out) outcome writes no event; the written one writes
+    its events in its own transaction, once however often it is finished."""
+    from jobrunner.notify import NotifyTarget
+
+    store.notify = (NotifyTarget(url="http://h/x", events=("failed", "exhausted"), name="t"),)
+    store.insert_slots([slot("a", past())])
+    (claimed,) = store.claim(worker_id="w1", limit=1, policies={"a": FORBID}, lease_ttl=30).started
+    failed = Outcome(lease=claimed.lease, status="failed", error={"type": "E", "message": "m"})
+    assert store.finish("intruder", [failed]) == set(), "not the holder: refused"
+    assert store.outbox_status() == []
+    assert store.finish("w1", [failed]) == {claimed.run.id}
+    assert store.finish("w1", [failed]) == set()
+    assert [(r["status"], r["count"]) for r in store.outbox_status()] == [("pending", 2)]

@@ -165,5 +165,9 @@ def test_deliveries_reuse_a_kept_alive_connection_and_refusals_raise() -> None:
         with pytest.raises(RuntimeError, match="no answer"):
             post(closed, {"n": 0}, timeout=2)
     finally:
+        from jobrunner.worker import notifier
+
+        for conn in getattr(notifier._local, "pool", {}).values():
+            conn.close()  # this thread's kept-alive connections
         server.shutdown()
         server.server_close()
