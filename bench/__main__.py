@@ -2,7 +2,7 @@
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
 failover, partition, upgrade, idle, memory, queues, results, schedules, dashboard,
-notify (jobrunner);
+notify, traces (jobrunner);
 pgbench (the machine's limit); statements (a diagnostic: statements per run, side by side);
 all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
@@ -42,6 +42,7 @@ SCENARIOS = (
     "schedules",
     "dashboard",
     "notify",
+    "traces",
     "pgbench",
     "statements",
 )
@@ -132,7 +133,7 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
             opts["counts"] = (*(c for c in (1, 5, 20) if c < args.size), args.size)
         if args.duration:
             opts["window"] = args.duration
-    elif scenario == "notify":
+    elif scenario in ("notify", "traces"):
         if args.size:
             opts["size"] = args.size
     elif scenario == "dashboard":

@@ -332,8 +332,14 @@ def write_jobrunner_config(
     return path
 
 
-def start_jobrunner(config: Path, log_path: Path, *, env: Mapping[str, str] | None = None) -> Proc:
-    return Proc([*jobrunner_cmd(), "run", "-c", str(config)], log_path, env=env)
+def start_jobrunner(
+    config: Path,
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
+) -> Proc:
+    return Proc([*prefix, *jobrunner_cmd(), "run", "-c", str(config)], log_path, env=env)
 
 
 def wait_jobrunner_started(procs: Sequence[Proc], timeout: float = 120) -> None:

@@ -120,14 +120,18 @@ class Jobrunner(System):
         jobs: Sequence[Mapping[str, Any]] = (NOOP,),
         kwargs: Sequence[Mapping[str, Any]] = (),
         notify: Sequence[Mapping[str, Any]] = (),
+        worker_env: Mapping[str, str] | None = None,
+        worker_prefix: Sequence[str] = (),
     ) -> None:
         """`jobs`: the config's `[[jobs]]`; `enqueue_*` queue runs of the first one, with
-        `kwargs` in turn (none by default)."""
+        `kwargs` in turn (none by default). Workers run with `worker_env` added to the
+        environment, under the command `worker_prefix` if any."""
         super().__init__(db_url, workdir, concurrency=concurrency, worker_url=worker_url)
         self.jobs = list(jobs)
         self.notify = list(notify)  # [[notify]] tables
         self.job = str(self.jobs[0]["name"])
         self.kwargs: list[Mapping[str, Any] | None] = [*kwargs] or [None]
+        self.worker_env, self.worker_prefix = worker_env, tuple(worker_prefix)
 
     def _kwargs(self, n: int) -> list[Mapping[str, Any] | None]:
         return [self.kwargs[i % len(self.kwargs)] for i in range(n)]
@@ -179,7 +183,8 @@ class Jobrunner(System):
 
     def start_worker(self) -> Proc:
         n = len(self.procs)
-        proc = start_jobrunner(self.config, self.workdir / f"{self.name}-worker{n}.log")
+        log = self.workdir / f"{self.name}-worker{n}.log"
+        proc = start_jobrunner(self.config, log, env=self.worker_env, prefix=self.worker_prefix)
         self.procs.append(proc)
         return proc
 

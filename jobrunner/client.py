@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 import sqlalchemy as sa
 import structlog
 
+import jobrunner.tracing as tracing
 from jobrunner.errors import BadInput
 from jobrunner.records import CatalogEntry, Run, ScheduleRow
 from jobrunner.runtime import MAX_SCHEDULES_LIST, ScheduleChanges, schedule_changes
@@ -71,7 +72,8 @@ def _check_limit(limit: int, most: int = MAX_LIST_LIMIT) -> int:
 
 
 class _Correlated:
-    """What both clients add to an enqueue's options: the caller's correlation id."""
+    """What both clients add to an enqueue's options: the caller's correlation id and, with
+    the `otel` extra, its current span (`jobrunner.tracing`)."""
 
     correlation_from: CorrelationSource
 
@@ -80,6 +82,8 @@ class _Correlated:
         given["correlation_id"] = given.get("correlation_id") or current_correlation_id(
             self.correlation_from
         )
+        if given.get("traceparent") is None and tracing.ENABLED:
+            given["traceparent"] = tracing.current_traceparent()
         return given
 
 
@@ -256,7 +260,8 @@ class Client(_Correlated, _Schedules):
         Options (`EnqueueOptions`): `run_at` (timezone-aware) delays it; a repeated
         `idempotency_key` (per job) returns the run the first call created; without
         `correlation_id`, the one bound in the caller's context is stored (see
-        `correlation_from`). Raises JobNotFound, InvalidArguments, BadInput.
+        `correlation_from`); without `traceparent`, the caller's current OpenTelemetry span
+        (with the `otel` extra). Raises JobNotFound, InvalidArguments, BadInput.
         """
         return self._store.enqueue(name, kwargs, **self._options(options))
 

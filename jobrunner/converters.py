@@ -49,6 +49,18 @@ def check_priority(priority: object) -> None:
         )
 
 
+_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def check_traceparent(value: object) -> None:
+    """Refuse what is not a W3C `traceparent` of version 00 or None (InvalidArguments)."""
+    if value is not None and not (isinstance(value, str) and _TRACEPARENT.fullmatch(value)):
+        raise InvalidArguments(
+            f"traceparent must be a W3C traceparent (00-<32 hex trace id>-<16 hex span id>-"
+            f"<2 hex flags>, lowercase, ids not all zero) or None, got {value!r:.80}"
+        )
+
+
 def duration(minimum: timedelta = timedelta(0), *, exclusive: bool = False) -> Converter:
     def convert(value: object) -> timedelta:
         td = parse_duration(value)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+import jobrunner.tracing as tracing
 from jobrunner.config import load_config, mask_url, resolve_config_path
 from jobrunner.errors import (
     BadInput,
@@ -113,6 +114,7 @@ def run_worker(config: Path | None) -> int:
         store.close()
     # Everything is recorded and released. A sync job that ignores ctx.cancelled would keep
     # its (unkillable) thread and so the process alive: exit now instead of joining it.
+    tracing.flush()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -116,6 +116,10 @@ class RunOut(BaseModel):
     schedule_version: int | None = Field(
         default=None, description="The version of the runtime schedule that decided the slot."
     )
+    traceparent: str | None = Field(
+        default=None,
+        description="W3C traceparent of the span that enqueued it (the run's span's parent).",
+    )
 
 
 class JobOut(BaseModel):

@@ -47,6 +47,8 @@ class Run:
     schedule_key: str = ""  # a runtime schedule's slot: the schedule's key
     schedule_version: int | None = None  # ... and the version of it that decided the slot
     overlap: Overlap | None = None  # ... and the schedule's overlap, if it overrides the job's
+    traceparent: str | None = None  # W3C: the span that enqueued it (its span's parent)
+    trace_link: str | None = None  # W3C: a retry's, the span of the attempt before it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -181,6 +183,7 @@ class Outcome:
     result: str | None = None  # the job's return value as JSON text, if kept
     result_note: str | None = None  # why a return value was not kept
     run: Run | None = None  # the run as claimed (for its notification events), if known
+    trace: str | None = None  # W3C traceparent of the run's span (a retry's span links to it)
 
 
 @dataclass(frozen=True, kw_only=True)

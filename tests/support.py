@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +94,24 @@ def listen_url(url: str) -> str:
 class WorkerProcess:
     """A real `jobrunner run` process with its log in a file."""
 
-    def __init__(self, config: Path, log_path: Path, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        config: Path,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        prefix: Sequence[str] = (),
+        stdout_path: Path | None = None,
+    ):
+        """`prefix`: a command that runs `jobrunner run` (opentelemetry-instrument);
+        `stdout_path`: stdout to its own file (else with stderr in `log_path`)."""
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in wait()/kill()
+        self._out = None if stdout_path is None else open(stdout_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*jobrunner_cmd(), "run", "-c", str(config)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            [*prefix, *jobrunner_cmd(), "run", "-c", str(config)],
+            stdout=self._out or self._log,
+            stderr=self._log,
             env={**os.environ, **(env or {})},
         )
 
@@ -135,6 +146,8 @@ class WorkerProcess:
             return self.proc.wait(timeout)
         finally:
             self._log.close()
+            if self._out is not None:
+                self._out.close()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -160,9 +173,17 @@ class Workers:
         self.env = dict(env)
         self.all: list[WorkerProcess] = []
 
-    def start(self, config: Path, *, wait: bool = True) -> WorkerProcess:
+    def start(
+        self,
+        config: Path,
+        *,
+        wait: bool = True,
+        env_extra: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> WorkerProcess:
         n = len(self.all)
-        proc = WorkerProcess(config, self.tmp_path / f"worker{n}.log", self.env)
+        env = {**self.env, **(env_extra or {})}
+        proc = WorkerProcess(config, self.tmp_path / f"worker{n}.log", env, **options)
         self.all.append(proc)
         if wait:
             proc.wait_started()

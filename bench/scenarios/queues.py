@@ -131,13 +131,14 @@ def drain(
     r: int,
     concurrency: int,
     scenario: str = "queues",
+    **system: Any,
 ) -> float | None:
     """One fill and drain of the variant's job (its `[[jobs]]` table); its runs/s (database
-    time)."""
+    time). `system`: more of `Jobrunner`'s arguments (`worker_env`, `worker_prefix`)."""
     label = f"{scenario} {variant} r{r} c{concurrency}"
 
     def make(url: str, workdir: Path) -> System:
-        return Jobrunner(url, workdir, concurrency=concurrency, jobs=[job], kwargs=kwargs)
+        return Jobrunner(url, workdir, concurrency=concurrency, jobs=[job], kwargs=kwargs, **system)
 
     m = ctx.guarded(
         label,

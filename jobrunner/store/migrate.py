@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # Alembic is imported only to migrate: a running worker does 
     from alembic.config import Config as AlembicConfig
 
 VERSION_TABLE = "jobrunner_alembic_version"
-HEAD = "0011"  # the newest migration; tests/integration/test_store.py checks it against Alembic
+HEAD = "0012"  # the newest migration; tests/integration/test_store.py checks it against Alembic
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _INIT_LOCK_KEY = 0x6A6F6272  # "jobr": the advisory lock taken while creating the schema
 

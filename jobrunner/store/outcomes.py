@@ -66,7 +66,8 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
             ],
         )
     retries = {o.lease.run_id: o.retry_in for o in mine if o.retry_in is not None}
-    yield from queue_retries(dialect, retries)
+    links = {o.lease.run_id: o.trace for o in mine if o.trace is not None}
+    yield from queue_retries(dialect, retries, links)
     return {o.lease.run_id for o in mine}
 
 

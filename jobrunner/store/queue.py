@@ -16,7 +16,7 @@ from typing import Any, TypedDict, Unpack
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from jobrunner.converters import check_priority
+from jobrunner.converters import check_priority, check_traceparent
 from jobrunner.errors import BadInput, InvalidArguments, JobNotFound
 from jobrunner.jobconfig import DEFAULT_QUEUE, key_text
 from jobrunner.records import Run
@@ -39,6 +39,9 @@ class RunOptions(TypedDict, total=False):
     priority: int | None  # higher first (default: the job's `priority`, else 0)
     # the run's concurrency key value (default: its kwarg named by the job's concurrency_key)
     concurrency_key: str | None
+    # W3C traceparent of the span enqueuing it, parent of the run's span (default, with the
+    # `otel` extra: the caller's current span)
+    traceparent: str | None
 
 
 class BulkOptions(RunOptions, total=False):
@@ -120,6 +123,7 @@ def enqueue(
     _check_run_at(run_at)
     check_priority(priority)
     check_concurrency_key(ckey)
+    check_traceparent(options.get("traceparent"))
     digest = None
     if unique is not None and key is None:
         digest = kwargs_digest(values)
@@ -128,10 +132,11 @@ def enqueue(
             return existing
     params: dict[str, Any] = {"name": job_name, "kwargs": values, "key": key, "corr": corr}
     params.update(run_at=run_at, priority=priority, ckey=ckey, digest=digest)
+    params["tp"] = options.get("traceparent")
     query = _enqueue_statement(dialect, run_at is not None, key is not None)
     row = (yield query, params).one_or_none()
     if row is not None:  # the run as inserted: what the database chose, and what was given
-        return _queued(job_name, values, key, corr, tuple(row))
+        return _queued(params, tuple(row))
     if key is not None:  # the key was used before: return that run
         first = (
             yield sa.select(job_runs).where(
@@ -175,14 +180,12 @@ def _refused(job_name: str, kwargs_list: Sequence[Mapping[str, Any]], ckey: str 
     )
 
 
-def _queued(
-    job_name: str, kwargs: dict[str, Any], key: str | None, corr: str | None, got: tuple[Any, ...]
-) -> Run:
-    """The run an enqueue inserted, from what it gave and what the database chose (`got`:
-    id, run_at, max_attempts, enqueued_at, priority, concurrency_key)."""
+def _queued(given: Mapping[str, Any], got: tuple[Any, ...]) -> Run:
+    """The run an enqueue inserted, from the parameters it `given` and what the database
+    chose (`got`: id, run_at, max_attempts, enqueued_at, priority, concurrency_key)."""
     return Run(
         id=got[0],
-        job_name=job_name,
+        job_name=given["name"],
         trigger="manual",
         scheduled_for=None,
         run_at=got[1],
@@ -192,17 +195,18 @@ def _queued(
         max_attempts=got[2],
         worker_id=None,
         fence=None,
-        kwargs=kwargs,
+        kwargs=given["kwargs"],
         enqueued_at=got[3],
         started_at=None,
         finished_at=None,
         error=None,
         cancel_requested=False,
-        idempotency_key=key,
-        correlation_id=corr,
+        idempotency_key=given["key"],
+        correlation_id=given["corr"],
         retry_of=None,
         priority=got[4],
         concurrency_key=got[5],
+        traceparent=given["tp"],
     )
 
 
@@ -230,6 +234,7 @@ def enqueue_many(
     _check_run_at(run_at)
     check_priority(options.get("priority"))
     check_concurrency_key(ckey)
+    check_traceparent(options.get("traceparent"))
     keys = options.get("idempotency_keys")
     if keys is not None or unique is not None:  # element by element: each may be a repeat
         keys = _checked_keys(keys, values) if keys is not None else [None] * len(values)
@@ -243,6 +248,7 @@ def enqueue_many(
         "run_at": run_at,
         "priority": options.get("priority"),
         "ckey": ckey,
+        "tp": options.get("traceparent"),
     }
     ids = list((yield _enqueue_many_statement(dialect, run_at is not None), params).scalars())
     if len(ids) < len(values):  # the caller's transaction is rolled back: nothing written
@@ -313,7 +319,7 @@ def _runs_from_catalog(
 ) -> sa.Select[Any]:
     """SELECT of the columns `_ENQUEUE_COLUMNS` for a manual run of the job `:name` (from its
     catalog row: none for an unknown job, or a concurrency key that does not fit), given the
-    kwargs, idempotency key and correlation id."""
+    kwargs, idempotency key and correlation id (and the traceparent `:tp`)."""
     retries = sa.func.coalesce(jobrunner_jobs.c.definition["retries"].as_integer(), 0)
     priority = sa.func.coalesce(
         sa.bindparam("priority", type_=sa.Integer()),
@@ -335,13 +341,14 @@ def _runs_from_catalog(
         priority,
         ckey,
         digest,
+        sa.bindparam("tp", type_=job_runs.c.traceparent.type),
     ).where(jobrunner_jobs.c.name == sa.bindparam("name"), fits)
 
 
 _ENQUEUE_COLUMNS = [
     "job_name", "trigger", "run_at", "status", "attempt", "max_attempts", "kwargs",
     "enqueued_at", "idempotency_key", "correlation_id", "priority", "concurrency_key",
-    "unique_digest",
+    "unique_digest", "traceparent",
 ]  # fmt: skip
 
 
@@ -402,31 +409,38 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
     )
 
 
-def queue_retries(dialect: str, delays: Mapping[int, float]) -> Op[None]:
+def queue_retries(
+    dialect: str, delays: Mapping[int, float], links: Mapping[int, str | None] | None = None
+) -> Op[None]:
     """Queue attempt + 1 of each run in `delays` (run id -> seconds from now) that has
     attempts left, copying its job, slot, kwargs and the rest of `COPIED` (idempotent per
-    slot), and wake listening workers: a retry may be due now."""
+    slot), with its `links` entry (the traceparent of the attempt's span) as `trace_link`,
+    and wake listening workers: a retry may be due now."""
     if not delays:
         return
-    yield _retry_statement(dialect), [{"rid": rid, "delay": d} for rid, d in delays.items()]
+    links = links or {}
+    params = [{"rid": rid, "delay": d, "link": links.get(rid)} for rid, d in delays.items()]
+    yield _retry_statement(dialect), params
     yield from wake(dialect, "retry")
 
 
 # What a run's next attempt (a retry, a re-drive) copies from it as it is.
 COPIED = (
     "job_name", "scheduled_for", "kwargs", "correlation_id", "priority", "concurrency_key",
-    "schedule_key", "schedule_version", "overlap",
+    "schedule_key", "schedule_version", "overlap", "traceparent",
 )  # fmt: skip
 
 
 def next_attempt(**computed: Any) -> tuple[list[str], list[Any]]:
     """The columns of a run's next attempt and their values: those of `COPIED` from the run
-    (`job_runs`), then `computed`'s."""
-    return [*COPIED, *computed], [*(job_runs.c[c] for c in COPIED), *computed.values()]
+    (`job_runs`) that `computed` does not give, then `computed`'s."""
+    copied = [c for c in COPIED if c not in computed]
+    return [*copied, *computed], [*(job_runs.c[c] for c in copied), *computed.values()]
 
 
 @functools.cache
 def _retry_statement(dialect: str) -> Any:
+    link = sa.bindparam("link", type_=job_runs.c.trace_link.type)
     columns, values = next_attempt(
         trigger=sa.literal("retry"),
         run_at=db_now(sa.bindparam("delay", type_=sa.Float())),
@@ -435,6 +449,9 @@ def _retry_statement(dialect: str) -> Any:
         max_attempts=job_runs.c.max_attempts,
         enqueued_at=db_now(),
         retry_of=job_runs.c.id,
+        trace_link=link,
+        # a run nobody's span enqueued: its attempts are one trace, each the child of the last
+        traceparent=sa.func.coalesce(job_runs.c.traceparent, link),
     )
     source = sa.select(*values).where(
         job_runs.c.id == sa.bindparam("rid"), job_runs.c.attempt < job_runs.c.max_attempts

@@ -195,6 +195,10 @@ job_runs = sa.Table(
     sa.Column("schedule_key", sa.String(200), nullable=False, server_default=""),
     sa.Column("schedule_version", sa.Integer(), nullable=True),
     sa.Column("overlap", sa.String(8), nullable=True),
+    # OpenTelemetry (W3C traceparent): the enqueuing span, parent of the run's span, and for a
+    # retry the span of the attempt before it, which the retry's span links to
+    sa.Column("traceparent", sa.String(55), nullable=True),
+    sa.Column("trace_link", sa.String(55), nullable=True),
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="ck_job_runs_status"
     ),

@@ -26,11 +26,12 @@ from typing import Any
 
 import structlog
 
+import jobrunner.tracing as tracing
 from jobrunner.config import DEFAULT_MAX_RESULT_SIZE, JobConfig
 from jobrunner.context import JobContext, Result, encode_result, oversize
 from jobrunner.logging import get_logger
 from jobrunner.policy import retry_after
-from jobrunner.records import ClaimedRun, FinalStatus, Outcome
+from jobrunner.records import ClaimedRun, FinalStatus, Outcome, Run
 from jobrunner.worker.executor import Executor
 from jobrunner.worker.metrics import Metrics
 from jobrunner.worker.runs import Active, RunTable
@@ -80,6 +81,12 @@ class Runner:
         }
         if run.correlation_id:
             context["correlation_id"] = run.correlation_id
+        span = None
+        if tracing.ENABLED:  # a span per run, child of the enqueuing span (`otel` extra)
+            span = tracing.start_run_span(
+                run.job_name, _span_attributes(run), run.traceparent, run.trace_link
+            )
+            context.update(tracing.log_ids(span))
         ctx = JobContext(
             run_id=run.id,
             job_name=run.job_name,
@@ -91,6 +98,7 @@ class Runner:
             log=self._log.bind(**context),
         )
         active = Active(claimed=claimed, job=job, ctx=ctx, deadline=sent + self.renew_deadline)
+        active.span = span
         if clock is not None and run.run_at > clock:
             active.begin_at = returned + (run.run_at - clock).total_seconds()
         runs = self.runs
@@ -103,6 +111,8 @@ class Runner:
         runs = self.runs
         runs.unstarted -= 1
         structlog.contextvars.bind_contextvars(**context)
+        if active.span is not None:
+            tracing.enter(active.span)  # the job's own spans are children of the run's
         run, job = active.claimed.run, active.job
         kwargs = {**job.kwargs, **run.kwargs}
         if job.accepts_ctx:
@@ -153,6 +163,8 @@ class Runner:
         reason = active.stop_reason
         if reason == "lost":
             log.warning("run abandoned: lease lost", duration_seconds=round(duration, 4))
+            if active.span is not None:
+                tracing.end_run_span(active.span, "abandoned", None)
             runs.active.pop(run.id, None)
             runs.wake_claimer.set()
             return
@@ -183,6 +195,7 @@ class Runner:
         if job.name in runs.limited:
             runs.unwritten[job.name] += 1
         kept, note = self._kept(result, active)
+        trace = None if active.span is None else tracing.end_run_span(active.span, status, error)
         runs.pending.append(
             Outcome(
                 lease=active.claimed.lease,
@@ -193,6 +206,7 @@ class Runner:
                 result=kept,
                 result_note=note,
                 run=active.claimed.run,
+                trace=trace,
             )
         )
         runs.wake_recorder.set()
@@ -210,6 +224,15 @@ class Runner:
         if note is not None:
             active.ctx.log.warning("run result not kept", why=note)
         return text, note
+
+
+def _span_attributes(run: Run) -> dict[str, Any]:
+    return {
+        "jobrunner.job": run.job_name,
+        "jobrunner.run_id": run.id,
+        "jobrunner.attempt": run.attempt,
+        "jobrunner.trigger": run.trigger,
+    }
 
 
 def iso(value: datetime | None) -> str | None:

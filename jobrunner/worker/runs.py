@@ -18,6 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from jobrunner.config import JobConfig
 from jobrunner.context import KILL_AT_ONCE, JobContext
@@ -37,6 +38,7 @@ class Active:
     deadline: float = math.inf
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None  # lost | deadline | cancelled | shutdown
+    span: Any = None  # its OpenTelemetry span (`jobrunner.tracing`), if there is one
 
     def stop(self, reason: str) -> None:
         """Cancel the run (once; the first reason is the one recorded). Past its renew

@@ -160,7 +160,10 @@ def test_enqueue_refuses_an_unknown_job_and_a_naive_run_at(client: Client) -> No
 def test_an_unknown_enqueue_option_is_refused_naming_the_allowed_ones(client: Client) -> None:
     with pytest.raises(TypeError, match=r"'run_att': did you mean 'run_at'.*idempotency_key"):
         client.enqueue("report", {}, run_att=None)  # type: ignore[call-arg]
-    allowed = r"allowed: run_at, correlation_id, priority, concurrency_key, idempotency_keys$"
+    allowed = (
+        r"allowed: run_at, correlation_id, priority, concurrency_key, traceparent, "
+        r"idempotency_keys$"
+    )
     with pytest.raises(
         TypeError, match=r"'idempotency_key': did you mean 'idempotency_keys'.*" + allowed
     ):

@@ -27,6 +27,8 @@ from jobrunner.web import create_dashboard
 TOKEN = "a-long-dashboard-token-123"
 EVIL = "<script>alert(1)</script>"
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 
 def seed(url: str) -> dict[str, Any]:
     """A catalog, a worker, slots that ran, failed and were skipped, a queued run, a
@@ -69,7 +71,7 @@ def seed(url: str) -> dict[str, Any]:
         error = {"type": "ValueError", "message": EVIL, "traceback": "Traceback: boom"}
         store.finish("w1", [Outcome(lease=ok, status="succeeded", result='{"rows": 3}')])
         store.finish("w1", [Outcome(lease=bad, status="failed", error=error)])
-        queued = store.enqueue("adhoc", {"note": EVIL})
+        queued = store.enqueue("adhoc", {"note": EVIL}, traceparent=TRACEPARENT)
         return {"ok": ok.run_id, "bad": bad.run_id, "held": held.run_id, "queued": queued.id}
     finally:
         store.close()
@@ -107,7 +109,7 @@ def test_every_page_renders_the_stores_data(site: Any) -> None:
         "/jr/runs": [f"#{ids['ok']}", f"#{ids['queued']}", "Filter"],
         f"/jr/runs/{ids['bad']}": ["ValueError", "Traceback: boom", "Retry"],
         f"/jr/runs/{ids['ok']}": ['"rows": 3', "succeeded"],
-        f"/jr/runs/{ids['queued']}": ["Cancel", "note"],
+        f"/jr/runs/{ids['queued']}": ["Cancel", "note", TRACEPARENT.split("-")[1]],
         "/jr/schedules": ["user-7", "0 9 * * 1", "Pause", "Delete"],
         "/jr/workers": ["w1", "host-a", "c1", f"#{ids['held']}", "s left"],
     }

@@ -120,3 +120,18 @@ async def flip(ctx: Any) -> None:
     _record(ctx)
     if ctx.scheduled_for is not None and ctx.scheduled_for.second % 4 == 0:
         raise RuntimeError("every fourth second fails")
+
+
+def traced(ctx: Any) -> None:
+    """A sync job that starts a span of its own (OpenTelemetry API) and logs a line in it."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("sysjobs").start_as_current_span("inner work"):
+        logger.info("traced job works")
+
+
+def otel_modules(ctx: Any) -> list[str]:
+    """The OpenTelemetry modules the worker has imported (as the run's result)."""
+    import sys
+
+    return sorted(m for m in sys.modules if m.startswith("opentelemetry") and sys.modules[m])
