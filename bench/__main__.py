@@ -2,7 +2,7 @@
 
 Scenarios: throughput, pickup (jobrunner, procrastinate, pgqueuer side by side); firelag, scale,
 failover, partition, upgrade, idle, memory, queues, results, schedules, dashboard,
-notify, traces (jobrunner);
+notify, traces, history (jobrunner);
 pgbench (the machine's limit); statements (a diagnostic: statements per run, side by side);
 all (each in turn).
 `--db` is a PostgreSQL server URL (its maintenance database): each scenario creates fresh
@@ -43,6 +43,7 @@ SCENARIOS = (
     "dashboard",
     "notify",
     "traces",
+    "history",
     "pgbench",
     "statements",
 )
@@ -136,7 +137,7 @@ def options(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
     elif scenario in ("notify", "traces"):
         if args.size:
             opts["size"] = args.size
-    elif scenario == "dashboard":
+    elif scenario in ("dashboard", "history"):
         if args.size:
             opts["rows"] = args.size
     elif scenario == "schedules":

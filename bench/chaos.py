@@ -362,6 +362,10 @@ class Hook:
                 "SELECT id, status, attempt, max_attempts FROM job_runs "
                 "WHERE job_name = 'chaos-fail' AND status IN ('failed', 'lost')"
             ).fetchall()
+            other = conn.execute(
+                "SELECT count(*) FROM job_runs WHERE job_name = 'chaos-fail' "
+                "AND status NOT IN ('failed', 'lost')"
+            ).fetchone()
         for rid, status, attempt, most in rows:
             expected.add((rid, status))
             if attempt >= most:
@@ -372,6 +376,7 @@ class Hook:
             ids[(body["run_id"], body["event"])].add(body["event_id"])
         return {
             "notify_expected": float(len(expected)),
+            "notify_other_runs": float(other[0] if other else 0),  # of the job, not failed/lost
             "notify_received": float(len(self.got)),
             "notify_missing": float(len(expected - got)),
             "notify_unexpected": float(len(got - expected)),

@@ -132,7 +132,14 @@ class _Store:
         return read(self.engine, catalog.list_workers())
 
     def prune(self, *, older_than: timedelta | None, keep_last: int = 0) -> int:
-        return write(self.engine, history.prune(older_than=older_than, keep_last=keep_last))
+        """Chunk by chunk, each its own short transaction (`history.prune`)."""
+        total, since = 0, None
+        while True:
+            op = history.prune(older_than=older_than, keep_last=keep_last, since=since)
+            deleted, since = write(self.engine, op)
+            total += deleted
+            if deleted < history.PRUNE_CHUNK:
+                return total
 
 
 class ClientStore(_Store):

@@ -143,13 +143,31 @@ def has_runs(job: str) -> Op[bool]:
     return found is not None
 
 
-def prune(*, older_than: timedelta | None, keep_last: int = 0) -> Op[int]:
-    """Delete finished runs older than `older_than`, keeping the newest `keep_last` per job."""
+PRUNE_CHUNK = 5_000  # runs deleted per transaction
+
+
+def prune(
+    *,
+    older_than: timedelta | None,
+    keep_last: int = 0,
+    since: datetime | None = None,
+    limit: int = PRUNE_CHUNK,
+) -> Op[tuple[int, datetime | None]]:
+    """Delete up to `limit` of the oldest finished runs older than `older_than` (enqueued
+    at or after `since`), keeping the newest `keep_last` per job; returns how many, and the
+    latest `enqueued_at` among them (the `since` of the next chunk). A chunk is a walk of
+    `ix_job_runs_enqueued` from `since`: a run finished before the cutoff was enqueued
+    before it, so the chunks never read the history that stays."""
     if older_than is None:
-        return 0
-    cond = job_runs.c.status.in_(FINAL_STATUSES) & (
-        job_runs.c.finished_at < db_now(-older_than.total_seconds())
+        return 0, since
+    cutoff = db_now(-older_than.total_seconds())
+    cond = (
+        (job_runs.c.enqueued_at < cutoff)
+        & job_runs.c.status.in_(FINAL_STATUSES)
+        & (job_runs.c.finished_at < cutoff)
     )
+    if since is not None:
+        cond = cond & (job_runs.c.enqueued_at >= since)
     if keep_last > 0:
         newer = sa.alias(job_runs, "newer")
         rank = (
@@ -162,4 +180,14 @@ def prune(*, older_than: timedelta | None, keep_last: int = 0) -> Op[int]:
             .scalar_subquery()
         )
         cond = cond & (rank >= keep_last)
-    return int((yield job_runs.delete().where(cond)).rowcount)
+    chunk = sa.select(job_runs.c.id).where(cond).order_by(job_runs.c.enqueued_at).limit(limit)
+    gone = (
+        (
+            yield job_runs.delete()
+            .where(job_runs.c.id.in_(chunk.scalar_subquery()))
+            .returning(job_runs.c.enqueued_at)
+        )
+        .scalars()
+        .all()
+    )
+    return len(gone), max(gone, default=since)

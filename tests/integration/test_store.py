@@ -18,7 +18,8 @@ from sqlalchemy.dialects import postgresql
 
 from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound, SchemaOutOfDate
 from jobrunner.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
-from jobrunner.store import migrate
+from jobrunner.store import history, migrate
+from jobrunner.store.access import write
 from jobrunner.store.engine import IDLE_IN_TRANSACTION, create_engine
 from jobrunner.store.tables import PgArray, job_locks, job_runs, jobrunner_workers, metadata
 from tests.support import AllPorts
@@ -623,10 +624,35 @@ def test_prune_keeps_recent_and_keep_last(store: AllPorts) -> None:
         [slot("a", past(3600 * 24 * 40 + i), status="skipped", reason="x") for i in range(5)]
     )
     with store.engine.begin() as conn:
-        conn.execute(job_runs.update().values(finished_at=past(3600 * 24 * 40)))
+        old = past(3600 * 24 * 40)  # a run finished then was enqueued before
+        conn.execute(job_runs.update().values(enqueued_at=old, finished_at=old))
     assert store.prune(older_than=timedelta(days=30), keep_last=2) == 3
     assert len(store.list_runs(job="a")) == 2
     assert store.prune(older_than=timedelta(days=30)) == 2
+
+
+def test_prune_goes_chunk_by_chunk_oldest_first_and_keeps_the_rest(
+    store: AllPorts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.insert_slots(
+        [slot("a", past(3600 * i), status="skipped", reason="x") for i in range(1, 12)]
+    )
+    runs = store.list_runs(limit=100)
+    with store.engine.begin() as conn:  # run i was enqueued and finished i days ago
+        for run in runs:
+            age = past(3600 * 24 * (run.id % 12) - 3600)  # less an hour
+            conn.execute(
+                job_runs.update()
+                .where(job_runs.c.id == run.id)
+                .values(enqueued_at=age, finished_at=age)
+            )
+    first, since = write(store.engine, history.prune(older_than=timedelta(days=4), limit=3))
+    assert first == 3
+    assert since is not None and (store.now() - since).days == 8  # the newest of 11, 10, 9
+    monkeypatch.setattr(history, "PRUNE_CHUNK", 2)  # the rest in chunks of 2
+    assert store.prune(older_than=timedelta(days=4)) == 4  # 11 runs, aged 1..11 days: 7 older
+    left = sorted((store.now() - r.enqueued_at).days for r in store.list_runs(limit=100))
+    assert left == [0, 1, 2, 3]
 
 
 def test_heartbeat_housekeeping_forgets_long_dead_workers(store: AllPorts) -> None:

@@ -42,7 +42,7 @@ def test_chaos_with_notifications_delivered_by_replicas_that_die(pg_server_url: 
     whichever replica is up: every expected event arrives at least once, with one event id
     per cause and a valid signature."""
     result = chaos(pg_server_url, replicas=3, duration=30, seed=13, notify=True)
-    assert result["notify_expected"] >= 20, result
+    assert result["notify_expected"] >= 10, str(result)
     assert result["actions_kill"] + result["actions_term"] + result["actions_pause"] >= 4
     checked = (*FAILURES, *NOTIFY_FAILURES)
     assert {k: result[k] for k in checked} == dict.fromkeys(checked, 0.0), result
