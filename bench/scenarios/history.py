@@ -31,6 +31,8 @@ from bench.scenarios import Context, dashboard
 JOB = "job-19"  # a trigger-only job of the fill (`dashboard.fill`: jobs 10-19 have no cron)
 OPS = ("enqueue", "claim", "finish", "heartbeat")
 BATCH = 16  # the default concurrency: runs per claim
+PAGES = ("overview", "jobs", "job", "runs", "runs_failed", "runs_job", "runs_deep", "run",
+         "workers")  # fmt: skip
 
 
 def metrics() -> list[Metric]:
@@ -43,6 +45,7 @@ def metrics() -> list[Metric]:
     out += [
         Metric("why_p50", "why (last hour of a cron job) p50", "ms", "lower", 1),
         Metric("why_p95", "why (last hour of a cron job) p95", "ms", "lower", 1),
+        *(Metric(f"{p}_p95", f"dashboard {p} p95", "ms", "lower", 1) for p in PAGES),
         Metric("prune_s", "prune of the oldest rows", "s", "lower", 1),
         Metric("prune_claim_p99", "claim p99 during the prune", "ms", "lower", 1),
         Metric("prune_claim_max", "claim max during the prune", "ms", "lower", 1),
@@ -54,7 +57,8 @@ def run(ctx: Context, rows: int = 10_000_000, samples: int = 300, prune: int = 1
     params = {"job_runs rows": rows, "samples": samples, "pruned": prune, "repeats": ctx.repeats}
     result = Result("history", params, metrics(), ratio_to="empty")
     for r in range(ctx.repeats):
-        for variant, n in (("empty", 0), ("full", rows)):
+        order = (("empty", 0), ("full", rows))
+        for variant, n in order if r % 2 == 0 else order[::-1]:
             ctx.guarded(
                 f"history {variant} r{r}",
                 lambda v=variant, n=n, r=r: measure(ctx, result, v, n, samples, prune, r),
@@ -82,6 +86,9 @@ def measure(
         result.add(variant, "why_p50", percentile(why, 50))
         result.add(variant, "why_p95", percentile(why, 95))
         ctx.say(f"  why p50 {percentile(why, 50) or 0:.1f} / p95 {percentile(why, 95) or 0:.1f} ms")
+        for page, values in pages(url).items():
+            result.add(variant, f"{page}_p95", percentile(values, 95))
+            ctx.say(f"  dashboard {page}: p95 {percentile(values, 95) or 0:.1f} ms")
         pruned = pruning(url, rows, prune)
         result.add(variant, "prune_s", pruned["seconds"])
         result.add(variant, "prune_claim_p99", percentile(pruned["claims"], 99))
@@ -150,6 +157,32 @@ def cycles(url: str, samples: int) -> dict[str, list[float]]:
         return times
     finally:
         cycler.close()
+
+
+def pages(url: str, samples: int = 20) -> dict[str, list[float]]:
+    """The dashboard's pages (`dashboard` scenario's set), milliseconds each."""
+    from jobrunner import Client
+    from jobrunner.web import create_dashboard
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    with Client.from_url(url) as client:
+        newest = client.list_runs(limit=1)[0].id
+        paths = {
+            "overview": "/",
+            "jobs": "/jobs",
+            "job": "/jobs/job-0",
+            "runs": "/runs",
+            "runs_failed": "/runs?status=failed",
+            "runs_job": "/runs?job=job-19",
+            "runs_deep": f"/runs?before_id={newest // 2}",
+            "run": f"/runs/{newest // 3}",
+            "workers": "/workers",
+        }
+        http = TestClient(create_dashboard(client, dependencies=[]))
+        return dashboard.time_pages(http, paths, samples)
 
 
 def why_times(ctx: Context, url: str, samples: int) -> list[float]:

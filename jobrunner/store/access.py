@@ -135,7 +135,13 @@ class _Store:
         """Chunk by chunk, each its own short transaction (`history.prune`)."""
         total, since = 0, None
         while True:
-            op = history.prune(older_than=older_than, keep_last=keep_last, since=since)
+            op = history.prune(
+                self.dialect,
+                older_than=older_than,
+                keep_last=keep_last,
+                since=since,
+                limit=history.PRUNE_CHUNK,
+            )
             deleted, since = write(self.engine, op)
             total += deleted
             if deleted < history.PRUNE_CHUNK:

@@ -646,7 +646,9 @@ def test_prune_goes_chunk_by_chunk_oldest_first_and_keeps_the_rest(
                 .where(job_runs.c.id == run.id)
                 .values(enqueued_at=age, finished_at=age)
             )
-    first, since = write(store.engine, history.prune(older_than=timedelta(days=4), limit=3))
+    first, since = write(
+        store.engine, history.prune(store.dialect, older_than=timedelta(days=4), limit=3)
+    )
     assert first == 3
     assert since is not None and (store.now() - since).days == 8  # the newest of 11, 10, 9
     monkeypatch.setattr(history, "PRUNE_CHUNK", 2)  # the rest in chunks of 2
