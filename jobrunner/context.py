@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import jobrunner.converters as conv
+
 __all__ = [
     "KILL_AT_ONCE",
     "Cancelled",
@@ -99,6 +101,8 @@ def encode_result(value: Any, limit: int | None = None) -> tuple[str | None, str
     except (TypeError, ValueError) as exc:
         kind = type(value).__qualname__
         return None, f"result not kept: a {kind} is not JSON ({str(exc)[:120]})"
+    if conv.nested_deeper(text, value):
+        return None, f"result not kept: nested more than {conv.MAX_JSON_DEPTH} levels deep"
     note = oversize(text, limit)
     return (None, note) if note else (text, None)
 

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jobrunner.errors import InvalidArguments
+from jobrunner.errors import ArgumentsTooLarge, InvalidArguments, JobNotFound
 from jobrunner.schedule import validate_cron
 from jobrunner.settings import Converter
 from jobrunner.units import describe, format_duration, parse_duration, parse_size
@@ -59,6 +59,80 @@ def check_traceparent(value: object) -> None:
             f"traceparent must be a W3C traceparent (00-<32 hex trace id>-<16 hex span id>-"
             f"<2 hex flags>, lowercase, ids not all zero) or None, got {value!r:.80}"
         )
+
+
+TEXT_MAX = 200  # characters of a name, key or id the store keeps (its VARCHAR(200) columns)
+
+
+def check_text(what: str, value: object, least: int = 1, most: int = TEXT_MAX) -> None:
+    """Refuse what is neither None nor a string of `least` to `most` characters without a
+    NUL character (PostgreSQL stores none): InvalidArguments naming `what`."""
+    if value is not None and (
+        not isinstance(value, str) or not least <= len(value) <= most or "\x00" in value
+    ):
+        raise InvalidArguments(
+            f"{what} must be a string of {least} to {most} characters without NUL, "
+            f"got {value!r:.80}"
+        )
+
+
+MAX_KWARGS_SIZE = 64 * 1024  # bytes of a run's or a schedule's kwargs as JSON
+MAX_JSON_DEPTH = 64  # levels of arrays and objects in kwargs and results (JSON's serialisers stop)
+
+
+def json_object(kwargs: Mapping[str, Any] | None, what: str = "kwargs") -> dict[str, Any]:
+    """`kwargs` as a plain JSON object the store can keep, or InvalidArguments: not a
+    mapping with string keys, not JSON-serialisable, a NUL character in a key or string
+    (PostgreSQL's jsonb refuses it), or more than MAX_KWARGS_SIZE bytes as JSON
+    (ArgumentsTooLarge)."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise InvalidArguments(f"{what} must be a JSON object (a mapping with string keys)")
+    try:
+        text = json.dumps(dict(kwargs), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArguments(f"{what} are not JSON-serialisable: {exc}") from None
+    if len(text) > MAX_KWARGS_SIZE:  # ASCII: json.dumps escapes every other character
+        raise ArgumentsTooLarge(
+            f"{what} are {len(text):,} bytes as JSON, over the limit of {MAX_KWARGS_SIZE:,} "
+            f"(64 KiB): pass a reference to the data (an id, a URL) instead"
+        )
+    if nested_deeper(text, kwargs):
+        raise InvalidArguments(f"{what} are nested more than {MAX_JSON_DEPTH} levels deep")
+    if "\\u0000" in text and _holds_nul(kwargs):
+        raise InvalidArguments(
+            f"{what} hold a NUL character (\\u0000) in a key or string, which PostgreSQL "
+            "cannot store: remove it"
+        )
+    decoded: dict[str, Any] = json.loads(text)
+    return decoded
+
+
+def nested_deeper(text: str, value: object, most: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `value` (whose JSON is `text`) nests arrays and objects deeper than `most`."""
+    if text.count("[") + text.count("{") <= most:  # too few brackets: cheap, and the usual
+        return False
+
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:  # no recursion: the value may be nested deeper than Python recurses
+        item, level = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if level == most:
+                return True
+            items = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in items)
+    return False
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def duration(minimum: timedelta = timedelta(0), *, exclusive: bool = False) -> Converter:
@@ -161,16 +235,17 @@ def cron(value: object) -> str:
 
 
 def json_table(value: object) -> Mapping[str, Any]:
+    """A table of kwargs (the config's, a runtime schedule's), checked as `json_object`."""
     if not isinstance(value, dict):
         raise ValueError(f'expected a table like {{ region = "eu" }}, got {describe(value)}')
     try:
-        text = json.dumps(value, allow_nan=False)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"must be JSON-serialisable ({exc}); "
             "allowed: strings, finite numbers, booleans, arrays and tables"
         ) from None
-    return MappingProxyType(json.loads(text))
+    return MappingProxyType(json_object(value))
 
 
 def path_list(value: object) -> tuple[str, ...]:
@@ -203,6 +278,15 @@ _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 FUNC_ALLOWED = "'package.module:function' (the function may be dotted: 'pkg.mod:Class.method')"
 
 job_name = string(NAME, NAME_ALLOWED)
+
+
+def check_job_name(name: object) -> None:
+    """JobNotFound for a name no job can have (not a job name of the config), before it
+    reaches the database (a NUL character, say, which PostgreSQL refuses)."""
+    if not isinstance(name, str) or not re.fullmatch(NAME, name):
+        raise JobNotFound(f"no job named {name!r:.80} in the catalog")
+
+
 func_spec = string(f"{_DOTTED}:{_DOTTED}", FUNC_ALLOWED)
 
 queue_name = string(NAME, NAME_ALLOWED)

@@ -42,6 +42,10 @@ class InvalidArguments(BadInput, TypeError):
     """The job arguments are not a JSON object."""
 
 
+class ArgumentsTooLarge(InvalidArguments):
+    """The job arguments are larger than the limit (`MAX_KWARGS_SIZE` bytes as JSON)."""
+
+
 class JobNotFound(JobrunnerError, LookupError):
     """No such job in the catalog."""
 

@@ -32,14 +32,27 @@ from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import structlog
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.params import Depends as DependsParam
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from jobrunner.client import AsyncClient, Client
 from jobrunner.converters import PRIORITY_RANGE
-from jobrunner.errors import BadInput, JobNotFound, RunNotFound, RunNotRetryable
+from jobrunner.http_input import (
+    BODY,
+    CONFLICT,
+    NOT_FOUND,
+    REFUSED,
+    ErrorOut,
+    JobPath,
+    RefusedOut,
+    TextQuery,
+    Timestamp,
+    answer,
+    body_size,
+    text,
+)
 from jobrunner.records import CatalogEntry, Run
 from jobrunner.schedule import Schedule
 from jobrunner.schedule_router import ScheduleChange, ScheduleCreate, ScheduleOut, schedule_routes
@@ -49,6 +62,7 @@ __all__ = [
     "EnqueueRequest",
     "ErrorOut",
     "JobOut",
+    "RefusedOut",
     "RunOut",
     "ScheduleChange",
     "ScheduleCreate",
@@ -61,12 +75,6 @@ RunStatus = Literal[
 ]
 Trigger = Literal["schedule", "manual", "retry"]
 assert get_args(RunStatus) == RUN_STATUSES and get_args(Trigger) == TRIGGERS
-
-
-class ErrorOut(BaseModel):
-    """An error response (FastAPI's shape)."""
-
-    detail: str
 
 
 class RunErrorOut(BaseModel):
@@ -143,13 +151,12 @@ class EnqueueRequest(BaseModel):
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments (JSON), merged over the job's own."
     )
-    run_at: AwareDatetime | None = Field(
+    run_at: Timestamp | None = Field(
         default=None, description="Run at or after this time (with a UTC offset); default now."
     )
-    idempotency_key: str | None = Field(
+    idempotency_key: str | None = text(
         default=None,
         min_length=1,
-        max_length=200,
         description="A repeated key (per job) returns the run the first request created.",
     )
     priority: int | None = Field(
@@ -159,10 +166,9 @@ class EnqueueRequest(BaseModel):
         strict=True,
         description="Higher runs first; default the job's `priority` (else 0).",
     )
-    concurrency_key: str | None = Field(
+    concurrency_key: str | None = text(
         default=None,
         min_length=1,
-        max_length=200,
         description="The run's concurrency key value; default the kwarg named by the job's "
         "`concurrency_key`. A job with a key refuses a run without one (422).",
     )
@@ -209,9 +215,6 @@ class _Calls:
         return await run_in_threadpool(fn, *args, **kwargs)
 
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
-
-
 def create_router(
     client: Client | AsyncClient,
     dependencies: Sequence[DependsParam] | None = None,
@@ -234,7 +237,7 @@ def create_router(
     _job_routes(router, call, include_traceback, correlation_id or _default_correlation_id)
     _run_routes(router, call, include_traceback)
     _retry_route(router, call, include_traceback)
-    schedule_routes(router, call, ErrorOut)
+    schedule_routes(router, call)
     return router
 
 
@@ -251,91 +254,88 @@ def _job_routes(
         """Every job in the catalog, by name."""
         return [_job_out(e) for e in await call("list_jobs")]
 
-    @router.get("/jobs/{name}", response_model=JobOut, responses=NOT_FOUND, summary="Show a job")
-    async def get_job(name: Annotated[str, Path(max_length=200)]) -> JobOut:
+    @router.get(
+        "/jobs/{name}",
+        response_model=JobOut,
+        responses={**NOT_FOUND, **REFUSED},
+        summary="Show a job",
+    )
+    async def get_job(name: JobPath) -> JobOut:
         """One job of the catalog."""
-        try:
-            return _job_out(await call("get_job", name))
-        except JobNotFound as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        return _job_out(await answer(call("get_job", name)))
 
     @router.post(
         "/jobs/{name}/runs",
         response_model=RunOut,
         status_code=status.HTTP_202_ACCEPTED,
-        responses=NOT_FOUND,
+        responses={**NOT_FOUND, **BODY},
+        dependencies=[Depends(body_size)],
         summary="Enqueue a run",
     )
     async def enqueue(
-        request: Request,
-        name: Annotated[str, Path(max_length=200)],
-        body: Annotated[EnqueueRequest | None, Body()] = None,
+        request: Request, name: JobPath, body: Annotated[EnqueueRequest | None, Body()] = None
     ) -> RunOut:
         """Queue a run of the job; a worker starts it. Returns the queued run (202)."""
         body = body or EnqueueRequest()
-        try:
-            run = await call(
-                "enqueue",
-                name,
-                body.kwargs,
-                run_at=body.run_at,
-                idempotency_key=body.idempotency_key,
-                correlation_id=get_correlation_id(request),
-                priority=body.priority,
-                concurrency_key=body.concurrency_key,
-            )
-        except JobNotFound as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        except BadInput as exc:
-            raise HTTPException(422, str(exc)) from None
-        return _run_out(run, include_traceback)
+        pending = call(
+            "enqueue",
+            name,
+            body.kwargs,
+            run_at=body.run_at,
+            idempotency_key=body.idempotency_key,
+            correlation_id=get_correlation_id(request),
+            priority=body.priority,
+            concurrency_key=body.concurrency_key,
+        )
+        return _run_out(await answer(pending), include_traceback)
 
 
 def _run_routes(router: APIRouter, call: _Calls, include_traceback: bool) -> None:
     """`GET /runs`, `GET /runs/{run_id}`, `POST /runs/{run_id}/cancel` and `/retry`."""
 
-    @router.get("/runs", response_model=list[RunOut], summary="List runs")
+    @router.get("/runs", response_model=list[RunOut], responses=REFUSED, summary="List runs")
     async def list_runs(
-        job: Annotated[str | None, Query(max_length=200)] = None,
+        job: TextQuery = None,
         status_: Annotated[RunStatus | None, Query(alias="status")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        correlation_id: Annotated[str | None, Query(max_length=200)] = None,
-        queue: Annotated[str | None, Query(max_length=200)] = None,
+        correlation_id: TextQuery = None,
+        queue: TextQuery = None,
         priority: Annotated[int | None, Query(ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])] = None,
     ) -> list[RunOut]:
         """Runs newest first, filtered (queue: runs of the jobs of that queue)."""
-        runs = await call(
-            "list_runs",
-            job=job,
-            status=status_,
-            limit=limit,
-            correlation_id=correlation_id,
-            queue=queue,
-            priority=priority,
+        runs = await answer(
+            call(
+                "list_runs",
+                job=job,
+                status=status_,
+                limit=limit,
+                correlation_id=correlation_id,
+                queue=queue,
+                priority=priority,
+            )
         )
         return [_run_out(r, include_traceback) for r in runs]
 
-    @router.get("/runs/{run_id}", response_model=RunOut, responses=NOT_FOUND, summary="Show a run")
+    @router.get(
+        "/runs/{run_id}",
+        response_model=RunOut,
+        responses={**NOT_FOUND, **REFUSED},
+        summary="Show a run",
+    )
     async def get_run(run_id: int) -> RunOut:
-        """One run."""
-        try:
-            return _run_out(await call("get_run", run_id), include_traceback)
-        except RunNotFound as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        """One run (404 for an id no run has, whatever its size)."""
+        return _run_out(await answer(call("get_run", run_id)), include_traceback)
 
     @router.post(
         "/runs/{run_id}/cancel",
         response_model=RunOut,
-        responses={**NOT_FOUND, 409: {"model": ErrorOut}},
+        responses={**NOT_FOUND, **CONFLICT, **REFUSED},
         summary="Cancel a run",
     )
     async def cancel_run(run_id: int) -> RunOut:
         """Cancel a queued run at once; a running run is cancelled by its worker at its next
         heartbeat (`cancel_requested` is true until then). 409 if the run already finished."""
-        try:
-            run: Run = await call("cancel_run", run_id)
-        except RunNotFound as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        run: Run = await answer(call("cancel_run", run_id))
         if run.status in FINAL_STATUSES and run.status != "cancelled":
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"run {run_id} already finished: {run.status}"
@@ -350,16 +350,10 @@ def _retry_route(router: APIRouter, call: _Calls, include_traceback: bool) -> No
         "/runs/{run_id}/retry",
         response_model=RunOut,
         status_code=status.HTTP_202_ACCEPTED,
-        responses={**NOT_FOUND, 409: {"model": ErrorOut}},
+        responses={**NOT_FOUND, **CONFLICT, **REFUSED},
         summary="Retry a run",
     )
     async def retry_run(run_id: int) -> RunOut:
         """Queue a run that ended without success again, as a new attempt linked to it
         (`retry_of`); 409 if it succeeded or an attempt of it is still queued or running."""
-        try:
-            run: Run = await call("retry_run", run_id)
-        except (RunNotFound, JobNotFound) as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        except RunNotRetryable as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        return _run_out(run, include_traceback)
+        return _run_out(await answer(call("retry_run", run_id)), include_traceback)

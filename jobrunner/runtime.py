@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from jobrunner import converters as conv
-from jobrunner.errors import InvalidArguments
+from jobrunner.errors import ArgumentsTooLarge, InvalidArguments
 from jobrunner.jobconfig import JobConfig, key_text
 from jobrunner.policy import BACKFILL
 from jobrunner.records import CatalogEntry, ScheduleRow, Slot
@@ -92,7 +92,8 @@ def check_changes(job: str, key: str, changes: Mapping[str, Any]) -> dict[str, A
             if name == "cron" and len(out[name]) > MAX_CRON:
                 raise ValueError(f"at most {MAX_CRON} characters, got {len(out[name])}")
         except ValueError as exc:
-            raise InvalidArguments(f"schedule {key!r} of job {job!r}: {name}: {exc}") from None
+            kind = ArgumentsTooLarge if isinstance(exc, ArgumentsTooLarge) else InvalidArguments
+            raise kind(f"schedule {key!r} of job {job!r}: {name}: {exc}") from None
     return out
 
 

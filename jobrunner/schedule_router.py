@@ -13,10 +13,21 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, status
+from fastapi import APIRouter, Body, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrunner.errors import BadInput, JobNotFound, ScheduleExists, ScheduleNotFound
+from jobrunner.http_input import (
+    BODY,
+    CONFLICT,
+    NOT_FOUND,
+    REFUSED,
+    JobPath,
+    KeyPath,
+    TextQuery,
+    answer,
+    body_size,
+    text,
+)
 from jobrunner.records import ScheduleRow
 from jobrunner.runtime import KEY_PATTERN, MAX_SCHEDULES_LIST
 
@@ -49,8 +60,8 @@ class ScheduleChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cron: str | None = Field(default=None, min_length=1, max_length=200)
-    timezone: str | None = Field(default=None, max_length=64)
+    cron: str | None = text(default=None, min_length=1)
+    timezone: str | None = Field(default=None, max_length=64, pattern=r"^[^\x00]*$")
     kwargs: dict[str, Any] | None = None
     catch_up: CatchUp | None = None
     overlap: Overlap | None = None
@@ -59,9 +70,9 @@ class ScheduleChange(BaseModel):
 class ScheduleCreate(ScheduleChange):
     """A new schedule of a catalogued job, keyed by (job, key)."""
 
-    job: str = Field(min_length=1, max_length=200)
+    job: str = text(min_length=1)
     key: str = Field(pattern=KEY)
-    cron: str = Field(min_length=1, max_length=200)
+    cron: str = text(min_length=1)
 
 
 def _out(row: ScheduleRow) -> ScheduleOut:
@@ -70,40 +81,23 @@ def _out(row: ScheduleRow) -> ScheduleOut:
 
 async def _answer(pending: Awaitable[ScheduleRow]) -> ScheduleOut:
     """The schedule, or the HTTP error its call raised."""
-    try:
-        return _out(await pending)
-    except (JobNotFound, ScheduleNotFound) as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except ScheduleExists as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    except BadInput as exc:
-        raise HTTPException(422, str(exc)) from None
+    return _out(await answer(pending))
 
 
-JobPath = Annotated[str, Path(max_length=200)]
-KeyPath = Annotated[str, Path(max_length=200)]
+ERRORS = {**NOT_FOUND, **REFUSED}
 
 
-def schedule_routes(router: APIRouter, call: Call, error: type[BaseModel]) -> None:
-    """Add the `/schedules` routes to `router`; `call(method, ...)` runs a client method,
-    `error` is the router's error response model."""
-    ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": error}, 422: {"model": error}}
-
-    @router.get("/schedules", response_model=list[ScheduleOut], summary="List schedules")
-    async def list_schedules(
-        job: Annotated[str | None, Query(max_length=200)] = None,
-        all_: Annotated[bool, Query(alias="all")] = False,
-        limit: Annotated[int, Query(ge=1, le=MAX_SCHEDULES_LIST)] = 1000,
-    ) -> list[ScheduleOut]:
-        """Runtime schedules by job and key, at most `limit` (with `all`, also deleted and
-        retired ones)."""
-        return [_out(s) for s in await call("list_schedules", job, ended=all_, limit=limit)]
+def schedule_routes(router: APIRouter, call: Call) -> None:
+    """Add the `/schedules` routes to `router`; `call(method, ...)` runs a client method."""
+    _read_routes(router, call)
+    SIZED = Depends(body_size)
 
     @router.post(
         "/schedules",
         response_model=ScheduleOut,
         status_code=status.HTTP_201_CREATED,
-        responses={**ERRORS, 409: {"model": error}},
+        responses={**NOT_FOUND, **CONFLICT, **BODY},
+        dependencies=[SIZED],
         summary="Create a schedule",
     )
     async def create_schedule(body: Annotated[ScheduleCreate, Body()]) -> ScheduleOut:
@@ -111,12 +105,12 @@ def schedule_routes(router: APIRouter, call: Call, error: type[BaseModel]) -> No
         settings = body.model_dump(exclude={"job", "key", "cron"})
         return await _answer(call("create_schedule", body.job, body.cron, key=body.key, **settings))
 
-    @router.get("/schedules/{job}/{key}", response_model=ScheduleOut, responses=ERRORS)
-    async def get_schedule(job: JobPath, key: KeyPath) -> ScheduleOut:
-        """One schedule, whatever its status."""
-        return await _answer(call("get_schedule", job, key))
-
-    @router.patch("/schedules/{job}/{key}", response_model=ScheduleOut, responses=ERRORS)
+    @router.patch(
+        "/schedules/{job}/{key}",
+        response_model=ScheduleOut,
+        responses={**NOT_FOUND, **BODY},
+        dependencies=[SIZED],
+    )
     async def update_schedule(
         job: JobPath, key: KeyPath, body: Annotated[ScheduleChange, Body()]
     ) -> ScheduleOut:
@@ -138,3 +132,25 @@ def schedule_routes(router: APIRouter, call: Call, error: type[BaseModel]) -> No
     async def delete_schedule(job: JobPath, key: KeyPath) -> ScheduleOut:
         """End a live schedule (kept as deleted)."""
         return await _answer(call("delete_schedule", job, key))
+
+
+def _read_routes(router: APIRouter, call: Call) -> None:
+    """`GET /schedules` and `GET /schedules/{job}/{key}`."""
+
+    @router.get(
+        "/schedules", response_model=list[ScheduleOut], responses=REFUSED, summary="List schedules"
+    )
+    async def list_schedules(
+        job: TextQuery = None,
+        all_: Annotated[bool, Query(alias="all")] = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_SCHEDULES_LIST)] = 1000,
+    ) -> list[ScheduleOut]:
+        """Runtime schedules by job and key, at most `limit` (with `all`, also deleted and
+        retired ones)."""
+        found = await answer(call("list_schedules", job, ended=all_, limit=limit))
+        return [_out(s) for s in found]
+
+    @router.get("/schedules/{job}/{key}", response_model=ScheduleOut, responses=ERRORS)
+    async def get_schedule(job: JobPath, key: KeyPath) -> ScheduleOut:
+        """One schedule, whatever its status."""
+        return await _answer(call("get_schedule", job, key))

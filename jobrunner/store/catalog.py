@@ -8,6 +8,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from jobrunner.converters import check_job_name
 from jobrunner.errors import JobNotFound
 from jobrunner.jobconfig import DEFAULT_QUEUE
 from jobrunner.records import CatalogEntry, WorkerInfo, WorkerRow
@@ -166,6 +167,7 @@ def list_jobs() -> Op[list[CatalogEntry]]:
 
 def get_job(name: str) -> Op[CatalogEntry]:
     """One catalog entry (JobNotFound if there is none)."""
+    check_job_name(name)
     row = (yield sa.select(jobrunner_jobs).where(jobrunner_jobs.c.name == name)).one_or_none()
     if row is None:
         raise JobNotFound(f"no job named {name!r} in the catalog")
@@ -174,6 +176,7 @@ def get_job(name: str) -> Op[CatalogEntry]:
 
 def set_paused(name: str, paused: bool) -> Op[None]:
     """Pause or resume a job for every replica (they read the flag when they claim)."""
+    check_job_name(name)
     result = yield (
         jobrunner_jobs.update().where(jobrunner_jobs.c.name == name).values(paused=paused)
     )

@@ -8,7 +8,7 @@ from typing import TypedDict, Unpack
 
 import sqlalchemy as sa
 
-from jobrunner.converters import check_priority
+from jobrunner.converters import check_priority, check_text
 from jobrunner.errors import BadInput, RunNotFound
 from jobrunner.jobconfig import DEFAULT_QUEUE
 from jobrunner.records import Run
@@ -16,9 +16,21 @@ from jobrunner.store.engine import db_now
 from jobrunner.store.sql import Op
 from jobrunner.store.tables import FINAL_STATUSES, RUN_STATUSES, job_runs, jobrunner_jobs
 
+MAX_RUN_ID = 2**63 - 1  # job_runs.id is a BIGINT: no run has an id outside 1..MAX_RUN_ID
+
+
+def check_run_id(run_id: int) -> None:
+    """Refuse an id no run can have before it reaches the database: RunNotFound for an
+    integer outside 1..MAX_RUN_ID (a bigint would overflow), BadInput for a non-integer."""
+    if isinstance(run_id, bool) or not isinstance(run_id, int):
+        raise BadInput(f"a run id is an integer, got {run_id!r:.40}")
+    if not 1 <= run_id <= MAX_RUN_ID:
+        raise RunNotFound(f"no run with id {run_id} (run ids are 1 to {MAX_RUN_ID})")
+
 
 def get_run(run_id: int) -> Op[Run]:
     """One run (RunNotFound if there is none)."""
+    check_run_id(run_id)
     row = (yield sa.select(job_runs).where(job_runs.c.id == run_id)).one_or_none()
     if row is None:
         raise RunNotFound(f"no run with id {run_id}")
@@ -44,6 +56,8 @@ def list_runs(*, limit: int = 50, **filters: Unpack[RunFilters]) -> Op[list[Run]
     if status is not None and status not in RUN_STATUSES:
         raise BadInput(f"unknown status {status!r}: allowed {', '.join(RUN_STATUSES)}")
     check_priority(filters.get("priority"))
+    for name in ("job", "correlation_id", "queue"):
+        check_text(f"the {name} filter", filters.get(name), least=0)
     query = sa.select(job_runs).order_by(job_runs.c.id.desc()).limit(limit)
     equal = {
         "job": job_runs.c.job_name,

@@ -16,12 +16,18 @@ from typing import Any, TypedDict, Unpack
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from jobrunner.converters import check_priority, check_traceparent
+from jobrunner.converters import (
+    check_job_name,
+    check_priority,
+    check_text,
+    check_traceparent,
+    json_object,
+)
 from jobrunner.errors import BadInput, InvalidArguments, JobNotFound
 from jobrunner.jobconfig import DEFAULT_QUEUE, key_text
 from jobrunner.records import Run
 from jobrunner.store.engine import db_now
-from jobrunner.store.history import get_run
+from jobrunner.store.history import check_run_id, get_run
 from jobrunner.store.params import Signatures
 from jobrunner.store.sql import Op, insert
 from jobrunner.store.tables import KEYED, SCHEDULED, SLOT_KEY, UTCDateTime, job_runs, jobrunner_jobs
@@ -77,22 +83,17 @@ def wake(dialect: str, payload: str, channel: str = NOTIFY_CHANNEL) -> Op[None]:
         yield sa.select(sa.func.pg_notify(channel, payload))
 
 
-def json_object(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`kwargs` as a plain JSON object, or InvalidArguments."""
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
-        raise InvalidArguments("kwargs must be a JSON object (a mapping with string keys)")
-    try:
-        decoded: dict[str, Any] = json.loads(json.dumps(dict(kwargs), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InvalidArguments(f"kwargs are not JSON-serialisable: {exc}") from None
-    return decoded
-
-
-def _check_run_at(run_at: datetime | None) -> None:
+def check_run_options(job_name: str, options: RunOptions) -> None:
+    """What every enqueue refuses before a statement: a name no job can have (JobNotFound),
+    a naive run_at (BadInput), and an option out of its range (InvalidArguments)."""
+    check_job_name(job_name)
+    run_at = options.get("run_at")
     if run_at is not None and run_at.tzinfo is None:
         raise BadInput(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
+    check_priority(options.get("priority"))
+    check_text("concurrency_key", options.get("concurrency_key"))
+    check_text("correlation_id", options.get("correlation_id"))
+    check_traceparent(options.get("traceparent"))
 
 
 def enqueue(
@@ -113,6 +114,8 @@ def enqueue(
     within the window, if there is one (see `find_unique`).
     """
     check_options(options, EnqueueOptions, "enqueue")
+    check_run_options(job_name, options)
+    check_text("idempotency_key", options.get("idempotency_key"))
     values = json_object(kwargs)
     unique = None
     if signatures is not None:
@@ -120,10 +123,6 @@ def enqueue(
     run_at, key = options.get("run_at"), options.get("idempotency_key")
     corr, priority = options.get("correlation_id"), options.get("priority")
     ckey = options.get("concurrency_key")
-    _check_run_at(run_at)
-    check_priority(priority)
-    check_concurrency_key(ckey)
-    check_traceparent(options.get("traceparent"))
     digest = None
     if unique is not None and key is None:
         digest = kwargs_digest(values)
@@ -147,14 +146,6 @@ def enqueue(
             return Run(**first._mapping)
     yield from _refused(job_name, [values], ckey)
     raise AssertionError("unreachable: _refused raises")
-
-
-def check_concurrency_key(value: object) -> None:
-    """Refuse a concurrency key that is not a string of 1 to 200 characters."""
-    if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 200):
-        raise InvalidArguments(
-            f"concurrency_key must be a string of 1 to 200 characters, got {value!r}"
-        )
 
 
 def _refused(job_name: str, kwargs_list: Sequence[Mapping[str, Any]], ckey: str | None) -> Op[None]:
@@ -221,20 +212,12 @@ def enqueue_many(
     one statement; returns their ids in order. Every element is checked first
     (InvalidArguments names the first bad one); an unknown job is JobNotFound."""
     check_options(options, BulkOptions, "enqueue_many")
-    values = []
-    for i, kwargs in enumerate(kwargs_list):
-        try:
-            values.append(json_object(kwargs))
-        except InvalidArguments as exc:
-            raise InvalidArguments(f"kwargs_list[{i}]: {exc}") from None
+    check_run_options(job_name, options)
+    values = [json_object(kwargs, f"kwargs_list[{i}]") for i, kwargs in enumerate(kwargs_list)]
     unique = None
     if signatures is not None:
         unique = yield from signatures.check(job_name, values)
     run_at, ckey = options.get("run_at"), options.get("concurrency_key")
-    _check_run_at(run_at)
-    check_priority(options.get("priority"))
-    check_concurrency_key(ckey)
-    check_traceparent(options.get("traceparent"))
     keys = options.get("idempotency_keys")
     if keys is not None or unique is not None:  # element by element: each may be a repeat
         keys = _checked_keys(keys, values) if keys is not None else [None] * len(values)
@@ -265,11 +248,7 @@ def _checked_keys(keys: object, values: Sequence[object]) -> list[str | None]:
             f"kwargs_list ({len(values)}), got {keys!r:.80}"
         )
     for i, key in enumerate(keys):
-        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
-            raise InvalidArguments(
-                f"idempotency_keys[{i}] must be a string of 1 to 200 characters or None, "
-                f"got {key!r:.80}"
-            )
+        check_text(f"idempotency_keys[{i}]", key)
     return list(keys)
 
 
@@ -467,6 +446,7 @@ def cancel_run(dialect: str, run_id: int) -> Op[Run]:
     """A queued run is recorded `cancelled` at once; a running run is flagged
     (`cancel_requested`) so its worker cancels it at its next heartbeat. Finished runs are
     unchanged. Returns the run as it is now (RunNotFound if there is none)."""
+    check_run_id(run_id)
     cancelled = (
         yield job_runs.update()
         .where(job_runs.c.id == run_id, job_runs.c.status == "queued")

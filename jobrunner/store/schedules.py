@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from jobrunner.converters import check_text
 from jobrunner.errors import InvalidArguments, ScheduleExists, ScheduleNotFound
 from jobrunner.records import ScheduleRow, Slot
 from jobrunner.runtime import (
@@ -64,6 +65,7 @@ def list_schedules(
 ) -> Op[list[ScheduleRow]]:
     """Schedules by job and key, at most `limit`: the live ones (active, paused), with
     `ended` also those deleted or retired."""
+    check_text("the job filter", job, least=0)
     query = sa.select(jobrunner_schedules).order_by(_T.job_name, _T.key).limit(limit)
     if job is not None:
         query = query.where(_T.job_name == job)

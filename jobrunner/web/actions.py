@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from jobrunner.converters import MAX_KWARGS_SIZE
 from jobrunner.errors import (
     BadInput,
     JobNotFound,
@@ -27,7 +28,7 @@ from jobrunner.errors import (
 from jobrunner.store.tables import FINAL_STATUSES
 from jobrunner.web.app import dashboard, error_page
 
-MAX_KWARGS = 64 * 1024  # bytes of the trigger form's JSON
+MAX_KWARGS = 2 * MAX_KWARGS_SIZE  # characters of the trigger form's JSON (the store checks)
 
 
 def action_routes() -> APIRouter:
@@ -111,15 +112,9 @@ def resume_job(request: Request, name: str) -> Response:
     return _set_paused(request, name, False)
 
 
-def _existing(run_id: int) -> int:
-    if not 1 <= run_id < 2**63:  # no such id can exist
-        raise RunNotFound(f"no run with id {run_id}")
-    return run_id
-
-
 def cancel_run(request: Request, run_id: int) -> Response:
     def call() -> Response:
-        run = dashboard(request).store.cancel_run(_existing(run_id))
+        run = dashboard(request).store.cancel_run(run_id)
         if run.status in FINAL_STATUSES and run.status != "cancelled":
             return error_page(request, 409, f"run {run_id} already finished: {run.status}")
         said = "cancelled" if run.status == "cancelled" else "cancel requested (at its worker)"
@@ -130,7 +125,7 @@ def cancel_run(request: Request, run_id: int) -> Response:
 
 def retry_run(request: Request, run_id: int) -> Response:
     def call() -> Response:
-        run = dashboard(request).store.retry_run(_existing(run_id))
+        run = dashboard(request).store.retry_run(run_id)
         return _done(request, "run", f"queued run {run.id}, retrying {run_id}", run_id=run.id)
 
     return _attempt(request, call)

@@ -185,8 +185,6 @@ def runs_page(
 def run_page(request: Request, run_id: int) -> Response:
     store = dashboard(request).store
     try:
-        if not 1 <= run_id < 2**63:  # no such id can exist
-            raise RunNotFound(f"no run with id {run_id}")
         run = store.get_run(run_id)
         attempts = store.run_attempts(run_id)
     except RunNotFound as exc:

@@ -315,7 +315,9 @@ def test_openapi_documents_routes_models_and_errors(sqlite_url: str) -> None:
         "/jr/schedules/{job}/{key}/resume",
     }
     assert set(paths["/jr/schedules/{job}/{key}"]) == {"get", "patch", "delete"}
-    assert set(paths["/jr/schedules"]["post"]["responses"]) == {"201", "404", "409", "422"}
+    body_errors = {"400", "413", "422"}
+    assert set(paths["/jr/schedules"]["post"]["responses"]) == {"201", "404", "409", *body_errors}
+    assert set(paths["/jr/jobs/{name}/runs"]["post"]["responses"]) == {"202", "404", *body_errors}
     models = schema["components"]["schemas"]
     assert {"RunOut", "JobOut", "EnqueueRequest", "ErrorOut", "RunErrorOut"} <= set(models)
     assert {"ScheduleOut", "ScheduleCreate", "ScheduleChange"} <= set(models)
@@ -330,7 +332,7 @@ def test_openapi_documents_routes_models_and_errors(sqlite_url: str) -> None:
         "skipped",
     }
     enqueue = paths["/jr/jobs/{name}/runs"]["post"]
-    assert set(enqueue["responses"]) == {"202", "404", "422"}
+    assert set(enqueue["responses"]) == {"202", "404", "400", "413", "422"}
     assert enqueue["responses"]["202"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/RunOut"
     }
