@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import structlog
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from fastapi.params import Depends as DependsParam
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +42,7 @@ from jobrunner.converters import PRIORITY_RANGE
 from jobrunner.http_input import (
     BODY,
     CONFLICT,
+    MAX_BODY_SIZE,
     NOT_FOUND,
     REFUSED,
     ErrorOut,
@@ -50,7 +51,7 @@ from jobrunner.http_input import (
     TextQuery,
     Timestamp,
     answer,
-    body_size,
+    sized_route,
     text,
 )
 from jobrunner.records import CatalogEntry, Run
@@ -233,7 +234,12 @@ def create_router(
     if not isinstance(client, Client | AsyncClient):
         raise TypeError(f"client must be a jobrunner Client or AsyncClient, got {client!r}")
     call = _Calls(client)
-    router = APIRouter(prefix=prefix, dependencies=list(dependencies or ()), tags=list(tags))
+    router = APIRouter(
+        prefix=prefix,
+        dependencies=list(dependencies or ()),
+        tags=list(tags),
+        route_class=sized_route(MAX_BODY_SIZE),
+    )
     _job_routes(router, call, include_traceback, correlation_id or _default_correlation_id)
     _run_routes(router, call, include_traceback)
     _retry_route(router, call, include_traceback)
@@ -269,7 +275,6 @@ def _job_routes(
         response_model=RunOut,
         status_code=status.HTTP_202_ACCEPTED,
         responses={**NOT_FOUND, **BODY},
-        dependencies=[Depends(body_size)],
         summary="Enqueue a run",
     )
     async def enqueue(

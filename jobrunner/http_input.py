@@ -10,12 +10,14 @@ client's errors become. Every status a route can answer is in its OpenAPI schema
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import HTTPException, Path, Query, Request, status
+from fastapi import HTTPException, Path, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
+from starlette.types import Message, Receive
 
 from jobrunner.converters import MAX_KWARGS_SIZE, TEXT_MAX
 from jobrunner.errors import (
@@ -83,25 +85,63 @@ def text(**field: Any) -> Any:
     return Field(max_length=TEXT_MAX, pattern=NO_NUL, **field)
 
 
-def body_size(request: Request) -> None:
-    """413 for a body whose Content-Length is over MAX_BODY_SIZE, before it is read."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_SIZE:
-        raise HTTPException(
-            413,
-            f"the body is {int(length):,} bytes: at most {MAX_BODY_SIZE:,} are allowed",
-        )
+def sized_route(most: int) -> type[APIRoute]:
+    """A route class (`APIRouter(route_class=...)`) whose requests carry at most `most` bytes
+    of body: 413 before more is read, whether Content-Length says so or a streamed body grows
+    past it (FastAPI reads a body before any dependency runs, the host app's auth too)."""
+
+    class SizedRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+            if self.body_field is None:  # a route that reads no body
+                return handler
+
+            async def sized(request: Request) -> Response:
+                length = request.headers.get("content-length", "")
+                if length.isdigit() and int(length) > most:
+                    raise _too_large(f"{int(length):,} bytes", most)
+                return await handler(Request(request.scope, _bounded(request.receive, most)))
+
+            return sized
+
+    return SizedRoute
+
+
+def _bounded(receive: Receive, most: int) -> Receive:
+    seen = 0
+
+    async def bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > most:
+            raise _too_large(f"over {most:,} bytes", most)
+        return message
+
+    return bounded
+
+
+def _too_large(size: str, most: int) -> HTTPException:
+    return HTTPException(413, f"the body is {size}: at most {most:,} are allowed")
+
+
+# The status each refusal of the store is, first match wins (the router's and the dashboard's).
+STATUS_OF: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int], ...] = (
+    ((JobNotFound, RunNotFound, ScheduleNotFound), 404),
+    ((ScheduleExists, RunNotRetryable), 409),
+    (ArgumentsTooLarge, 413),
+    (BadInput, 422),
+)
+REFUSALS = (JobNotFound, RunNotFound, ScheduleNotFound, BadInput)  # what STATUS_OF covers
+
+
+def status_of(exc: Exception) -> int:
+    return next(code for kinds, code in STATUS_OF if isinstance(exc, kinds))
 
 
 async def answer(pending: Awaitable[T]) -> T:
     """What a client call returns, or the HTTP error its exception stands for."""
     try:
         return await pending
-    except (JobNotFound, RunNotFound, ScheduleNotFound) as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except (ScheduleExists, RunNotRetryable) as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    except ArgumentsTooLarge as exc:
-        raise HTTPException(413, str(exc)) from None
-    except BadInput as exc:
-        raise HTTPException(422, str(exc)) from None
+    except REFUSALS as exc:
+        raise HTTPException(status_of(exc), str(exc)) from None

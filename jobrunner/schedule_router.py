@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi import APIRouter, Body, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobrunner.http_input import (
@@ -25,7 +25,6 @@ from jobrunner.http_input import (
     KeyPath,
     TextQuery,
     answer,
-    body_size,
     text,
 )
 from jobrunner.records import ScheduleRow
@@ -90,14 +89,12 @@ ERRORS = {**NOT_FOUND, **REFUSED}
 def schedule_routes(router: APIRouter, call: Call) -> None:
     """Add the `/schedules` routes to `router`; `call(method, ...)` runs a client method."""
     _read_routes(router, call)
-    SIZED = Depends(body_size)
 
     @router.post(
         "/schedules",
         response_model=ScheduleOut,
         status_code=status.HTTP_201_CREATED,
         responses={**NOT_FOUND, **CONFLICT, **BODY},
-        dependencies=[SIZED],
         summary="Create a schedule",
     )
     async def create_schedule(body: Annotated[ScheduleCreate, Body()]) -> ScheduleOut:
@@ -109,7 +106,6 @@ def schedule_routes(router: APIRouter, call: Call) -> None:
         "/schedules/{job}/{key}",
         response_model=ScheduleOut,
         responses={**NOT_FOUND, **BODY},
-        dependencies=[SIZED],
     )
     async def update_schedule(
         job: JobPath, key: KeyPath, body: Annotated[ScheduleChange, Body()]

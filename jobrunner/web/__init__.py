@@ -31,6 +31,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobrunner.client import AsyncClient, Client
+from jobrunner.http_input import REFUSALS
 from jobrunner.store.access import AdminStore
 from jobrunner.store.engine import create_engine
 from jobrunner.store.ports import AdminPort
@@ -44,6 +45,7 @@ from jobrunner.web.app import (
     bad_request,
     http_error,
     login_needed,
+    refused,
 )
 from jobrunner.web.pages import login_routes, page_routes
 
@@ -105,6 +107,8 @@ def create_dashboard(
     app.add_exception_handler(LoginNeeded, login_needed)
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, bad_request)  # type: ignore[arg-type]
+    for kind in REFUSALS:
+        app.add_exception_handler(kind, refused)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(login_routes())
     app.include_router(page_routes(), dependencies=Guarded)

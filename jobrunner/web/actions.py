@@ -4,13 +4,13 @@ runtime schedule, delete a runtime schedule, cancel and retry a run.
 
 Each writes what the CLI's command would, through the same store call, and answers with a
 redirect to the page of what changed (`?done=` says what was done: 303, so a reload does not
-repeat it). Bad input is an error page with its 4xx status, and nothing is written.
+repeat it). Bad input is an error page with its 4xx status (the store's refusals through the
+dashboard's handler of them), and nothing is written.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -18,21 +18,15 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from jobrunner.converters import MAX_KWARGS_SIZE
-from jobrunner.errors import (
-    BadInput,
-    JobNotFound,
-    RunNotFound,
-    RunNotRetryable,
-    ScheduleNotFound,
-)
+from jobrunner.errors import ArgumentsTooLarge, BadInput
 from jobrunner.store.tables import FINAL_STATUSES
-from jobrunner.web.app import dashboard, error_page
+from jobrunner.web.app import ACTION_ANSWERS, Routes, dashboard, error_page
 
 MAX_KWARGS = 2 * MAX_KWARGS_SIZE  # characters of the trigger form's JSON (the store checks)
 
 
 def action_routes() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=Routes)
     for path, handler in (
         ("/jobs/{name}/trigger", trigger),
         ("/jobs/{name}/pause", pause_job),
@@ -43,7 +37,10 @@ def action_routes() -> APIRouter:
         ("/schedules/{job}/{key}/resume", resume_schedule),
         ("/schedules/{job}/{key}/delete", delete_schedule),
     ):
-        router.add_api_route(path, handler, methods=["POST"])
+        router.add_api_route(
+            path, handler, methods=["POST"], response_class=RedirectResponse, status_code=303,
+            responses=ACTION_ANSWERS,
+        )  # fmt: skip
     return router
 
 
@@ -52,24 +49,12 @@ def _done(request: Request, page: str, message: str, **params: Any) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def _attempt(request: Request, call: Callable[[], Response]) -> Response:
-    """Run an action; a refusal is its error page (404, 409, 422) and nothing is written."""
-    try:
-        return call()
-    except (JobNotFound, RunNotFound, ScheduleNotFound) as exc:
-        return error_page(request, 404, str(exc))
-    except RunNotRetryable as exc:
-        return error_page(request, 409, str(exc))
-    except BadInput as exc:
-        return error_page(request, 422, str(exc))
-
-
 def parse_kwargs(text: str) -> dict[str, Any]:
     """The trigger form's kwargs: a JSON object (empty: none); BadInput otherwise."""
     if not text.strip():
         return {}
     if len(text.encode()) > MAX_KWARGS:
-        raise BadInput(f"kwargs: at most {MAX_KWARGS:,} bytes of JSON")
+        raise ArgumentsTooLarge(f"kwargs: at most {MAX_KWARGS:,} bytes of JSON")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -84,24 +69,17 @@ def parse_kwargs(text: str) -> dict[str, Any]:
 def trigger(
     request: Request,
     name: str,
-    kwargs: Annotated[str, Form(max_length=MAX_KWARGS)] = "",
+    kwargs: Annotated[str, Form()] = "",
 ) -> Response:
     """Queue a run of the job now (as `jobrunner jobs trigger NAME --kwargs ...`)."""
-
-    def call() -> Response:
-        run = dashboard(request).store.enqueue(name, parse_kwargs(kwargs))
-        return _done(request, "run", f"queued run {run.id} of {name}", run_id=run.id)
-
-    return _attempt(request, call)
+    run = dashboard(request).store.enqueue(name, parse_kwargs(kwargs))
+    return _done(request, "run", f"queued run {run.id} of {name}", run_id=run.id)
 
 
 def _set_paused(request: Request, name: str, paused: bool) -> Response:
-    def call() -> Response:
-        dashboard(request).store.set_paused(name, paused)
-        said = "paused" if paused else "resumed"
-        return _done(request, "job", f"{name} {said}", name=name)
-
-    return _attempt(request, call)
+    dashboard(request).store.set_paused(name, paused)
+    said = "paused" if paused else "resumed"
+    return _done(request, "job", f"{name} {said}", name=name)
 
 
 def pause_job(request: Request, name: str) -> Response:
@@ -113,31 +91,22 @@ def resume_job(request: Request, name: str) -> Response:
 
 
 def cancel_run(request: Request, run_id: int) -> Response:
-    def call() -> Response:
-        run = dashboard(request).store.cancel_run(run_id)
-        if run.status in FINAL_STATUSES and run.status != "cancelled":
-            return error_page(request, 409, f"run {run_id} already finished: {run.status}")
-        said = "cancelled" if run.status == "cancelled" else "cancel requested (at its worker)"
-        return _done(request, "run", f"run {run_id}: {said}", run_id=run_id)
-
-    return _attempt(request, call)
+    run = dashboard(request).store.cancel_run(run_id)
+    if run.status in FINAL_STATUSES and run.status != "cancelled":
+        return error_page(request, 409, f"run {run_id} already finished: {run.status}")
+    said = "cancelled" if run.status == "cancelled" else "cancel requested (at its worker)"
+    return _done(request, "run", f"run {run_id}: {said}", run_id=run_id)
 
 
 def retry_run(request: Request, run_id: int) -> Response:
-    def call() -> Response:
-        run = dashboard(request).store.retry_run(run_id)
-        return _done(request, "run", f"queued run {run.id}, retrying {run_id}", run_id=run.id)
-
-    return _attempt(request, call)
+    run = dashboard(request).store.retry_run(run_id)
+    return _done(request, "run", f"queued run {run.id}, retrying {run_id}", run_id=run.id)
 
 
 def _schedule(request: Request, job: str, key: str, method: str, *args: Any) -> Response:
-    def call() -> Response:
-        row = getattr(dashboard(request).store, method)(job, key, *args)
-        said = f"schedule {key!r} of {job}: {row.status} (version {row.version})"
-        return _done(request, "schedules", said)
-
-    return _attempt(request, call)
+    row = getattr(dashboard(request).store, method)(job, key, *args)
+    said = f"schedule {key!r} of {job}: {row.status} (version {row.version})"
+    return _done(request, "schedules", said)
 
 
 def pause_schedule(request: Request, job: str, key: str) -> Response:

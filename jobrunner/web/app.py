@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from jobrunner.http_input import sized_route, status_of
 from jobrunner.store.ports import AdminPort
 
 HERE = Path(__file__).resolve().parent
@@ -35,6 +36,32 @@ SESSION_AGE = 12 * 3600  # seconds a login lasts
 CSRF_COOKIE = "jr_csrf"
 SESSION_COOKIE = "jr_session"
 ZONE_COOKIE = "jr_tz"
+MAX_FORM_SIZE = 512 * 1024  # bytes of a form: the trigger's kwargs, URL-encoded, and the rest
+
+
+def html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+# Every status a page or an action answers, for its OpenAPI schema (`create_dashboard(...)
+# .openapi()`; the dashboard does not serve it). The host app's dependencies add their own.
+Answers = dict[int | str, dict[str, Any]]
+PAGE_ANSWERS: Answers = {
+    303: {"description": "To the login form (a token is set and the request has no session)"},
+    404: html("No such job or run, or no page at that path"),
+    422: html("A parameter was refused: the page names it and what is allowed"),
+}
+ACTION_ANSWERS: Answers = {
+    303: {"description": "Done: to the page of what changed (`?done=` says what was done)"},
+    400: html("The body is not a form"),
+    401: html("The dashboard has a token and the request has no session"),
+    403: html("The CSRF field is missing or wrong, or the dashboard is read-only"),
+    404: html("No such job, run or schedule"),
+    409: html("The run finished already, or cannot be retried"),
+    413: html(f"The body is over {MAX_FORM_SIZE:,} bytes, or the kwargs over the limit"),
+    422: html("A field was refused: the page names it and what is allowed"),
+}
+Routes = sized_route(MAX_FORM_SIZE)  # the route class of the dashboard's routers
 
 
 @dataclass
@@ -168,6 +195,11 @@ def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     if exc.status_code == 404 and exc.detail == "Not Found":
         return error_page(request, 404, f"no page at {request.url.path}")
     return error_page(request, exc.status_code, str(exc.detail))
+
+
+def refused(request: Request, exc: Exception) -> Response:
+    """A refusal of the store (no such job, run or schedule; a value refused): its page."""
+    return error_page(request, status_of(exc), str(exc))
 
 
 def bad_request(request: Request, exc: RequestValidationError) -> Response:

@@ -13,21 +13,26 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 import jobrunner.web.views as views
-from jobrunner.errors import JobNotFound, RunNotFound
+from jobrunner.errors import JobNotFound
 from jobrunner.ledger import Surroundings, account, slot_window
 from jobrunner.schedule import Schedule
 from jobrunner.store.tables import RUN_STATUSES
 from jobrunner.units import parse_duration
 from jobrunner.waits import job_queue, live
 from jobrunner.web.app import (
+    ACTION_ANSWERS,
+    PAGE_ANSWERS,
     SESSION_AGE,
     SESSION_COOKIE,
     ZONE_COOKIE,
+    Answers,
+    Routes,
     dashboard,
     error_page,
+    html,
     render,
     same,
     zone_choice,
@@ -36,10 +41,17 @@ from jobrunner.web.app import (
 PAGE = 50  # runs per page
 MAX_HOURS = 48  # the longest timeline
 MAX_STRIP = 720  # slots one strip shows (the newest)
+LOGIN_ANSWERS: Answers = {
+    303: {"description": "Logged in: to the overview, with the session cookie"},
+    400: ACTION_ANSWERS[400],
+    401: html("Wrong token (or the dashboard has none)"),
+    413: ACTION_ANSWERS[413],
+    422: ACTION_ANSWERS[422],
+}
 
 
 def page_routes() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=Routes)
     for path, handler, name in (
         ("/", overview, "overview"),
         ("/jobs", jobs_page, "jobs"),
@@ -50,15 +62,27 @@ def page_routes() -> APIRouter:
         ("/workers", workers_page, "workers"),
         ("/prefs", prefs, "prefs"),
     ):
-        router.add_api_route(path, handler, methods=["GET", "HEAD"], name=name)
+        router.add_api_route(
+            path, handler, methods=["GET"], name=name, response_class=HTMLResponse,
+            responses=PAGE_ANSWERS,
+        )  # fmt: skip
+        router.add_api_route(path, handler, methods=["HEAD"], include_in_schema=False)
     return router
 
 
 def login_routes() -> APIRouter:
-    router = APIRouter()
-    router.add_api_route("/login", login_form, methods=["GET"], name="login_form")
-    router.add_api_route("/login", login, methods=["POST"], name="login")
-    router.add_api_route("/logout", logout, methods=["POST"], name="logout")
+    router = APIRouter(route_class=Routes)
+    routes: list[tuple[str, Any, str, str, Answers]] = [
+        ("/login", login_form, "GET", "login_form", {200: html("The login form")}),
+        ("/login", login, "POST", "login", LOGIN_ANSWERS),
+        ("/logout", logout, "POST", "logout", {303: ACTION_ANSWERS[303]}),
+    ]
+    for path, handler, method, name, answers in routes:
+        kind, code = (HTMLResponse, 200) if method == "GET" else (RedirectResponse, 303)
+        router.add_api_route(
+            path, handler, methods=[method], name=name, responses=answers, response_class=kind,
+            status_code=code,
+        )  # fmt: skip
     return router
 
 
@@ -101,10 +125,7 @@ def job_page(
     request: Request, name: str, hours: Annotated[int, Query(ge=1, le=MAX_HOURS)] = 6
 ) -> Response:
     store = dashboard(request).store
-    try:
-        entry = store.get_job(name)
-    except JobNotFound as exc:
-        return error_page(request, 404, str(exc))
+    entry = store.get_job(name)  # JobNotFound: the dashboard's 404 page
     now = store.now()
     marks: list[views.Mark] = []
     summary: dict[str, int] = {}
@@ -184,11 +205,8 @@ def runs_page(
 
 def run_page(request: Request, run_id: int) -> Response:
     store = dashboard(request).store
-    try:
-        run = store.get_run(run_id)
-        attempts = store.run_attempts(run_id)
-    except RunNotFound as exc:
-        return error_page(request, 404, str(exc))
+    run = store.get_run(run_id)  # RunNotFound: the dashboard's 404 page
+    attempts = store.run_attempts(run_id)
     try:
         zone = store.get_job(run.job_name).timezone
     except JobNotFound:

@@ -13,6 +13,7 @@ import pytest
 from jobrunner import Client, JobNotFound, RunNotFound
 from jobrunner.converters import MAX_JSON_DEPTH, MAX_KWARGS_SIZE
 from jobrunner.errors import ArgumentsTooLarge, InvalidArguments
+from jobrunner.http_input import MAX_BODY_SIZE
 from jobrunner.store.history import MAX_RUN_ID
 from tests.integration.test_fastapi import make_app, publish
 
@@ -115,4 +116,26 @@ def test_the_router_answers_bad_input_with_documented_statuses(sqlite_url: str) 
         assert missing.status_code == 404 and str(10**20) in missing.json()["detail"]
         assert http.post(f"/jr/runs/{10**25}/cancel").status_code == 404
         assert http.get("/jr/runs", params={"job": "a\x00"}).status_code == 422
+        assert http.get("/jr/runs").json() == []
+
+
+def test_a_streamed_body_over_the_limit_is_refused_before_it_is_read(sqlite_url: str) -> None:
+    """Without Content-Length (chunked), the body is counted as it arrives: 413 from the
+    route (not the store's kwargs check, which would need all of it read), nothing written."""
+    publish(sqlite_url)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"kwargs": {"blob": "'
+        for _ in range(1000):
+            yield b"x" * 16384
+        yield b'"}}'
+
+    with Client.from_url(sqlite_url) as client:
+        http = TestClient(make_app(client))
+        answer = http.post(
+            "/jr/jobs/adhoc/runs", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert "transfer-encoding" in answer.request.headers
+        said = answer.json()["detail"]
+        assert answer.status_code == 413 and f"is over {MAX_BODY_SIZE:,} bytes" in said
         assert http.get("/jr/runs").json() == []
