@@ -26,11 +26,13 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Query, status
+from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Path, Query, status
 from fastapi.responses import RedirectResponse, Response
 
 from jobrunner import AsyncClient, JobNotFound
+from jobrunner.errors import BadInput
 from jobrunner.fastapi import RunOut, create_router
+from jobrunner.http_input import NO_NUL, REFUSED, ErrorOut
 from jobrunner.web import create_dashboard
 
 Scope = MutableMapping[str, Any]
@@ -42,6 +44,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID_HEADER = "X-Request-ID"
 REPORT_JOB = "report"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+UNAUTHORIZED = {401: {"model": ErrorOut, "description": "No valid bearer token"}}
 
 log = structlog.get_logger("example")
 
@@ -103,7 +106,9 @@ def create_app(database_url: str | None = None, api_token: str | None = None) ->
     app = FastAPI(title="jobrunner example", lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
     guard = [Depends(require_token)]
-    app.include_router(create_router(client, dependencies=guard), prefix="/jobrunner/api")
+    app.include_router(
+        create_router(client, dependencies=guard), prefix="/jobrunner/api", responses=UNAUTHORIZED
+    )
     app.mount("/jobrunner", create_dashboard(client, dependencies=guard))
 
     @app.get("/login", include_in_schema=False)
@@ -120,9 +125,15 @@ def create_app(database_url: str | None = None, api_token: str | None = None) ->
         response_model=RunOut,
         status_code=status.HTTP_202_ACCEPTED,
         dependencies=[Depends(require_token)],
+        responses={
+            **UNAUTHORIZED,
+            **REFUSED,
+            503: {"model": ErrorOut, "description": "No worker has published the job yet"},
+        },
     )
     async def request_report(
-        region: str, idempotency_key: Annotated[str | None, Header(max_length=200)] = None
+        region: Annotated[str, Path(max_length=200, pattern=NO_NUL)],
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     ) -> RunOut:
         """Ask for a report: the `report` job builds it on a worker."""
         correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
@@ -135,6 +146,8 @@ def create_app(database_url: str | None = None, api_token: str | None = None) ->
             )
         except JobNotFound as exc:  # no worker published the job yet
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+        except BadInput as exc:  # the job's own checks of its kwargs
+            raise HTTPException(422, str(exc)) from None
         log.info("report requested", run_id=run.id, region=region)
         return RunOut.model_validate(run, from_attributes=True)
 

@@ -116,3 +116,25 @@ def test_web_app_enqueues_worker_runs_and_the_app_observes(
         http.get("/login", params={"token": TOKEN})
         assert "Needs attention" in http.get("/jobrunner/").text
     assert worker.proc.poll() is None, "the worker keeps running"
+
+
+def test_the_apps_own_endpoint_refuses_bad_input_as_its_schema_says(pg_url: str) -> None:
+    """No worker: 503 for the job not yet published; bad input is 422 before that; the token's
+    401 is in the schema of every guarded route, the router's too."""
+    with TestClient(create_app(pg_url, api_token=TOKEN)) as http:
+        empty_key = {**AUTH, "Idempotency-Key": ""}
+        assert http.post("/reports/eu", headers=empty_key).status_code == 422
+        assert http.post("/reports/a%00b", headers=AUTH).status_code == 422
+        assert http.post(f"/reports/{'x' * 201}", headers=AUTH).status_code == 422
+        unpublished = http.post("/reports/eu", headers=AUTH)
+        assert unpublished.status_code == 503 and "report" in unpublished.json()["detail"]
+        assert http.post("/reports/eu").status_code == 401
+        paths = http.get("/openapi.json").json()["paths"]
+        documented = {
+            (path, method): set(op["responses"])
+            for path, ops in paths.items()
+            for method, op in ops.items()
+        }
+        assert documented[("/reports/{region}", "post")] == {"202", "401", "422", "503"}
+        router = [codes for (path, _), codes in documented.items() if path.startswith("/jobrunner")]
+        assert router and all("401" in codes for codes in router)
