@@ -5,7 +5,8 @@ replicas share them; a claim moves the event `CLAIM_LEASE` ahead, so one that di
 leaves it to another) and POSTs each as JSON, signed with the target's secret, in its own
 small thread pool: delivery never blocks running jobs. A 2xx marks it delivered; anything
 else is retried with exponential backoff (capped), one log line per failed attempt; an event
-pending longer than `KEEP` is recorded `dropped`, with a log line and a metric. At least
+pending longer than `KEEP` is recorded `dropped`, with a log line and a metric. A worker
+that stops mid-delivery gives back the events not yet delivered (due again at once). At least
 once: a receiver deduplicates by `event_id`.
 """
 
@@ -16,6 +17,7 @@ import http.client
 import random
 import threading
 import time
+from asyncio import Future
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -35,6 +37,7 @@ TIMEOUT = 10.0  # seconds per request
 IDLE = 1.0  # seconds between passes that found nothing
 KEEP = 24 * 3600.0  # seconds an event is retried before it is recorded dropped
 BACKOFF_MAX = 600.0  # seconds between attempts, at most
+STOPPED = "the worker stopped before the delivery ended"
 
 
 def backoff_delay(attempts: int, rand: Callable[[], float] = random.random) -> float:
@@ -137,15 +140,33 @@ class Notifier:
         if not claimed:
             return IDLE
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self.pool, self._deliver, e) for e in claimed)
-        )
+        sending = [loop.run_in_executor(self.pool, self._deliver, e) for e in claimed]
+        try:
+            results = await asyncio.gather(*sending)
+        except asyncio.CancelledError:  # the worker stops: give back what is not delivered
+            await self._give_back(claimed, sending)
+            raise
         done = [e.id for e, error in zip(claimed, results, strict=True) if error is None]
         await self.db(self.store.events_delivered, done)
         for event, error in zip(claimed, results, strict=True):
             if error is not None:
                 await self._failed(event, error)
         return 0.0 if len(claimed) == BATCH else IDLE
+
+    async def _give_back(
+        self, claimed: Sequence[Pending], sending: Sequence[Future[str | None]]
+    ) -> None:
+        """Events whose delivery the stop cut short are due again at once (a peer sends them
+        now, not after `CLAIM_LEASE`); those delivered already are recorded so."""
+        done = [
+            e.id for e, f in zip(claimed, sending, strict=True)
+            if f.done() and not f.cancelled() and f.result() is None
+        ]  # fmt: skip
+        await self.db(self.store.events_delivered, done)
+        for event in claimed:
+            if event.id not in done:
+                await self.db(self.store.event_retry, event.id, STOPPED, 0.0)
+        log.info("notifications given back at stop", events=len(claimed) - len(done))
 
     def _deliver(self, event: Pending) -> str | None:
         try:

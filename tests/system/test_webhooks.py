@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from jobrunner import Client
+from jobrunner.worker.notifier import CLAIM_LEASE, STOPPED
 from tests.support import Workers, toml_value, wait_for, write_config
 
 pytestmark = pytest.mark.system
@@ -27,17 +29,25 @@ SECRET = "receiver-secret-0123456789"
 
 
 class Receiver:
-    """A local HTTP server that records every POST; the first `fail_first` answer 500."""
+    """A local HTTP server that records every POST; the first `fail_first` answer 500, the
+    first `hang_first` only after `hang` seconds (503: not received)."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, hang_first: int = 0, hang: float = 0.0) -> None:
         self.received: list[dict[str, Any]] = []
         self.refused = 0
         self.fail_first = fail_first
+        self.hung: list[float] = []  # when each hung request arrived (monotonic)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if len(owner.hung) < hang_first:
+                    owner.hung.append(time.monotonic())
+                    time.sleep(hang)
+                    self.send_response(503)
+                    self.end_headers()
+                    return
                 if owner.refused < owner.fail_first:
                     owner.refused += 1
                     self.send_response(500)
@@ -143,5 +153,42 @@ def test_an_overdue_job_raises_one_event_across_three_replicas(
             proc.signal(signal.SIGTERM)
         for proc in procs:
             assert proc.wait(30) == 0
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_worker_stopped_mid_delivery_gives_its_events_back(
+    tmp_path: Path, db_url: str, workers: Workers
+) -> None:
+    """SIGTERM while a POST hangs: the event is due again at once (not after the 30 s claim),
+    so the next replica delivers it right away."""
+    receiver = Receiver(hang_first=1, hang=6.0)
+    try:
+        jobs = [{"name": "boom", "func": "sysjobs:fail"}]
+        config = write_config(tmp_path / "jr.toml", db_url, jobs)
+        table = {"url": receiver.url, "events": ["failed"], "name": "hook"}
+        lines = ["", "[[notify]]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
+        config.write_text(config.read_text() + "\n".join(lines) + "\n")
+        first = workers.start(config)
+        with Client.from_url(db_url) as client:
+            client.enqueue("boom")
+        assert wait_for(lambda: len(receiver.hung) == 1, 30), "the delivery never began"
+        first.signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+        assert first.find("notifications given back at stop")
+        with Client.from_url(db_url) as client, client.engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT status, last_error, next_attempt_at <= now() + interval '1 second'"
+                    " FROM jobrunner_outbox"
+                )
+            ).one()
+        assert tuple(row) == ("pending", STOPPED, True), row
+        workers.start(config)
+        assert wait_for(lambda: len(receiver.received) == 1, 20)
+        claimed_at = receiver.hung[0]
+        assert time.monotonic() - claimed_at < CLAIM_LEASE, "delivered within the old claim"
+        assert receiver.events()[0]["job"] == "boom"
     finally:
         receiver.close()
