@@ -26,6 +26,7 @@ from jobrunner.converters import (
 from jobrunner.errors import BadInput, InvalidArguments, JobNotFound
 from jobrunner.jobconfig import DEFAULT_QUEUE, key_text
 from jobrunner.records import Run
+from jobrunner.store.direct import Direct
 from jobrunner.store.engine import db_now
 from jobrunner.store.history import check_run_id, get_run
 from jobrunner.store.params import Signatures
@@ -355,7 +356,7 @@ def _enqueue_many_statement(dialect: str, delayed: bool) -> sa.Executable:
 
 
 @functools.cache
-def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Executable:
+def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Executable | Direct:
     """The enqueue statement, built once per shape (parameters: name, kwargs, key, corr,
     run_at): building it costs more than sending it."""
     source = _runs_from_catalog(
@@ -380,11 +381,14 @@ def _enqueue_statement(dialect: str, delayed: bool, idempotent: bool) -> sa.Exec
     returning: sa.Executable = stmt.returning(*chosen)
     if dialect != "postgresql":
         return returning
-    # NOTIFY in the same statement, sent only if a row went in.
+    # NOTIFY in the same statement, sent only if a row went in; on the driver's cursor: the
+    # hottest call a client makes (see `jobrunner.store.direct`).
     queued = stmt.returning(*chosen, job_runs.c.job_name).cte("queued")
-    return sa.select(
-        *(queued.c[c.name] for c in chosen),
-        sa.func.pg_notify(NOTIFY_CHANNEL, queued.c.job_name),
+    return Direct(
+        sa.select(
+            *(queued.c[c.name] for c in chosen),
+            sa.func.pg_notify(NOTIFY_CHANNEL, queued.c.job_name),
+        )
     )
 
 

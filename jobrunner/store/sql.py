@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from jobrunner.store.direct import Direct
 from jobrunner.store.tables import PgArray
 
 if TYPE_CHECKING:  # importing sqlalchemy.ext.asyncio needs greenlet: only the async path does
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 T = TypeVar("T")
-Step = sa.Executable | tuple[sa.Executable, Any]
+Step = sa.Executable | Direct | tuple[sa.Executable | Direct, Any]
 Op = Generator[Step, Any, T]
 """An operation: yields statements (alone or with parameters), is sent each one's result
 (a `CursorResult`), returns its value."""
@@ -37,7 +38,12 @@ def run_sync(conn: sa.Connection, op: Op[T]) -> T:
     try:
         step = next(op)
         while True:
-            step = op.send(conn.execute(*step) if isinstance(step, tuple) else conn.execute(step))
+            statement, params = step if isinstance(step, tuple) else (step, None)
+            if isinstance(statement, Direct):
+                result = statement.execute(conn, params or {})
+            else:
+                result = conn.execute(statement, params)
+            step = op.send(result)
     except StopIteration as done:
         return cast(T, done.value)
 
@@ -47,7 +53,10 @@ async def run_async(conn: AsyncConnection, op: Op[T]) -> T:
     try:
         step = next(op)
         while True:
-            result = await (conn.execute(*step) if isinstance(step, tuple) else conn.execute(step))
+            statement, params = step if isinstance(step, tuple) else (step, None)
+            if isinstance(statement, Direct):  # through SQLAlchemy: the async driver's own way
+                statement = statement.statement
+            result = await conn.execute(statement, params)
             step = op.send(result)
     except StopIteration as done:
         return cast(T, done.value)
