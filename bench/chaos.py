@@ -384,6 +384,7 @@ class Hook:
             "notify_unexpected": float(len(got - expected)),
             "notify_ids_per_cause": float(sum(1 for v in ids.values() if len(v) != 1)),
             "notify_bad_sig": float(sum(1 for _, ok in self.got if not ok)),
+            "notify_left_pending": float(_pending_events(url)),  # after every replica stopped
         }
 
 

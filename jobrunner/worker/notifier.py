@@ -6,7 +6,9 @@ leaves it to another) and POSTs each as JSON, signed with the target's secret, i
 small thread pool: delivery never blocks running jobs. A 2xx marks it delivered; anything
 else is retried with exponential backoff (capped), one log line per failed attempt; an event
 pending longer than `KEEP` is recorded `dropped`, with a log line and a metric. A worker
-that stops mid-delivery gives back the events not yet delivered (due again at once). At least
+that stops mid-delivery gives back the events not yet delivered (due again at once); once its
+runs have drained it makes one last pass (at most `LAST_PASS` seconds), so the events of runs
+that ended during the drain leave with it rather than wait for the next replica. At least
 once: a receiver deduplicates by `event_id`.
 """
 
@@ -37,6 +39,7 @@ TIMEOUT = 10.0  # seconds per request
 IDLE = 1.0  # seconds between passes that found nothing
 KEEP = 24 * 3600.0  # seconds an event is retried before it is recorded dropped
 BACKOFF_MAX = 600.0  # seconds between attempts, at most
+LAST_PASS = 5.0  # seconds the pass at stop may take; what it has not delivered is given back
 STOPPED = "the worker stopped before the delivery ended"
 
 
@@ -117,16 +120,28 @@ class Notifier:
         if not self.targets:
             return
         backoff = Backoff("notifier", self.metrics.db_error, self.monotonic)
+        while not self.runs.stopping.is_set():
+            try:
+                delay = await backoff.guard(self.run_once)
+            except Exception:  # a bug here must not stop the jobs: log it, go on
+                log.exception("notifier pass failed")
+                delay = IDLE * 10
+            await sleep_or(self.runs.stopping, delay)
+
+    async def last_pass(self) -> None:
+        """At stop, after the runs have drained: deliver what is due now (the events of runs
+        that ended in the drain), for at most `LAST_PASS` seconds."""
         try:
-            while not self.runs.stopping.is_set():
-                try:
-                    delay = await backoff.guard(self.run_once)
-                except Exception:  # a bug here must not stop the jobs: log it, go on
-                    log.exception("notifier pass failed")
-                    delay = IDLE * 10
-                await sleep_or(self.runs.stopping, delay)
-        finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            if self.targets:
+                async with asyncio.timeout(LAST_PASS):
+                    await self.run_once()
+        except TimeoutError:
+            log.warning("notifications left to the next replica", waited=LAST_PASS)
+        except Exception as exc:  # the database may be gone: the events wait in the outbox
+            log.warning("notifications left to the next replica", error=str(exc)[:300])
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def run_once(self) -> float:
         """Deliver what is due; returns seconds until the next pass."""

@@ -5,7 +5,8 @@ recorder, woken by the first, writes all that are there in one `WorkerPort.finis
 an outcome whose lease was taken over is refused) and so releases their leases. The runs then
 leave the run table, and the claimer is woken: their jobs may be claimed again. On a database
 error the outcomes go back to the front of the list and are written again after the backoff;
-the supervisor flushes once more at shutdown.
+the supervisor flushes once more at shutdown. One write at a time: a flush waits for the write
+in flight, so when it returns every outcome taken so far is in the database.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Recorder:
         self.worker_id = worker_id
         self.db = db or offload()
         self.monotonic = monotonic
+        self._writing = asyncio.Lock()
 
     async def run(self) -> None:
         backoff = Backoff("recorder", self.metrics.db_error, self.monotonic)
@@ -58,14 +60,15 @@ class Recorder:
         """Write pending outcomes in one transaction; frees their capacity. Returns 0: the
         recorder waits to be woken, not for a time."""
         runs = self.runs
-        batch = runs.take_pending()
-        if not batch:
-            return 0.0
-        try:
-            written = await self.db(self.store.finish, self.worker_id, batch)
-        except BaseException:
-            runs.restore_pending(batch)
-            raise
+        async with self._writing:
+            batch = runs.take_pending()
+            if not batch:
+                return 0.0
+            try:
+                written = await self.db(self.store.finish, self.worker_id, batch)
+            except BaseException:
+                runs.restore_pending(batch)
+                raise
         for run_id in runs.written(batch, written):
             log.warning("outcome refused: lease was taken over", run_id=run_id)
         return 0.0

@@ -319,6 +319,7 @@ class Worker:
                 tg.create_task(self.watchdog.run())
                 await self.runs.stopping.wait()
                 await self._drain()
+                await self.notifier.last_pass()
                 raise _Stop
         except* _Stop:
             pass
@@ -365,6 +366,7 @@ class Worker:
             self._http.stop()
         await self.recorder.run_once()
         await self._try_db(self.store.deregister_worker, self.id)
+        self.notifier.close()
         self.executor.shutdown()
         self._db_pool.shutdown(wait=False)
         log.info("worker stopped")

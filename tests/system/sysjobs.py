@@ -65,6 +65,12 @@ def fail(ctx: Any, message: str = "boom") -> None:
     raise RuntimeError(message)
 
 
+async def slow_fail(ctx: Any, seconds: float = 1.0) -> None:
+    _record(ctx)
+    await asyncio.sleep(seconds)
+    raise RuntimeError(f"failed after {seconds} s")
+
+
 def fail_until(ctx: Any, attempt: int = 2) -> None:
     """Fails until the given attempt, then succeeds."""
     _record(ctx)

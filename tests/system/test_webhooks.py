@@ -83,18 +83,25 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
+def hook_config(
+    path: Path, db_url: str, jobs: list[dict[str, Any]], target: dict[str, Any]
+) -> Path:
+    """A config of `jobs` with one `[[notify]]` target of the settings `target`."""
+    config = write_config(path, db_url, jobs)
+    lines = ["", "[[notify]]", *(f"{k} = {toml_value(v)}" for k, v in target.items())]
+    config.write_text(config.read_text() + "\n".join(lines) + "\n")
+    return config
+
+
 def notify_config(path: Path, db_url: str, url: str) -> Path:
     jobs = [
         {"name": "flaky", "func": "sysjobs:fail", "retries": 1, "retry_backoff": "0.2s"},
         {"name": "quiet", "func": "sysjobs:fail"},
         {"name": "fine", "func": "sysjobs:noop_async"},
     ]
-    config = write_config(path, db_url, jobs)
-    table = {"url": url, "events": ["failed", "exhausted", "lost"], "jobs": ["fl*", "fine"],
-             "secret": SECRET, "headers": {"X-Team": "ops"}, "name": "ops-hook"}  # fmt: skip
-    lines = ["", "[[notify]]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
-    path.write_text(path.read_text() + "\n".join(lines) + "\n")
-    return config
+    target = {"url": url, "events": ["failed", "exhausted", "lost"], "jobs": ["fl*", "fine"],
+              "secret": SECRET, "headers": {"X-Team": "ops"}, "name": "ops-hook"}  # fmt: skip
+    return hook_config(path, db_url, jobs, target)
 
 
 @pytest.mark.parametrize("db_url", ["postgresql", "sqlite"], indirect=True)
@@ -137,10 +144,8 @@ def test_an_overdue_job_raises_one_event_across_three_replicas(
     receiver = Receiver()
     try:
         jobs = [{"name": "nightly", "func": "sysjobs:fail", "expect_success_within": "2s"}]
-        config = write_config(tmp_path / "jr.toml", db_url, jobs)
-        table = {"url": receiver.url, "events": ["overdue"], "name": "pager"}
-        lines = ["", "[[notify]]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
-        config.write_text(config.read_text() + "\n".join(lines) + "\n")
+        target = {"url": receiver.url, "events": ["overdue"], "name": "pager"}
+        config = hook_config(tmp_path / "jr.toml", db_url, jobs, target)
         procs = [workers.start(config) for _ in range(3)]
         with Client.from_url(db_url) as client:
             client.enqueue("nightly")  # fails: no success since its first run
@@ -166,10 +171,8 @@ def test_a_worker_stopped_mid_delivery_gives_its_events_back(
     receiver = Receiver(hang_first=1, hang=6.0)
     try:
         jobs = [{"name": "boom", "func": "sysjobs:fail"}]
-        config = write_config(tmp_path / "jr.toml", db_url, jobs)
-        table = {"url": receiver.url, "events": ["failed"], "name": "hook"}
-        lines = ["", "[[notify]]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
-        config.write_text(config.read_text() + "\n".join(lines) + "\n")
+        target = {"url": receiver.url, "events": ["failed"], "name": "hook"}
+        config = hook_config(tmp_path / "jr.toml", db_url, jobs, target)
         first = workers.start(config)
         with Client.from_url(db_url) as client:
             client.enqueue("boom")
@@ -190,5 +193,33 @@ def test_a_worker_stopped_mid_delivery_gives_its_events_back(
         claimed_at = receiver.hung[0]
         assert time.monotonic() - claimed_at < CLAIM_LEASE, "delivered within the old claim"
         assert receiver.events()[0]["job"] == "boom"
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_run_that_fails_in_the_drain_is_notified_by_its_stopping_worker(
+    tmp_path: Path, db_url: str, workers: Workers
+) -> None:
+    """SIGTERM while a run is still going: it fails during the drain, and the worker that
+    stops delivers its event before it exits (no replica is left to do it)."""
+    receiver = Receiver()
+    try:
+        jobs = [{"name": "late", "func": "sysjobs:slow_fail"}]
+        target = {"url": receiver.url, "events": ["failed"], "name": "hook"}
+        config = hook_config(tmp_path / "jr.toml", db_url, jobs, target)
+        proc = workers.start(config)
+        with Client.from_url(db_url) as client:
+            run = client.enqueue("late", kwargs={"seconds": 2.0})
+            assert wait_for(lambda: client.get_run(run.id).status == "running", 20)
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            assert client.get_run(run.id).status == "failed"
+            with client.engine.connect() as conn:
+                left = conn.execute(sa.text("SELECT status FROM jobrunner_outbox")).all()
+        assert [r[0] for r in left] == ["delivered"], left
+        assert [(e["run_id"], e["event"]) for e in receiver.events()] == [(run.id, "failed")]
+        refused = proc.find("outcome refused: lease was taken over")
+        assert not refused, "the drain's flush wrote the outcome a second time"
     finally:
         receiver.close()
