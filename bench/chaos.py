@@ -87,7 +87,7 @@ NOTIFY = """
 [[jobs]]
 name = "chaos-fail"
 func = "chaos_jobs:fail_async"
-cron = "*/2 * * * * *"
+cron = "* * * * * */2"  # every 2 s (seconds come last)
 overlap = "allow"
 retries = 1
 retry_backoff = "0.2s"
