@@ -43,6 +43,7 @@ from jobrunner.store import (
     schedules,
     slots,
 )
+from jobrunner.store.direct import Direct
 from jobrunner.store.engine import create_engine
 from jobrunner.store.history import RunFilters
 from jobrunner.store.outbox import Pending
@@ -59,10 +60,12 @@ T = TypeVar("T")
 HOUSEKEEPING = "queue depth, orphaned runs, stale workers, retired jobs"
 
 # The claim and outcome transactions look runs up by index only (see `hot`).
-_INDEX_PLANS = sa.select(
-    *(
-        sa.func.set_config(setting, "off", True)
-        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_hashjoin")
+_INDEX_PLANS = Direct(
+    sa.select(
+        *(
+            sa.func.set_config(setting, "off", True)
+            for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_hashjoin")
+        )
     )
 )
 
@@ -128,7 +131,7 @@ def hot(engine: sa.Engine) -> Iterator[sa.Connection]:
     """
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(_INDEX_PLANS)
+            _INDEX_PLANS.execute(conn, {})
         yield conn
 
 

@@ -17,11 +17,12 @@ import sqlalchemy as sa
 
 from jobrunner.policy import Decisions, LaneKey, decide_claim, lane_key, policy_of, rate_key
 from jobrunner.records import Claim, ClaimedRun, Lease, Policy, Run
+from jobrunner.store.direct import Direct
 from jobrunner.store.engine import db_now
 from jobrunner.store.leases import KEY_SEP, STARTED_AT, acquire, held_leases, lock_name, replace
 from jobrunner.store.rates import rate_windows, record_windows, unblocked_at
 from jobrunner.store.sql import Op, any_of, rows, unnest
-from jobrunner.store.tables import UTCDateTime, job_rates, job_runs, jobrunner_jobs
+from jobrunner.store.tables import UTCDateTime, as_utc, job_rates, job_runs, jobrunner_jobs
 
 
 def claim(
@@ -191,7 +192,6 @@ def _when_next(
     return result
 
 
-_NOW_TYPE = UTCDateTime()
 _AHEAD = sa.bindparam("ahead", type_=sa.Float())
 
 
@@ -213,11 +213,11 @@ def _candidates(
     if not found:
         return out, None
     # `_now` comes raw (the same in every row): converted once, not once per row.
-    return out, _NOW_TYPE.process_result_value(found[-1][width + 1], result.context.dialect)
+    return out, as_utc(found[-1][width + 1])
 
 
 @functools.cache
-def _candidates_query(dialect: str, saturated: bool, full: bool, rated: bool) -> sa.Select[Any]:
+def _candidates_query(dialect: str, saturated: bool, full: bool, rated: bool) -> Direct:
     """The claim's read, built once per shape: queued runs of `:jobs` due within `:ahead`
     seconds in claim order, at most `:limit`, locked; with `saturated` (`full`), runs of
     `:saturated` jobs (`:full` job-key pairs) only if scheduled; with `rated`, no runs of
@@ -255,7 +255,7 @@ def _candidates_query(dialect: str, saturated: bool, full: bool, rated: bool) ->
             job_rates.c.blocked_until > db_now(),
         )
         query = query.where(~any_of(dialect, job_runs.c.job_name, "rated") | ~blocked)
-    return query
+    return Direct(query)
 
 
 def _next_due(dialect: str, jobs: list[str]) -> Op[tuple[datetime | None, datetime, datetime]]:
@@ -266,14 +266,16 @@ def _next_due(dialect: str, jobs: list[str]) -> Op[tuple[datetime | None, dateti
 
 
 @functools.cache
-def _next_due_query(dialect: str) -> sa.Select[Any]:
+def _next_due_query(dialect: str) -> Direct:
     columns: list[sa.ColumnElement[Any]] = [sa.func.min(job_runs.c.run_at), db_now()]
     if dialect == "postgresql":
         columns.append(sa.func.clock_timestamp(type_=UTCDateTime()))
-    return sa.select(*columns).where(
-        job_runs.c.status == "queued",
-        job_runs.c.run_at > db_now(),
-        any_of(dialect, job_runs.c.job_name, "jobs"),
+    return Direct(
+        sa.select(*columns).where(
+            job_runs.c.status == "queued",
+            job_runs.c.run_at > db_now(),
+            any_of(dialect, job_runs.c.job_name, "jobs"),
+        )
     )
 
 

@@ -20,17 +20,27 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-
-Processor = Callable[[Any], Any] | None
+from sqlalchemy.sql.dml import UpdateBase
 
 
 class Rows(list[tuple[Any, ...]]):
-    """The rows a `Direct` statement returned (what the operations read of a result)."""
+    """The rows a `Direct` statement returned, read as the operations read a result."""
+
+    rowcount: int = -1  # the rows the statement changed, as the driver counted them
+
+    def all(self) -> list[tuple[Any, ...]]:
+        return self
 
     def one_or_none(self) -> tuple[Any, ...] | None:
         if len(self) > 1:
             raise sa.exc.MultipleResultsFound("more than one row where one or none was expected")
         return self[0] if self else None
+
+    def one(self) -> tuple[Any, ...]:
+        row = self.one_or_none()
+        if row is None:
+            raise sa.exc.NoResultFound("no row where one was expected")
+        return row
 
 
 @dataclass(frozen=True)
@@ -38,14 +48,15 @@ class _Form:
     sql: str
     values: dict[str, Any]  # every parameter with its value in the statement (None if given)
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # the parameters' processors
-    results: tuple[Processor, ...]  # each returned column's processor
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]  # the returned columns' processors
+    returns: bool  # rows (a SELECT, or RETURNING): psycopg builds `description` anew
 
 
 class Direct:
-    """`statement` (a SELECT, of a CTE that writes maybe), run on the driver's cursor on
-    PostgreSQL."""
+    """`statement` (a SELECT, of a CTE that writes maybe, or an INSERT, UPDATE or DELETE with
+    or without RETURNING), run on the driver's cursor on PostgreSQL."""
 
-    def __init__(self, statement: sa.Select[Any]) -> None:
+    def __init__(self, statement: sa.Select[Any] | UpdateBase) -> None:
         self.statement = statement
         self._forms: weakref.WeakKeyDictionary[Dialect, _Form] = weakref.WeakKeyDictionary()
 
@@ -63,7 +74,8 @@ class Direct:
         try:
             with driver.cursor() as cursor:
                 cursor.execute(form.sql, values)
-                got = cursor.fetchall()
+                got = cursor.fetchall() if form.returns else []
+                count = cursor.rowcount
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
             if lost:
@@ -72,11 +84,9 @@ class Direct:
             raise sa.exc.DBAPIError.instance(
                 form.sql, values, exc, error, connection_invalidated=lost, dialect=dialect
             ) from exc
-        results = form.results
-        return Rows(
-            tuple(v if p is None else p(v) for p, v in zip(results, row, strict=True))
-            for row in got
-        )
+        found = Rows(got) if not form.results else Rows(_processed(got, form.results))
+        found.rowcount = count
+        return found
 
     def _compile(self, dialect: Dialect) -> _Form:
         compiled = self.statement.compile(dialect=dialect)
@@ -86,14 +96,31 @@ class Direct:
             if process is not None:
                 binds.append((name, process))
         assert not compiled.escaped_bind_names, "parameter names psycopg takes as they are"
-        columns = self.statement.selected_columns
+        columns = self.statement.exported_columns  # a SELECT's columns, or what it RETURNs
         form = _Form(
             sql=compiled.string,
             values={name: p.effective_value for name, p in compiled.binds.items()},
             binds=tuple(binds),
+            returns=bool(columns),
             results=tuple(
-                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+                (i, process)
+                for i, c in enumerate(columns)
+                if (process := c.type.dialect_impl(dialect).result_processor(dialect, None))
             ),
         )
         self._forms[dialect] = form
         return form
+
+
+def _processed(
+    got: list[tuple[Any, ...]], results: tuple[tuple[int, Callable[[Any], Any]], ...]
+) -> list[tuple[Any, ...]]:
+    """The rows with the columns that have a processor converted (most have none: a wide
+    row costs its typed columns only)."""
+    out = []
+    for row in got:
+        values = list(row)
+        for i, process in results:
+            values[i] = process(values[i])
+        out.append(tuple(values))
+    return out

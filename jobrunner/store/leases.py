@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobrunner.records import Lease, LockRow, Renewal, Run
+from jobrunner.store.direct import Direct
 from jobrunner.store.engine import db_now
 from jobrunner.store.sql import Op, insert, rows, unnest
 from jobrunner.store.tables import UTCDateTime, job_locks, job_runs, jobrunner_workers
@@ -45,9 +46,11 @@ def release(where: sa.ColumnElement[bool]) -> sa.Update:
     )
 
 
-_HELD_LEASES = sa.select(
-    job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence
-).where(job_locks.c.worker_id.is_not(None))
+_HELD_LEASES = Direct(
+    sa.select(job_locks.c.job_name, job_locks.c.slot, job_locks.c.run_id, job_locks.c.fence).where(
+        job_locks.c.worker_id.is_not(None)
+    )
+)
 
 
 def held_leases() -> Op[dict[tuple[str, str], dict[int, Lease]]]:
@@ -133,7 +136,7 @@ STARTED_AT = sa.case((job_runs.c.run_at > _CLAIMED_AT, job_runs.c.run_at), else_
 
 
 @functools.cache
-def _acquire_and_start_statement() -> sa.Select[Any]:
+def _acquire_and_start_statement() -> Direct:
     """PostgreSQL: `_acquire_statement` as a data-modifying CTE whose leases' runs one UPDATE
     marks running (`:worker`, started at `:now`, the lease's fence); selects the leases."""
     taken = _acquire_statement("postgresql").cte("taken")
@@ -149,7 +152,7 @@ def _acquire_and_start_statement() -> sa.Select[Any]:
     )
     clock = sa.func.clock_timestamp(type_=UTCDateTime())  # when the row was returned
     leases = sa.select(*(taken.c[c.name] for c in _LEASE_COLUMNS), clock)
-    return leases.add_cte(start.cte("started"))
+    return Direct(leases.add_cte(start.cte("started")))
 
 
 def replace(worker_id: str, moves: list[tuple[Run, Lease]], lease_ttl: float) -> Op[list[Lease]]:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from jobrunner.policy import retry_after
 from jobrunner.records import Outcome, Run
+from jobrunner.store.direct import Direct
 from jobrunner.store.engine import db_now
 from jobrunner.store.leases import lock_name, release
 from jobrunner.store.queue import DONE_CHANNEL, queue_retries, wake
@@ -45,7 +46,11 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
         # in the same transaction). A `status` condition here would let the planner
         # scan the running runs' index instead, which stale statistics make it do.
         yield succeeded, {"ids": plain}
-    valued = [{"rid": o.lease.run_id, "res": o.result} for o in mine if _valued(o)]
+    valued = [
+        {"rid": o.lease.run_id, "res": o.result}
+        for o in mine
+        if _valued(o) and o.result is not None
+    ]
     if valued:  # successes that returned a value: one statement on PostgreSQL as well
         yield _valued_statement(dialect), rows(dialect, valued)
     written = set(plain) | {v["rid"] for v in valued}
@@ -82,7 +87,7 @@ def _valued(outcome: Outcome) -> bool:
 
 
 @functools.cache
-def _finish_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
+def _finish_statements(dialect: str) -> tuple[Direct, Direct]:
     """Built once: release this worker's leases of `:ids` (RETURNING the rows released),
     and record the runs `:ids` succeeded."""
     held = (job_locks.c.worker_id == sa.bindparam("worker", type_=sa.String())) & any_of(
@@ -97,7 +102,7 @@ def _finish_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
         .where(any_of(dialect, job_runs.c.id, "ids"))
         .values(status="succeeded", finished_at=db_now())
     )
-    return release_held, succeeded
+    return Direct(release_held), Direct(succeeded)
 
 
 @functools.cache

@@ -47,13 +47,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):  # computed by SQLite's strftime() in a RETURNING clause
-            value = datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
-        return value.astimezone(UTC)  # type: ignore[no-any-return]
+        return as_utc(value)
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A timestamp as either database returns it, as timezone-aware UTC (any dialect)."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # computed by SQLite's strftime() in a RETURNING clause
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+    return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
 class PgArray(TypeDecorator[Sequence[Any]]):

@@ -19,8 +19,10 @@ from sqlalchemy.dialects import postgresql
 from jobrunner.errors import InvalidArguments, JobNotFound, RunNotFound, SchemaOutOfDate
 from jobrunner.records import CatalogEntry, Outcome, Policy, Slot, WorkerInfo
 from jobrunner.store import history, migrate
+from jobrunner.store import outcomes as outcomes_op
 from jobrunner.store.access import write
 from jobrunner.store.engine import IDLE_IN_TRANSACTION, create_engine
+from jobrunner.store.sql import Op
 from jobrunner.store.tables import PgArray, job_locks, job_runs, jobrunner_workers, metadata
 from tests.support import AllPorts
 
@@ -358,6 +360,36 @@ def test_results_of_every_json_kind_are_written_in_one_finish(store: AllPorts) -
     assert {r.status for r in got} == {"succeeded"}
     assert [r.result for r in got] == [*values, None]
     assert [r.result_note for r in got] == [None] * len(values) + ["not kept: big"]
+
+
+def _steps(op: Op[Any], seen: list[Any]) -> Op[Any]:
+    """`op`, with each statement it yields recorded in `seen`."""
+    step = next(op)
+    while True:
+        seen.append(step)
+        try:
+            step = op.send((yield step))
+        except StopIteration as done:
+            return done.value
+
+
+@pytest.mark.parametrize("with_results", [0, 2])
+def test_finish_updates_each_success_once(store: AllPorts, with_results: int) -> None:
+    """Plain successes are one UPDATE by id and successes with results one UPDATE of theirs:
+    no row is written twice (the release, then one statement per kind present)."""
+    at = past()
+    store.insert_slots([slot("r", at - timedelta(seconds=i)) for i in range(4)])
+    claim = store.claim(worker_id="w", limit=4, policies={"r": ALLOW}, lease_ttl=30)
+    outcomes = [
+        Outcome(lease=c.lease, status="succeeded", result="7" if i < with_results else None)
+        for i, c in enumerate(claim.started)
+    ]
+    seen: list[Any] = []
+    op = _steps(outcomes_op.finish(store.dialect, "w", outcomes), seen)
+    assert write(store.engine, op) == {c.run.id for c in claim.started}
+    assert len(seen) == (3 if with_results else 2)
+    got = [store.get_run(c.run.id) for c in claim.started]
+    assert [r.result for r in got] == [7] * with_results + [None] * (4 - with_results)
 
 
 def test_a_run_cancelled_before_its_time_is_recorded_as_never_begun(store: AllPorts) -> None:
