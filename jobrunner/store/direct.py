@@ -14,7 +14,8 @@ through SQLAlchemy as usual.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,25 @@ class _Form:
     returns: bool  # rows (a SELECT, or RETURNING): psycopg builds `description` anew
 
 
+@contextmanager
+def driver_errors(conn: sa.Connection, sql: str, values: Any = None) -> Iterator[Any]:
+    """The driver's connection under `conn`; a driver error in the block is raised as the
+    SQLAlchemy error it would have been, and a lost connection is invalidated."""
+    dialect = conn.dialect
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    try:
+        yield driver
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        if lost:
+            conn.invalidate(exc)
+        error = dialect.loaded_dbapi.Error
+        raise sa.exc.DBAPIError.instance(
+            sql, values, exc, error, connection_invalidated=lost, dialect=dialect
+        ) from exc
+
+
 class Direct:
     """`statement` (a SELECT, of a CTE that writes maybe, or an INSERT, UPDATE or DELETE with
     or without RETURNING), run on the driver's cursor on PostgreSQL."""
@@ -69,21 +89,10 @@ class Direct:
         values = {**form.values, **params}
         for name, process in form.binds:
             values[name] = process(values[name])
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        try:
-            with driver.cursor() as cursor:
-                cursor.execute(form.sql, values)
-                got = cursor.fetchall() if form.returns else []
-                count = cursor.rowcount
-        except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
-            if lost:
-                conn.invalidate(exc)
-            error = dialect.loaded_dbapi.Error
-            raise sa.exc.DBAPIError.instance(
-                form.sql, values, exc, error, connection_invalidated=lost, dialect=dialect
-            ) from exc
+        with driver_errors(conn, form.sql, values) as driver, driver.cursor() as cursor:
+            cursor.execute(form.sql, values)
+            got = cursor.fetchall() if form.returns else []
+            count = cursor.rowcount
         found = Rows(got) if not form.results else Rows(_processed(got, form.results))
         found.rowcount = count
         return found

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobrunner import Client
-from jobrunner.store.access import read, write, write_one
+from jobrunner.store.access import hot, read, write, write_one
 from jobrunner.store.direct import Direct, Rows
 from jobrunner.store.engine import create_engine
 from jobrunner.store.sql import Op
@@ -93,4 +93,35 @@ def test_no_connection_goes_back_to_the_pool_in_autocommit(pg_url: str) -> None:
     with engine.connect() as conn:
         assert conn.connection.driver_connection.autocommit is False
         assert conn.execute(sa.select(sa.func.count()).select_from(job_runs)).scalar() == 1
+    engine.dispose()
+
+
+SETTINGS = sa.select(sa.func.current_setting("enable_seqscan"), sa.func.txid_current_if_assigned())
+
+
+def test_a_hot_transaction_is_one_transaction_with_index_plans(pg_url: str) -> None:
+    """The claim's and outcomes' transaction: its settings hold for every statement in it
+    and end with it, what it wrote commits together, and a failure rolls all of it back and
+    leaves a pooled connection that is neither in a transaction nor in autocommit."""
+    publish(pg_url)
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0)
+    with Client.from_url(pg_url) as client:
+        client.enqueue("adhoc")
+    with hot(engine) as conn:
+        conn.execute(job_runs.update().values(priority=3))
+        first = Direct(SETTINGS).execute(conn, {}).one()
+        assert conn.execute(SETTINGS).one() == first  # SQLAlchemy's statements: the same one
+        assert first[0] == "off" and first[1] is not None
+    with engine.connect() as conn:
+        assert conn.execute(SETTINGS).one()[0] == "on"  # SET LOCAL ended with it
+        assert conn.execute(sa.select(job_runs.c.priority)).scalar() == 3
+    with pytest.raises(RuntimeError), hot(engine) as conn:
+        Direct(job_runs.update().values(priority=9)).execute(conn, {})
+        raise RuntimeError("after the update")
+    with pytest.raises(sa.exc.DataError), hot(engine) as conn:  # the driver's error, as ours
+        conn.execute(job_runs.update().values(priority=8))
+        Direct(sa.select(sa.cast(sa.literal("x"), sa.Integer))).execute(conn, {})
+    with engine.connect() as conn:
+        assert conn.connection.driver_connection.autocommit is False
+        assert conn.execute(sa.select(job_runs.c.priority)).scalar() == 3
     engine.dispose()
