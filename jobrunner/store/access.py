@@ -122,9 +122,9 @@ def hot(engine: sa.Engine) -> Iterator[sa.Connection]:
     burst (a bulk enqueue, thousands of slots at one minute) PostgreSQL believes a
     handful of runs are queued and plans a bitmap scan of the whole backlog plus a sort
     for the claim, and a hash join over the table for the start. Measured with 20,000
-    queued runs: 7-30 ms per claim of 200 instead of 0.3 ms. `set_config(..., true)`
-    lasts for this transaction only (no session state, so PgBouncer's transaction
-    pooling is fine); every statement in it has an index path.
+    queued runs: 7-30 ms per claim of 200 instead of 0.3 ms. `SET LOCAL` lasts for this
+    transaction only (no session state, so PgBouncer's transaction pooling is fine); every
+    statement in it has an index path.
 
     On PostgreSQL the transaction is the driver's: begun with those settings in one round
     trip (psycopg would send its BEGIN alone first), on a connection in autocommit, and
