@@ -115,7 +115,10 @@ wait_until 30 running 1
 holder="$(sql "SELECT worker_id FROM job_runs WHERE job_name = 'long' AND attempt = 1")"
 victim=""
 for i in 1 2 3; do
-  if docker logs "$NAME-$i" 2>&1 | grep -q "\"worker_id\": \"$holder\""; then victim="$NAME-$i"; fi
+  # The logs read whole first: under pipefail, `docker logs | grep -q` fails when grep exits at
+  # the first match and docker logs, still writing, gets SIGPIPE.
+  logs="$(docker logs "$NAME-$i" 2>&1)"
+  if grep -qF "\"worker_id\": \"$holder\"" <<<"$logs"; then victim="$NAME-$i"; fi
 done
 [ -n "$victim" ] || { say "no container logged worker $holder"; exit 1; }
 say "attempt 1 runs in $victim ($holder): docker kill"
