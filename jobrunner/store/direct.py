@@ -27,8 +27,6 @@ from sqlalchemy.sql.dml import UpdateBase
 class Rows(list[tuple[Any, ...]]):
     """The rows a `Direct` statement returned, read as the operations read a result."""
 
-    rowcount: int = -1  # the rows the statement changed, as the driver counted them
-
     def all(self) -> list[tuple[Any, ...]]:
         return self
 
@@ -92,10 +90,7 @@ class Direct:
         with driver_errors(conn, form.sql, values) as driver, driver.cursor() as cursor:
             cursor.execute(form.sql, values)
             got = cursor.fetchall() if form.returns else []
-            count = cursor.rowcount
-        found = Rows(got) if not form.results else Rows(_processed(got, form.results))
-        found.rowcount = count
-        return found
+        return Rows(got) if not form.results else Rows(_processed(got, form.results))
 
     def _compile(self, dialect: Dialect) -> _Form:
         compiled = self.statement.compile(dialect=dialect)

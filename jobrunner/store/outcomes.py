@@ -39,18 +39,17 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
     ]
     if not mine:
         return set()
-    plain = [o.lease.run_id for o in mine if _plain(o)]
+    # Successes with nothing else to record: the common case by id, those with a result
+    # by row; each in one of the two, never both.
+    successes = [o for o in mine if _success(o)]
+    plain = [o.lease.run_id for o in successes if o.result is None]
     if plain:  # the common case in one statement
         # By id only: these runs are running, as this worker held their leases until
         # the release above (every path that ends a run moves or releases its lease
         # in the same transaction). A `status` condition here would let the planner
         # scan the running runs' index instead, which stale statistics make it do.
         yield succeeded, {"ids": plain}
-    valued = [
-        {"rid": o.lease.run_id, "res": o.result}
-        for o in mine
-        if _valued(o) and o.result is not None
-    ]
+    valued = [{"rid": o.lease.run_id, "res": o.result} for o in successes if o.result is not None]
     if valued:  # successes that returned a value: one statement on PostgreSQL as well
         yield _valued_statement(dialect), rows(dialect, valued)
     written = set(plain) | {v["rid"] for v in valued}
@@ -76,12 +75,7 @@ def finish(dialect: str, worker_id: str, outcomes: Sequence[Outcome]) -> Op[set[
     return {o.lease.run_id for o in mine}
 
 
-def _plain(outcome: Outcome) -> bool:
-    """A success with nothing else to record (no reason, no result): the common case."""
-    return _valued(outcome) and outcome.result is None
-
-
-def _valued(outcome: Outcome) -> bool:
+def _success(outcome: Outcome) -> bool:
     """A success with nothing to record but perhaps its result."""
     return outcome.status == "succeeded" and not outcome.reason and outcome.result_note is None
 
